@@ -1,0 +1,3 @@
+from UltrasoundRefineLib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The one command-line entry: ``ultrasound-refine COMMAND ...``.
+
+Each command family lives in its own module with a ``register(subparsers)`` function; the Slicer
+module runs long jobs through this same entry point in a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from UltrasoundRefineLib import __version__
+from UltrasoundRefineLib.errors import UltrasoundRefineError
+
+COMMAND_MODULES = ["data", "masks"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="ultrasound-refine",
+        description="Find the ultrasound image region in every loop: auto masks, review, pretrain, fine-tune.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"UltrasoundRefineLib.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except UltrasoundRefineError as e:
+        print(f"ultrasound-refine: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ultrasound-refine: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,114 @@
+"""Shapes of the ultrasound image region: sectors/fans and rectangles, and their pixel masks.
+
+The phantom draws its ground truth with these and ``automask.fanfit`` fits them, so both speak the
+same geometry. Coordinates are continuous pixel coordinates: ``x`` along W (columns), ``y`` along H
+(rows), the centre of pixel ``[row, col]`` at ``(x=col, y=row)``. A pixel belongs to a shape when its
+centre does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sector:
+    """A phased-array sector or a curvilinear fan.
+
+    The sides are two rays from the (virtual) apex ``(apex_x, apex_y)``, at ``tilt_deg +- half_angle_deg``
+    from straight down (positive angles turn towards +x). ``r_min`` is the radius of the top arc
+    (0: a pointed apex; > 0: the curved top edge of a curvilinear probe). The far edge is an arc of
+    radius ``r_max`` around ``far_center`` (the apex when ``None``; real scanners do not always centre
+    it there). ``flat_top_y`` cuts the apex flat at that row; ``clip`` ``(x0, y0, x1, y1)`` is the
+    scanner's region box, which may clip the sides.
+    """
+
+    apex_x: float
+    apex_y: float
+    half_angle_deg: float
+    r_max: float
+    r_min: float = 0.0
+    tilt_deg: float = 0.0
+    flat_top_y: float | None = None
+    far_center: tuple[float, float] | None = None
+    clip: tuple[float, float, float, float] | None = None
+
+    kind = "sector"
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        h, w = shape
+        y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+        dx, dy = x - self.apex_x, y - self.apex_y
+        r = np.hypot(dx, dy)
+        theta = np.degrees(np.arctan2(dx, dy))  # 0 = straight down, + towards +x
+        m = (np.abs(theta - self.tilt_deg) <= self.half_angle_deg) & (dy > 0) & (r >= self.r_min)
+        fx, fy = self.far_center if self.far_center is not None else (self.apex_x, self.apex_y)
+        m &= np.hypot(x - fx, y - fy) <= self.r_max
+        if self.flat_top_y is not None:
+            m &= y >= self.flat_top_y
+        if self.clip is not None:
+            x0, y0, x1, y1 = self.clip
+            m &= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+        return m
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    """A linear-probe image: the axis-aligned box ``x0 <= x <= x1``, ``y0 <= y <= y1``."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    kind = "rectangle"
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        h, w = shape
+        y, x = np.mgrid[0:h, 0:w]
+        return (x >= self.x0) & (x <= self.x1) & (y >= self.y0) & (y <= self.y1)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+Region = Union[Sector, Rectangle]
+
+
+def region_from_dict(d: dict) -> Region:
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "sector":
+        for key in ("far_center", "clip"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return Sector(**d)
+    if kind == "rectangle":
+        return Rectangle(**d)
+    raise ValueError(f"unknown region kind {kind!r}")
+
+
+def regions_mask(regions: list[Region], shape: tuple[int, int]) -> np.ndarray:
+    """Union of several regions (a dual view has two), as a bool ``(H, W)`` mask."""
+    m = np.zeros(shape, dtype=bool)
+    for region in regions:
+        m |= region.mask(shape)
+    return m
+
+
+def sector_corners(s: Sector) -> dict[str, tuple[float, float]]:
+    """The four corners where the sides meet the top and far arcs (for display and fitting)."""
+    out = {}
+    for side, sign in (("left", -1), ("right", 1)):
+        a = math.radians(s.tilt_deg + sign * s.half_angle_deg)
+        ux, uy = math.sin(a), math.cos(a)
+        out[f"top_{side}"] = (s.apex_x + s.r_min * ux, s.apex_y + s.r_min * uy)
+        out[f"far_{side}"] = (s.apex_x + s.r_max * ux, s.apex_y + s.r_max * uy)
+    return out

@@ -1,0 +1,68 @@
+"""The one in-memory type for a cine loop (or a still frame, as a loop of one frame)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Loop:
+    """A loop as every reader returns it.
+
+    frames: ``(T, H, W)`` grey or ``(T, H, W, 3)`` RGB, ``uint8`` (readers rescale deeper data to 8 bit
+        and say so in ``meta["rescaled_from_bits"]``).
+    spacing: ``(row_mm, col_mm)``: physical size of one pixel along H and along W, or ``None`` when the
+        source does not say (from SequenceOfUltrasoundRegions, then PixelSpacing, for DICOM).
+    origin, direction: the in-plane grid as SimpleITK describes it (``origin`` in (x, y) order,
+        ``direction`` a flattened 2x2 matrix), so masks can be written on the loop's own grid.
+    frame_time_ms: time between frames, or ``None``.
+    source_key: a stable, non-identifying key (a hash of the file's content). Never a patient name or ID.
+    group_key: a hash of the patient/study identifiers, for leak-free splits; ``None`` when unknown.
+    stem: the file name without its extension(s); outputs for this loop are named ``<stem>.nrrd``.
+    meta: non-identifying facts about the source (format, photometric interpretation, transfer syntax,
+        ultrasound region boxes in pixels, ...). Must never hold names, IDs or dates.
+    """
+
+    frames: np.ndarray
+    spacing: tuple[float, float] | None = None
+    frame_time_ms: float | None = None
+    source_key: str = ""
+    group_key: str | None = None
+    stem: str = "loop"
+    path: Path | None = None
+    origin: tuple[float, float] = (0.0, 0.0)
+    direction: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if f.ndim == 2:
+            f = f[None]
+        if not (f.ndim == 3 or (f.ndim == 4 and f.shape[-1] == 3)):
+            raise ValueError(f"frames must be (T,H,W) or (T,H,W,3), got shape {self.frames.shape}")
+        if f.shape[0] < 1 or f.shape[1] < 2 or f.shape[2] < 2:
+            raise ValueError(f"frames are empty or degenerate: shape {self.frames.shape}")
+        self.frames = f
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)``: the pixel grid every mask of this loop lives on."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    @property
+    def is_rgb(self) -> bool:
+        return self.frames.ndim == 4
+
+    def grey(self) -> np.ndarray:
+        """``(T, H, W)`` float32 luminance in [0, 255] (ITU-R BT.601 weights for RGB)."""
+        if not self.is_rgb:
+            return self.frames.astype(np.float32)
+        rgb = self.frames.astype(np.float32)
+        return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
