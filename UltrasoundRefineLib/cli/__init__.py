@@ -13,7 +13,13 @@ import sys
 from UltrasoundRefineLib import __version__
 from UltrasoundRefineLib.errors import UltrasoundRefineError
 
-COMMAND_MODULES = ["data", "masks"]
+
+
+def _command_modules() -> list[str]:
+    """Every module in this package registers its commands; a new command family is a new file."""
+    import pkgutil
+
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in _command_modules():
         importlib.import_module(f"UltrasoundRefineLib.cli.{name}").register(sub)
     return parser
 

@@ -1,0 +1,147 @@
+"""Run a mask producer over many loops: the shared contract of ``automask`` and ``predict``.
+
+For every input loop it writes ``OUT/<stem>.nrrd`` (one ``(H, W)`` mask on the loop's grid) and, at
+the end, ``OUT/summary.json``. A bad input is reported (one line on stderr, an entry in the summary)
+and the others are still processed; the exit code is 2 when anything failed, else 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from UltrasoundRefineLib import __version__
+from UltrasoundRefineLib.automask import MaskSuggestion
+from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
+from UltrasoundRefineLib.io import find_loops, loop_stem, read_loop, write_mask
+from UltrasoundRefineLib.loop import Loop
+
+log = logging.getLogger(__name__)
+
+Producer = Callable[[Loop], MaskSuggestion]
+
+
+@dataclass
+class BatchResult:
+    done: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.failed else 0
+
+
+def ensure_writable_dir(out_dir: Path) -> None:
+    """Fail before any work when the output folder cannot be created or written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(out_dir, f"cannot write to this output folder ({e.strerror or e})") from None
+
+
+def _display_name(path: Path, inputs: list[Path]) -> str:
+    """The input's path relative to the folder it was found in (or its file name): enough to find the
+    file, without repeating the caller's absolute folder names in what we write."""
+    for root in inputs:
+        if root.is_dir():
+            try:
+                return str(path.relative_to(root))
+            except ValueError:
+                continue
+    return path.name
+
+
+def run_batch(
+    inputs: Iterable[str | Path],
+    out_dir: str | Path,
+    producer_name: str,
+    produce: Producer,
+    *,
+    progress: bool = True,
+    extra_summary: dict | None = None,
+) -> BatchResult:
+    out_dir = Path(out_dir)
+    inputs = [Path(p) for p in inputs]
+    ensure_writable_dir(out_dir)
+    found = find_loops(inputs)
+    result = BatchResult(skipped=[_display_name(p, inputs) for p in found.skipped])
+
+    def fail(error: UltrasoundRefineError, name: str) -> None:
+        print(f"ultrasound-refine: error: {error}", file=sys.stderr)
+        result.failed.append({"file": name, "error": getattr(error, "reason", str(error))})
+
+    for error in found.errors:
+        fail(error, _display_name(Path(error.path), inputs))
+
+    stems: dict[str, str] = {}
+    total = len(found.files)
+    for i, path in enumerate(found.files, 1):
+        name = _display_name(path, inputs)
+        stem = loop_stem(path)
+        if stem in stems:
+            fail(InputError(path, f"another input ({stems[stem]}) has the same name stem {stem!r}; "
+                                  "outputs are named by stem, rename one"), name)
+            continue
+        stems[stem] = name
+        start = time.perf_counter()
+        try:
+            loop = read_loop(path)
+            suggestion = produce(loop)
+            write_mask(suggestion.mask, out_dir / f"{stem}.nrrd", like=loop)
+        except UltrasoundRefineError as e:
+            fail(e, name)
+            continue
+        except Exception as e:  # a bug or numerical failure on one loop must not lose the others
+            log.debug("failure on %s", name, exc_info=True)
+            fail(InputError(path, f"{producer_name} failed: {type(e).__name__}: {e}"), name)
+            continue
+        entry = {
+            "file": name,
+            "stem": stem,
+            "mask": f"{stem}.nrrd",
+            "method": suggestion.method,
+            "quality": round(float(suggestion.quality), 4),
+            "mask_fraction": round(float(suggestion.mask.mean()), 4),
+            "frames": loop.n_frames,
+            "shape": list(loop.shape),
+            "source_key": loop.source_key,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        result.done.append(entry)
+        if progress:
+            print(f"[{i}/{total}] {stem}: quality {entry['quality']:.2f}, "
+                  f"mask {entry['mask_fraction']:.0%} of the image", file=sys.stderr)
+
+    summary = {
+        "tool": "ultrasound-refine",
+        "version": __version__,
+        "method": producer_name,
+        **(extra_summary or {}),
+        "n_done": len(result.done),
+        "n_failed": len(result.failed),
+        "loops": result.done,
+        "failed": result.failed,
+        "skipped": result.skipped,
+    }
+    _write_json(out_dir / "summary.json", summary)
+    return result
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(path, f"cannot write the summary ({e.strerror or e})") from None
