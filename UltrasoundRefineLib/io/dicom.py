@@ -1,0 +1,439 @@
+"""Loops from DICOM files (US multi-frame, single-frame US, Secondary Capture, any SOP class with pixels).
+
+Pixel decoding is pydicom's (with the pylibjpeg plugins for JPEG, JPEG-LS, JPEG 2000 and RLE);
+this module only picks the right options, turns the result into ``uint8`` frames and collects the
+geometry. Nothing that identifies a patient (names, IDs, dates, institution, ...) leaves this
+module: not in ``Loop.meta``, not in keys (only keyed hashes), not in error messages or logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.pixels
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from UltrasoundRefineLib.errors import InputError
+from UltrasoundRefineLib.io.images import file_sha256_key, to_uint8
+from UltrasoundRefineLib.loop import Loop
+
+#: Fixed key of the keyed hash behind ``group_key``: stable across runs and machines, so the same
+#: patient/study always lands in the same group, while the hash cannot be reversed by a plain lookup.
+GROUP_KEY_SECRET = b"UltrasoundRefine/group_key/v1"
+
+#: Media Storage SOP classes of DICOM files that never hold a loop (index files, reports, plans, ...).
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key objects
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms (ECG, audio)
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF/CDA/STL
+    "1.2.840.10008.5.1.4.1.1.481.2",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data (and registrations, .66.x)
+)
+
+_LOSSY_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
+}
+_DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_UNITS_CM = 3
+_SPATIAL_FORMAT = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
+_DATA_TYPE = {
+    0: "none", 1: "tissue", 2: "color flow", 3: "PW spectral Doppler", 4: "CW spectral Doppler",
+    5: "Doppler mean trace", 6: "Doppler mode trace", 7: "Doppler max trace", 8: "volume trace",
+    9: "d(volume)/dt trace", 10: "ECG trace", 11: "pulse trace", 12: "phonocardiogram trace",
+    13: "gray bar", 14: "color bar", 15: "integrated backscatter", 16: "area trace",
+    17: "d(area)/dt trace", 18: "other physiological input",
+}
+# VRs whose values may identify someone; scrubbed from any message we pass on.
+_PHI_VRS = {"PN", "DA", "DT", "TM", "LO", "SH", "AE", "UI", "ST", "LT", "UT", "CS"}
+
+
+def has_dicom_preamble(path: str | Path) -> bool:
+    """True when the file has the standard 128-byte preamble followed by ``DICM``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def media_storage_sop_class(path: str | Path) -> str | None:
+    """The file meta's Media Storage SOP Class UID (cheap: reads only group 0002), or ``None``."""
+    try:
+        with _quiet():
+            meta = pydicom.filereader.read_file_meta_info(str(path))
+        value = meta.get("MediaStorageSOPClassUID")
+        return str(value) if value else None
+    except Exception:  # noqa: BLE001 - a probe; the full read reports what is wrong
+        return None
+
+
+def is_non_image_sop_class(uid: str | None) -> bool:
+    return bool(uid) and any(str(uid) == p.rstrip(".") or str(uid).startswith(p) for p in NON_IMAGE_SOP_PREFIXES)
+
+
+def _phi_values(ds: Dataset) -> list[str]:
+    """String values of the elements that might identify someone (to scrub them from messages)."""
+    values: set[str] = set()
+    try:
+        for elem in ds.iterall():
+            if elem.VR in _PHI_VRS and elem.value not in (None, ""):
+                vals = elem.value if isinstance(elem.value, (list, tuple, pydicom.multival.MultiValue)) else [elem.value]
+                for v in vals:
+                    s = str(v).strip()
+                    if len(s) >= 3:
+                        values.add(s)
+    except Exception:  # noqa: BLE001 - best effort on a broken dataset
+        pass
+    return sorted(values, key=len, reverse=True)
+
+
+def _scrub(text: str, ds: Dataset | None) -> str:
+    text = " ".join(str(text).split())[:240]
+    if ds is not None:
+        for v in _phi_values(ds):
+            text = text.replace(v, "<removed>")
+    return text
+
+
+def _ts_label(uid: UID) -> str:
+    name = uid.name if uid.name != str(uid) else "unknown transfer syntax"
+    return f"'{name}' ({uid})"
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """For files read with ``force=True``: did we parse DICOM, or just bytes that happened to decode?"""
+    return any(k in ds for k in ("SOPClassUID", "Rows", "Columns", "PixelData", "Modality", "StudyInstanceUID"))
+
+
+def _truncated(ds: Dataset, caught: list) -> bool:
+    """pydicom reads a cut-short file without complaint; spot it from what it left behind."""
+    if any("end of file" in str(w.message).lower() or "eof" in str(w.message).lower() for w in caught):
+        return True
+    tags = list(ds.keys())
+    if not tags:
+        return False
+    raw = ds.get_item(tags[-1])
+    length = getattr(raw, "length", None)
+    value = getattr(raw, "value", None)
+    if getattr(raw, "is_undefined_length", False) or length in (None, 0xFFFFFFFF):
+        return False
+    return isinstance(value, (bytes, bytearray)) and len(value) < length
+
+
+def _group_key(ds: Dataset) -> str | None:
+    parts = [str(ds.get(k, "") or "").strip() for k in ("PatientID", "StudyInstanceUID")]
+    if not any(parts):
+        return None
+    h = hashlib.blake2b("\x00".join(parts).encode("utf-8"), digest_size=8, key=GROUP_KEY_SECRET)
+    return h.hexdigest()
+
+
+def _number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def us_regions(ds: Dataset) -> list[dict]:
+    """Every SequenceOfUltrasoundRegions item as plain values (the box is in pixels, inclusive)."""
+    out = []
+    for item in ds.get("SequenceOfUltrasoundRegions", None) or []:
+        def i(kw, default=None):
+            v = item.get(kw, None)
+            try:
+                return int(v) if v is not None and v != "" else default
+            except (TypeError, ValueError):
+                return default
+
+        sf, dt = i("RegionSpatialFormat"), i("RegionDataType")
+        region = {
+            "x0": i("RegionLocationMinX0"),
+            "y0": i("RegionLocationMinY0"),
+            "x1": i("RegionLocationMaxX1"),
+            "y1": i("RegionLocationMaxY1"),
+            "spatial_format": sf,
+            "spatial_format_name": _SPATIAL_FORMAT.get(sf, "unknown") if sf is not None else "unknown",
+            "data_type": dt,
+            "data_type_name": _DATA_TYPE.get(dt, "unknown") if dt is not None else "unknown",
+            "physical_units_x": i("PhysicalUnitsXDirection"),
+            "physical_units_y": i("PhysicalUnitsYDirection"),
+            "physical_delta_x": _number(item.get("PhysicalDeltaX", None)),
+            "physical_delta_y": _number(item.get("PhysicalDeltaY", None)),
+        }
+        out.append(region)
+    return out
+
+
+def _region_area(r: dict) -> int:
+    if None in (r["x0"], r["y0"], r["x1"], r["y1"]):
+        return 0
+    return max(0, r["x1"] - r["x0"] + 1) * max(0, r["y1"] - r["y0"] + 1)
+
+
+def _spacing(ds: Dataset, regions: list[dict], meta: dict) -> tuple[float, float] | None:
+    """(row_mm, col_mm): the ultrasound regions first (cm -> mm), then PixelSpacing."""
+    usable = [
+        (k, r) for k, r in enumerate(regions)
+        if r["physical_units_x"] == _UNITS_CM and r["physical_units_y"] == _UNITS_CM
+        and (r["physical_delta_x"] or 0) > 0 and (r["physical_delta_y"] or 0) > 0
+    ]
+    two_d = [(k, r) for k, r in usable if r["spatial_format"] == 1]
+    pool = two_d or usable
+    if pool:
+        # the largest region is the main image (not a thumbnail or a side panel); ties -> first
+        k, best = max(pool, key=lambda kr: (_region_area(kr[1]), -kr[0]))
+        deltas = {(round(r["physical_delta_x"], 9), round(r["physical_delta_y"], 9)) for _, r in pool}
+        meta["spacing_source"] = "us_region"
+        meta["spacing_region_index"] = int(k)
+        if len(deltas) > 1:
+            meta["us_regions_spacing_disagree"] = True
+        return (best["physical_delta_y"] * 10.0, best["physical_delta_x"] * 10.0)
+    candidates = [ds.get("PixelSpacing", None)]
+    try:
+        candidates.append(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        pass
+    for ps in candidates:
+        try:
+            row, col = float(ps[0]), float(ps[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if row > 0 and col > 0 and np.isfinite(row) and np.isfinite(col):
+            meta["spacing_source"] = "pixel_spacing"
+            return (row, col)
+    meta["spacing_source"] = None
+    return None
+
+
+def _frame_time_ms(ds: Dataset, meta: dict) -> float | None:
+    ft = _number(ds.get("FrameTime", None))
+    if ft is not None and ft > 0:
+        meta["frame_time_source"] = "FrameTime"
+        return ft
+    vector = ds.get("FrameTimeVector", None)
+    if vector is not None:
+        try:
+            values = [float(v) for v in (vector if isinstance(vector, (list, tuple, pydicom.multival.MultiValue)) else [vector])]
+        except (TypeError, ValueError):
+            values = []
+        # the first entry is the time of frame 1 relative to itself: 0 by definition
+        steps = values[1:] if len(values) > 1 else values
+        steps = [v for v in steps if np.isfinite(v) and v > 0]
+        if steps:
+            meta["frame_time_source"] = "FrameTimeVector"
+            return float(np.mean(steps))
+    for kw in ("RecommendedDisplayFrameRate", "CineRate"):
+        rate = _number(ds.get(kw, None))
+        if rate is not None and rate > 0:
+            meta["frame_time_source"] = kw
+            return 1000.0 / rate
+    return None
+
+
+def _decoder_problem(ts: UID) -> str | None:
+    """Why pixel data in this transfer syntax cannot be decoded here, or ``None`` if it can."""
+    try:
+        decoder = pydicom.pixels.get_decoder(ts)
+    except NotImplementedError:
+        return f"unsupported transfer syntax {_ts_label(ts)}: no pixel data decoder exists for it"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        return f"cannot decode transfer syntax {_ts_label(ts)}: missing decoder plugin ({missing})"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pydicom warns (and logs) about odd values by quoting them, which may be a name or a date: keep
+    those out of our logs while we read."""
+    logger = logging.getLogger("pydicom")
+    was_disabled = logger.disabled
+    logger.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.disabled = was_disabled
+
+
+def read_dicom(path: str | Path) -> Loop:
+    """Read one DICOM file as a :class:`Loop`. Bad files raise :class:`InputError`, never anything else."""
+    path = Path(path)
+    seen: dict = {}
+    with _quiet():
+        try:
+            return _read_dicom(path, seen)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - broken values surface as assorted errors; never a traceback
+            detail = _scrub(e, seen.get("ds"))
+            raise InputError(path, f"unreadable DICOM ({type(e).__name__}: {detail})") from None
+
+
+def _read_dicom(path: Path, seen: dict) -> Loop:
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        preamble = has_dicom_preamble(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(str(path), force=not preamble)
+    except InvalidDicomError:
+        raise InputError(path, "not a DICOM file") from None
+    except OSError as e:
+        raise InputError(path, f"cannot read the file ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on broken files
+        raise InputError(path, f"corrupt or truncated DICOM ({type(e).__name__}: {_scrub(e, None)})") from None
+
+    seen["ds"] = ds
+    if not preamble and not _looks_like_dicom(ds):
+        raise InputError(path, "not a DICOM file (no DICM preamble and no DICOM image elements)")
+    truncated = _truncated(ds, caught)
+    if truncated:
+        raise InputError(path, "truncated DICOM: the file ends before its data does (copy cut short?)")
+
+    sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        if sop == "1.2.840.10008.1.3.10" or "DirectoryRecordSequence" in ds:
+            raise InputError(path, "a DICOMDIR (an index of other files), not a loop")
+        what = f" (SOP class '{UID(sop).name}')" if sop else ""
+        raise InputError(path, f"DICOM without pixel data{what}: not an image, or the file was cut short")
+
+    # transfer syntax: files without file meta (or without the element) get the one they were read in
+    ts = ds.file_meta.get("TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
+    if ts is None:
+        implicit, little = getattr(ds, "original_encoding", (None, None))
+        if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+            raise InputError(path, "compressed pixel data but no transfer syntax in the file meta")
+        ts = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
+        ds.file_meta.TransferSyntaxUID = ts
+    ts = UID(str(ts))
+    problem = _decoder_problem(ts)
+    if problem:
+        raise InputError(path, problem)
+
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits_stored = ds.get("BitsStored", None) or ds.get("BitsAllocated", None)
+    if spp not in (1, 3):
+        raise InputError(path, f"unsupported image shape: {spp} samples per pixel (expected 1 or 3)")
+
+    try:
+        # pydicom 3 converts YBR_FULL / YBR_FULL_422 to RGB (as_rgb) and undoes planar configuration;
+        # JPEG 2000 decoders undo YBR_RCT / YBR_ICT themselves
+        arr = ds.pixel_array
+        if photometric == "PALETTE COLOR":
+            arr = pydicom.pixels.apply_color_lut(arr, ds)
+    except (ValueError, EOFError) as e:
+        msg = _scrub(e, ds)
+        if "less than expected" in msg or "end of file" in msg.lower() or "truncat" in msg.lower():
+            raise InputError(path, "truncated DICOM: the pixel data is shorter than the image header says") from None
+        raise InputError(path, f"cannot decode the pixel data ({_ts_label(ts)}: {msg})") from None
+    except (NotImplementedError, RuntimeError) as e:
+        raise InputError(path, f"cannot decode the pixel data ({_ts_label(ts)}: {_scrub(e, ds)})") from None
+    except Exception as e:  # noqa: BLE001 - decoders raise assorted types on broken streams
+        raise InputError(path, f"cannot decode the pixel data ({_ts_label(ts)}: {type(e).__name__}: {_scrub(e, ds)})") from None
+
+    colour = arr.shape[-1] == 3 and (spp == 3 or photometric == "PALETTE COLOR")
+    # frame axis: pydicom drops it for single-frame data
+    if arr.ndim == (3 if colour else 2):
+        arr = arr[None]
+    if arr.ndim != (4 if colour else 3):
+        raise InputError(path, f"unsupported image shape {tuple(arr.shape)} (photometric {photometric or 'unknown'})")
+
+    meta: dict = {
+        "format": "dicom",
+        "sop_class_uid": sop or None,
+        "sop_class_name": UID(sop).name if sop else None,
+        "modality": str(ds.get("Modality", "") or "") or None,
+        "photometric": photometric or None,
+        "transfer_syntax": str(ts),
+        "transfer_syntax_name": ts.name,
+        "bits_allocated": int(ds.get("BitsAllocated", 0) or 0) or None,
+        "bits_stored": int(bits_stored) if bits_stored else None,
+        "samples_per_pixel": spp,
+        "number_of_frames": int(arr.shape[0]),
+    }
+    if str(ds.get("LossyImageCompression", "") or "") == "01" or ts in _LOSSY_SYNTAXES:
+        meta["lossy"] = True
+
+    if photometric == "PALETTE COLOR":
+        # apply_color_lut returns uint16 for 8-bit LUTs too: the descriptor says how deep the entries are
+        try:
+            lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except (AttributeError, IndexError, TypeError, ValueError):
+            lut_bits = 16 if arr.max(initial=0) > 255 else 8
+        if lut_bits > 8 and arr.max(initial=0) <= 255:
+            lut_bits = 8  # a known writer quirk: "16-bit" tables that hold 8-bit values
+        meta["palette_lut_bits"] = lut_bits
+        if lut_bits <= 8:
+            frames, info = np.clip(arr, 0, 255).astype(np.uint8), {}
+        else:
+            frames, info = to_uint8(arr, colour=True, bits=lut_bits)
+    else:
+        frames, info = to_uint8(arr, colour=colour, bits=int(bits_stored) if bits_stored else None)
+    meta.update(info)
+    if photometric == "MONOCHROME1":
+        frames = np.subtract(np.uint8(255), frames, dtype=np.uint8)  # MONOCHROME1: 0 is white
+        meta["inverted"] = True
+
+    regions = us_regions(ds)
+    if regions:
+        meta["us_regions"] = regions
+    spacing = _spacing(ds, regions, meta)
+    frame_time = _frame_time_ms(ds, meta)
+
+    from UltrasoundRefineLib.io.find import loop_stem  # late: find imports this module
+
+    try:
+        return Loop(
+            frames=np.ascontiguousarray(frames),
+            spacing=spacing,
+            frame_time_ms=frame_time,
+            source_key=file_sha256_key(path),
+            group_key=_group_key(ds),
+            stem=loop_stem(path),
+            path=path,
+            meta=meta,
+        )
+    except ValueError as e:
+        raise InputError(path, f"unsupported image shape ({e})") from None
+
+
+def dicom_by_extension(path: str | Path) -> bool:
+    """Files without a preamble are tried as DICOM only when their name allows it."""
+    name = Path(path).name.lower()
+    return name.endswith(_DICOM_EXTENSIONS) or "." not in name.lstrip(".")
+
+
+__all__ = [
+    "GROUP_KEY_SECRET",
+    "dicom_by_extension",
+    "has_dicom_preamble",
+    "is_non_image_sop_class",
+    "media_storage_sop_class",
+    "read_dicom",
+    "us_regions",
+]
