@@ -83,7 +83,7 @@ def to_uint8(arr: np.ndarray, colour: bool, bits: int | None = None) -> tuple[np
         if not np.isfinite(lo):
             lo = hi = 0.0
     out = np.empty(arr.shape, dtype=np.uint8)
-    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    span = hi - lo if hi > lo else 0.0
     # frame by frame: a long 16-bit loop in float64 at once would take gigabytes
     flat_in = arr if arr.ndim > 2 else arr[None]
     flat_out = out if arr.ndim > 2 else out[None]
@@ -91,7 +91,8 @@ def to_uint8(arr: np.ndarray, colour: bool, bits: int | None = None) -> tuple[np
         f = flat_in[i].astype(np.float64)
         if not integer:
             f = np.nan_to_num(f, nan=lo, posinf=hi, neginf=lo)
-        flat_out[i] = np.clip(np.rint((f - lo) * scale), 0, 255).astype(np.uint8)
+        f = (f - lo) * 255.0 / span if span else np.zeros_like(f)
+        flat_out[i] = np.clip(np.rint(f), 0, 255).astype(np.uint8)
     lo_out = int(lo) if float(lo).is_integer() else lo
     hi_out = int(hi) if float(hi).is_integer() else hi
     return out, {"rescaled_from_bits": nbits, "rescale_range": [lo_out, hi_out]}
@@ -157,7 +158,7 @@ def read_image(path: str | Path) -> Loop:
 
     sp = image.GetSpacing()
     spacing: tuple[float, float] | None = (float(sp[1]), float(sp[0]))
-    if fmt in _FLAT_FORMATS and abs(sp[0] - 1.0) < 1e-9 and abs(sp[1] - 1.0) < 1e-9:
+    if fmt in _FLAT_FORMATS and abs(sp[0] - 1.0) < 1e-6 and abs(sp[1] - 1.0) < 1e-6:  # TIFF: 1.000000015
         spacing = None
     if dim == 3:
         meta["slice_spacing_mm"] = float(sp[2])
