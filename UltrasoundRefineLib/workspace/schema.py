@@ -1,0 +1,166 @@
+"""The workspace database: its SQL, its version, and the refusal to touch what we do not understand.
+
+A workspace written by a newer (or unknown) schema is refused, never altered: the person who made it
+may still need it with the version that made it. Older schemas are upgraded only by an explicit
+migration in :data:`MIGRATIONS`; there are none yet, so an older schema is refused too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from UltrasoundRefineLib.workspace.errors import WorkspaceError
+
+DB_NAME = "workspace.db"
+FORMAT = "UltrasoundRefine workspace"
+SCHEMA_VERSION = 1
+# "USRF": lets `open` tell our databases from any other SQLite file before reading a table.
+APPLICATION_ID = 0x55535246
+
+SCHEMA_SQL = """
+CREATE TABLE workspace_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE items (
+    id          TEXT PRIMARY KEY,            -- the loop's content hash: stable and non-identifying
+    stem        TEXT NOT NULL,               -- file name without extension; masks are matched by it
+    source_path TEXT NOT NULL,
+    n_frames    INTEGER NOT NULL,
+    height      INTEGER NOT NULL,
+    width       INTEGER NOT NULL,
+    spacing_row REAL,
+    spacing_col REAL,
+    group_key   TEXT,                        -- hash of patient/study identifiers (leak-free splits)
+    split       TEXT CHECK (split IN ('pretrain', 'finetune', 'test')),
+    meta        TEXT NOT NULL DEFAULT '{}',
+    added_at    TEXT NOT NULL
+);
+CREATE INDEX items_stem ON items(stem);
+CREATE INDEX items_group ON items(group_key);
+CREATE TABLE suggestions (
+    id          INTEGER PRIMARY KEY,
+    item_id     TEXT NOT NULL REFERENCES items(id),
+    round       INTEGER NOT NULL CHECK (round >= 1),
+    producer    TEXT NOT NULL,
+    quality     REAL,
+    uncertainty REAL,
+    mask_path   TEXT NOT NULL,               -- relative to the workspace folder
+    details     TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    UNIQUE (item_id, round)
+);
+CREATE INDEX suggestions_round ON suggestions(round);
+CREATE TABLE human_masks (
+    id          INTEGER PRIMARY KEY,
+    item_id     TEXT NOT NULL REFERENCES items(id),
+    mask_path   TEXT NOT NULL,               -- relative to the workspace folder
+    source      TEXT NOT NULL CHECK (source IN ('imported', 'edited')),
+    user        TEXT,
+    provenance  TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX human_masks_item ON human_masks(item_id);
+CREATE TABLE decisions (
+    id            INTEGER PRIMARY KEY,
+    suggestion_id INTEGER NOT NULL REFERENCES suggestions(id),
+    decision      TEXT NOT NULL CHECK (decision IN ('accepted', 'rejected', 'edited')),
+    user          TEXT NOT NULL,
+    seconds       REAL,
+    human_mask_id INTEGER REFERENCES human_masks(id),
+    details       TEXT NOT NULL DEFAULT '{}',
+    decided_at    TEXT NOT NULL
+);
+CREATE INDEX decisions_suggestion ON decisions(suggestion_id);
+CREATE TABLE models (
+    id         TEXT PRIMARY KEY,
+    path       TEXT NOT NULL,
+    card       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+# from_version -> callable(conn) that upgrades to from_version + 1 inside a transaction.
+MIGRATIONS: dict = {}
+
+
+def connect(db_path: Path, *, readonly: bool, timeout: float = 30.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (we open transactions ourselves), full fsync on commit."""
+    if readonly:
+        uri = f"{db_path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    else:
+        conn = sqlite3.connect(str(db_path), timeout=timeout, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    # Connection settings only: nothing here changes the file, so a database we are about to refuse
+    # stays as it was. (WAL, so a reader never blocks the writer, is set once, at creation.)
+    conn.execute("PRAGMA foreign_keys = ON")
+    # FULL: a commit is on disk (fsync) before decide() returns, even across a power loss.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def initialise(conn: sqlite3.Connection, created_by: str, created_at: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # (not executescript: it would commit statement by statement)
+    for statement in _statements(SCHEMA_SQL):
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO workspace_meta(key, value) VALUES (?, ?)",
+        [
+            ("format", FORMAT),
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("created_by", created_by),
+            ("created_at", created_at),
+        ],
+    )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def check(conn: sqlite3.Connection, root: Path, *, deep: bool = True) -> int:
+    """Refuse anything but a healthy workspace database of exactly our schema version."""
+    db = root / DB_NAME
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            raise WorkspaceError(db, "is not an UltrasoundRefine workspace database (another program's SQLite file)")
+        meta = dict(conn.execute("SELECT key, value FROM workspace_meta").fetchall())
+        if deep:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise WorkspaceError(
+                    db, f"the database is corrupt ({problems[0]}); restore it from a backup, it was not changed"
+                )
+    except sqlite3.DatabaseError as e:
+        raise WorkspaceError(
+            db, f"the database is corrupt or not SQLite ({e}); restore it from a backup, it was not changed"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise WorkspaceError(db, f"unknown workspace format {meta.get('format')!r}; refusing to touch it")
+    try:
+        meta_version = int(meta.get("schema_version", "-1"))
+    except ValueError:
+        meta_version = -1
+    if meta_version != version:
+        raise WorkspaceError(db, f"inconsistent schema version ({meta_version} vs {version}); refusing to touch it")
+    if version > SCHEMA_VERSION:
+        raise WorkspaceError(
+            db,
+            f"was written by a newer UltrasoundRefine (workspace schema {version}; this version knows up to "
+            f"{SCHEMA_VERSION}); upgrade UltrasoundRefine to open it. It was not changed.",
+        )
+    if version < SCHEMA_VERSION and version not in MIGRATIONS:
+        raise WorkspaceError(
+            db, f"uses workspace schema {version}, which this version cannot migrate (needs {SCHEMA_VERSION})"
+        )
+    if version < 1:
+        raise WorkspaceError(db, f"unknown workspace schema version {version}; refusing to touch it")
+    return version
