@@ -503,16 +503,34 @@ def test_corrupt_pixel_stream_is_wrapped(tmp_path):
     assert_no_phi(str(e.value))
 
 
-def test_pydicom_warnings_do_not_reach_logs(tmp_path, caplog, recwarn):
+def test_malformed_values_with_identifiers_do_not_leak(tmp_path, caplog, recwarn):
+    """A name typed into the wrong fields: pydicom would warn (and log) quoting it, and a naive reader
+    would copy it into meta or fail quoting it."""
     ds = us_dataset(synthetic_frames(False, t=1), rgb=False)
-    ds.add_new(0x00100030, "DA", "Doe^Jane")  # invalid date holding a name: pydicom warns quoting it
+    ds.Modality = "ABCDEFGH"
+    ds.FrameTime = "12345678"
     path = save(ds, tmp_path / "odd.dcm")
+    raw = path.read_bytes()
+    assert raw.count(b"ABCDEFGH") == 1 and raw.count(b"12345678") == 1
+    path.write_bytes(raw.replace(b"ABCDEFGH", b"Doe^Jane").replace(b"12345678", b"Doe^Jane"))
     caplog.clear()
     recwarn.clear()
     with caplog.at_level("DEBUG"):
         loop = read_loop(path)
     assert not recwarn.list
-    assert_no_phi(caplog.text, " ".join(str(w.message) for w in recwarn.list), repr(loop.meta))
+    assert loop.meta["modality"] is None and loop.frame_time_ms is None
+    assert_no_phi(caplog.text, repr(loop.meta))
+    # a malformed value pydicom warns about (and fails on) while decoding: quoted nowhere
+    ds.NumberOfFrames = "12345678"
+    raw = save(ds, tmp_path / "odder.dcm").read_bytes()
+    path.write_bytes(raw.replace(b"12345678", b"Roe^Rick"))
+    caplog.clear()
+    recwarn.clear()
+    with caplog.at_level("DEBUG"), pytest.raises(InputError) as e:
+        read_loop(path)
+    assert not recwarn.list
+    for text in (caplog.text, str(e.value)):
+        assert "Roe^Rick" not in text and "Rick" not in text
 
 
 # --------------------------------------------------------------------------------------------------

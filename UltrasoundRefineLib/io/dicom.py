@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -90,6 +91,27 @@ def is_non_image_sop_class(uid: str | None) -> bool:
     return bool(uid) and any(str(uid) == p.rstrip(".") or str(uid).startswith(p) for p in NON_IMAGE_SOP_PREFIXES)
 
 
+def _get(ds: Dataset, keyword: str, default=None):
+    """``ds.get`` that never raises: a malformed optional value (a FrameTime of 'abc') must not make
+    the whole loop unreadable, and its conversion error would quote the value."""
+    try:
+        value = ds.get(keyword, default)
+    except Exception:  # noqa: BLE001
+        return default
+    return default if value is None else value
+
+
+def _code(value, pattern: str) -> str | None:
+    """A value we copy into meta only if it has the shape its VR promises (CS, UI): anything else
+    (a name typed into the wrong field) stays out."""
+    text = str(value or "").strip()
+    return text if text and re.fullmatch(pattern, text) else None
+
+
+_CS = r"[A-Z0-9_ ]{1,16}"
+_UI = r"[0-9]+(\.[0-9]+)*"
+
+
 def _phi_values(ds: Dataset) -> list[str]:
     """String values of the elements that might identify someone (to scrub them from messages)."""
     values: set[str] = set()
@@ -106,12 +128,20 @@ def _phi_values(ds: Dataset) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def _scrub(text: str, ds: Dataset | None) -> str:
-    text = " ".join(str(text).split())[:240]
+def _keep_quoted(m: re.Match) -> str:
+    # numbers, error codes and tags are useful; any other quoted text may be a value from the file
+    return m.group(0) if re.fullmatch(r"'[-+0-9.,xA-Fa-f() ]*'", m.group(0)) else "'...'"
+
+
+def _scrub(text, ds: Dataset | None) -> str:
+    """A library's error message, made safe to show: one line, no quoted values, no identifiers."""
+    text = " ".join(str(text).split())
     if ds is not None:
         for v in _phi_values(ds):
             text = text.replace(v, "<removed>")
-    return text
+    text = re.sub(r"'[^']*'", _keep_quoted, text)
+    text = re.sub(r'"[^"]*"', "'...'", text)
+    return text[:240]
 
 
 def _ts_label(uid: UID) -> str:
@@ -140,7 +170,7 @@ def _truncated(ds: Dataset, caught: list) -> bool:
 
 
 def _group_key(ds: Dataset) -> str | None:
-    parts = [str(ds.get(k, "") or "").strip() for k in ("PatientID", "StudyInstanceUID")]
+    parts = [str(_get(ds, k, "") or "").strip() for k in ("PatientID", "StudyInstanceUID")]
     if not any(parts):
         return None
     h = hashlib.blake2b("\x00".join(parts).encode("utf-8"), digest_size=8, key=GROUP_KEY_SECRET)
@@ -158,9 +188,9 @@ def _number(value) -> float | None:
 def us_regions(ds: Dataset) -> list[dict]:
     """Every SequenceOfUltrasoundRegions item as plain values (the box is in pixels, inclusive)."""
     out = []
-    for item in ds.get("SequenceOfUltrasoundRegions", None) or []:
+    for item in _get(ds, "SequenceOfUltrasoundRegions", None) or []:
         def i(kw, default=None):
-            v = item.get(kw, None)
+            v = _get(item, kw, None)
             try:
                 return int(v) if v is not None and v != "" else default
             except (TypeError, ValueError):
@@ -178,8 +208,8 @@ def us_regions(ds: Dataset) -> list[dict]:
             "data_type_name": _DATA_TYPE.get(dt, "unknown") if dt is not None else "unknown",
             "physical_units_x": i("PhysicalUnitsXDirection"),
             "physical_units_y": i("PhysicalUnitsYDirection"),
-            "physical_delta_x": _number(item.get("PhysicalDeltaX", None)),
-            "physical_delta_y": _number(item.get("PhysicalDeltaY", None)),
+            "physical_delta_x": _number(_get(item, "PhysicalDeltaX", None)),
+            "physical_delta_y": _number(_get(item, "PhysicalDeltaY", None)),
         }
         out.append(region)
     return out
@@ -209,10 +239,10 @@ def _spacing(ds: Dataset, regions: list[dict], meta: dict) -> tuple[float, float
         if len(deltas) > 1:
             meta["us_regions_spacing_disagree"] = True
         return (best["physical_delta_y"] * 10.0, best["physical_delta_x"] * 10.0)
-    candidates = [ds.get("PixelSpacing", None)]
+    candidates = [_get(ds, "PixelSpacing", None)]
     try:
         candidates.append(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing)
-    except (AttributeError, IndexError, KeyError, TypeError):
+    except Exception:  # noqa: BLE001 - optional, and often absent or malformed
         pass
     for ps in candidates:
         try:
@@ -227,11 +257,11 @@ def _spacing(ds: Dataset, regions: list[dict], meta: dict) -> tuple[float, float
 
 
 def _frame_time_ms(ds: Dataset, meta: dict) -> float | None:
-    ft = _number(ds.get("FrameTime", None))
+    ft = _number(_get(ds, "FrameTime", None))
     if ft is not None and ft > 0:
         meta["frame_time_source"] = "FrameTime"
         return ft
-    vector = ds.get("FrameTimeVector", None)
+    vector = _get(ds, "FrameTimeVector", None)
     if vector is not None:
         try:
             values = [float(v) for v in (vector if isinstance(vector, (list, tuple, pydicom.multival.MultiValue)) else [vector])]
@@ -244,7 +274,7 @@ def _frame_time_ms(ds: Dataset, meta: dict) -> float | None:
             meta["frame_time_source"] = "FrameTimeVector"
             return float(np.mean(steps))
     for kw in ("RecommendedDisplayFrameRate", "CineRate"):
-        rate = _number(ds.get(kw, None))
+        rate = _number(_get(ds, kw, None))
         if rate is not None and rate > 0:
             meta["frame_time_source"] = kw
             return 1000.0 / rate
@@ -314,7 +344,7 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
     if truncated:
         raise InputError(path, "truncated DICOM: the file ends before its data does (copy cut short?)")
 
-    sop = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    sop = _code(_get(ds, "SOPClassUID") or _get(ds.file_meta, "MediaStorageSOPClassUID"), _UI) or ""
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         if sop == "1.2.840.10008.1.3.10" or "DirectoryRecordSequence" in ds:
             raise InputError(path, "a DICOMDIR (an index of other files), not a loop")
@@ -361,14 +391,14 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
     if arr.ndim == (3 if colour else 2):
         arr = arr[None]
     if arr.ndim != (4 if colour else 3):
-        raise InputError(path, f"unsupported image shape {tuple(arr.shape)} (photometric {photometric or 'unknown'})")
+        raise InputError(path, f"unsupported image shape {tuple(arr.shape)} (photometric {_code(photometric, _CS) or 'unknown'})")
 
     meta: dict = {
         "format": "dicom",
         "sop_class_uid": sop or None,
         "sop_class_name": UID(sop).name if sop else None,
-        "modality": str(ds.get("Modality", "") or "") or None,
-        "photometric": photometric or None,
+        "modality": _code(_get(ds, "Modality"), _CS),
+        "photometric": _code(photometric, _CS),
         "transfer_syntax": str(ts),
         "transfer_syntax_name": ts.name,
         "bits_allocated": int(ds.get("BitsAllocated", 0) or 0) or None,
@@ -376,7 +406,7 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
         "samples_per_pixel": spp,
         "number_of_frames": int(arr.shape[0]),
     }
-    if str(ds.get("LossyImageCompression", "") or "") == "01" or ts in _LOSSY_SYNTAXES:
+    if str(_get(ds, "LossyImageCompression", "") or "") == "01" or ts in _LOSSY_SYNTAXES:
         meta["lossy"] = True
 
     if photometric == "PALETTE COLOR":
