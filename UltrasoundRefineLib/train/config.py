@@ -1,0 +1,80 @@
+"""What a training run is configured by; small CPU-friendly defaults (see benchmarks/train_phantom.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from UltrasoundRefineLib.errors import UltrasoundRefineError
+
+#: The input channels that represent a loop best on the phantom (measured: see the report of issue 4
+#: and benchmarks/train_phantom.py --compare-inputs). ``max`` shows where anything was ever bright
+#: (the whole fan over a cardiac cycle), ``std`` shows what moves (the scan moves, burned-in text does
+#: not), ``frame`` keeps one real frame so a still image is not out of distribution.
+DEFAULT_INPUTS = ("max", "std", "frame")
+
+
+class TrainError(UltrasoundRefineError):
+    """Training cannot start or continue (bad data, a checkpoint from another run, no device)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything (besides data, seed and device) that decides what a run learns.
+
+    size: the network sees a ``size x size`` square; the loop is scaled to fit (aspect kept) and padded.
+    inputs: channel names, see :data:`UltrasoundRefineLib.train.render.CHANNELS`.
+    arch / net: a MONAI network by name and keyword overrides (see :mod:`.network`).
+    epochs: the most epochs; early stopping (``patience`` epochs without a better validation Dice)
+        usually ends sooner. An epoch is one pass over the training examples, and at least
+        ``min_steps_per_epoch`` steps so that ten fine-tuning masks still get a few updates per epoch.
+    val_fraction: the share of the training examples held out (by group when groups are known) for
+        early stopping; 0 disables validation and early stopping.
+    encoder_lr_factor: the encoder's learning rate relative to ``lr`` for ``low-lr-encoder``.
+    """
+
+    size: int = 128
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
+    arch: str = "unet"
+    net: dict = field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 16
+    min_steps_per_epoch: int = 4
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    encoder_lr_factor: float = 0.1
+    val_fraction: float = 0.15
+    patience: int = 8
+    min_delta: float = 1e-4
+    augment: bool = True
+    amp: bool = True
+    log_every: int = 20
+    loss: str = "dicece"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["inputs"] = list(self.inputs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise TrainError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "inputs" in d:
+            d["inputs"] = tuple(d["inputs"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # Settings that may change between a kill and a resume without invalidating the checkpoint.
+    RESUMABLE_CHANGES = ("epochs", "patience", "log_every")
+
+    def fingerprint_dict(self) -> dict:
+        d = self.to_dict()
+        for k in self.RESUMABLE_CHANGES:
+            d.pop(k, None)
+        return d

@@ -1,0 +1,72 @@
+"""The method's training stages as library functions (what the CLI and the experiment runner call).
+
+- :func:`pretrain`: many cheap, imperfect masks (accepted auto-mask suggestions), from random weights.
+- :func:`finetune`: a few expensive human masks, from a pretrained model, with a strategy
+  (``full``, ``frozen-encoder``, ``low-lr-encoder``; see :mod:`.strategy`).
+- :func:`scratch`: the same few human masks from random weights: the comparison the method must beat.
+
+Each returns a :class:`~UltrasoundRefineLib.train.engine.TrainResult` (model in memory, per-epoch
+history, metrics); give ``out=`` to also save the model folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from UltrasoundRefineLib.train.config import TrainConfig
+from UltrasoundRefineLib.train.engine import TrainResult, train_model
+from UltrasoundRefineLib.train.model import Model
+from UltrasoundRefineLib.train.strategy import STRATEGIES
+
+__all__ = ["pretrain", "finetune", "scratch", "STRATEGIES", "FINETUNE_DEFAULTS", "PRETRAIN_DEFAULTS"]
+
+#: Defaults per stage, measured on the phantom (benchmarks/train_phantom.py) on 2 CPU cores.
+PRETRAIN_DEFAULTS = TrainConfig(epochs=40, batch_size=16, lr=3e-3, patience=8)
+FINETUNE_DEFAULTS = TrainConfig(epochs=30, batch_size=8, lr=1e-3, patience=10, min_steps_per_epoch=4, val_fraction=0.2)
+SCRATCH_DEFAULTS = TrainConfig(epochs=60, batch_size=8, lr=3e-3, patience=15, min_steps_per_epoch=4, val_fraction=0.2)
+
+
+def pretrain(
+    examples: Sequence[Any],
+    *,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    val_examples: Sequence[Any] | None = None,
+    **kwargs,
+) -> TrainResult:
+    """Learn the region from many accepted auto masks (step 3)."""
+    return train_model(examples, val_examples, config or PRETRAIN_DEFAULTS, stage="pretrain", seed=seed, device=device, **kwargs)
+
+
+def finetune(
+    base: Model | str | Path,
+    examples: Sequence[Any],
+    *,
+    strategy: str = "full",
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    val_examples: Sequence[Any] | None = None,
+    **kwargs,
+) -> TrainResult:
+    """Refine a pretrained model on a few human masks (step 4). The base model's architecture, input
+    size and channels are kept; ``config`` sets the rest (epochs, learning rate, ...)."""
+    return train_model(
+        examples, val_examples, config or FINETUNE_DEFAULTS, init_from=base, strategy=strategy, stage="finetune",
+        seed=seed, device=device, **kwargs,
+    )
+
+
+def scratch(
+    examples: Sequence[Any],
+    *,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    val_examples: Sequence[Any] | None = None,
+    **kwargs,
+) -> TrainResult:
+    """Human masks only, from random weights: the baseline that pretraining must beat."""
+    return train_model(examples, val_examples, config or SCRATCH_DEFAULTS, stage="scratch", seed=seed, device=device, **kwargs)

@@ -1,0 +1,309 @@
+"""A trained model on disk, and predicting a loop's mask with it.
+
+A model is a folder: ``weights.pt`` (a plain ``state_dict`` of tensors, loaded with
+``torch.load(..., weights_only=True)``, so a file with pickled objects in it is refused rather than
+executed) and ``card.json`` (architecture and its arguments, input size and channels, preprocessing,
+training data hashes, seeds, metrics, library versions). ``history.json`` holds the training curve.
+``predict`` needs nothing else: no workspace, no training code paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from UltrasoundRefineLib.automask import MaskSuggestion
+from UltrasoundRefineLib.errors import InputError, OutputError
+from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.train.network import build_network, forward_logits
+from UltrasoundRefineLib.train.render import Geometry, render_loop, unrender
+
+CARD_FORMAT = 1
+WEIGHTS = "weights.pt"
+CARD = "card.json"
+HISTORY = "history.json"
+
+
+@dataclass
+class Model:
+    """A network ready to predict, with its card."""
+
+    net: nn.Module
+    card: dict
+    device: torch.device
+
+    @property
+    def model_id(self) -> str:
+        return str(self.card.get("model_id", "unsaved"))
+
+    @property
+    def size(self) -> int:
+        return int(self.card["input"]["size"])
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.card["input"]["channels"])
+
+    @property
+    def arch(self) -> str:
+        return str(self.card["architecture"]["name"])
+
+    @property
+    def producer_name(self) -> str:
+        return f"model:{self.model_id}"
+
+    def to(self, device: torch.device) -> "Model":
+        self.net.to(device)
+        self.device = torch.device(device)
+        return self
+
+
+def library_versions() -> dict:
+    import monai
+    import scipy
+
+    from UltrasoundRefineLib import __version__
+
+    return {
+        "UltrasoundRefine": __version__,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    _atomic_write_bytes(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_json(obj, path: str | Path) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+
+    _atomic_write_bytes(Path(path), write)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def save_model(model: Model, out_dir: str | Path, history: list | None = None) -> Path:
+    """Write ``weights.pt`` + ``card.json`` (+ ``history.json``); the card gets the weights' hash as id."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(out, f"cannot create the model folder ({e.strerror or e})") from None
+    state = {k: v.detach().to("cpu").clone() for k, v in model.net.state_dict().items()}
+    try:
+        atomic_torch_save(state, out / WEIGHTS)
+        digest = hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
+        model.card["model_id"] = digest[:12]
+        model.card["weights_sha256"] = digest
+        model.card.setdefault("format", CARD_FORMAT)
+        if history is not None:
+            atomic_json(history, out / HISTORY)
+        atomic_json(model.card, out / CARD)
+    except OSError as e:
+        raise OutputError(out, f"cannot write the model ({e.strerror or e})") from None
+    return out
+
+
+def load_weights(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)``: tensors and plain containers only; anything else is refused."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise InputError(path, f"refusing to load: the file holds more than plain tensors ({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise InputError(path, f"not a readable weights file ({str(e).strip().splitlines()[0][:160] if str(e).strip() else e})") from None
+    return state
+
+
+def _resolve_model_paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_dir():
+        return p / WEIGHTS, p / CARD
+    if p.suffix == ".json":
+        return p.with_name(WEIGHTS), p
+    if p.suffix in (".pt", ".pth"):
+        return p, p.with_name(CARD)
+    raise InputError(p, "no such model (expected a folder with weights.pt and card.json)")
+
+
+def load_model(path: str | Path, device: str | torch.device | None = "auto") -> Model:
+    """A model folder (or its ``weights.pt`` / ``card.json``) -> :class:`Model` in eval mode."""
+    from UltrasoundRefineLib.train.device import resolve_device
+
+    weights_path, card_path = _resolve_model_paths(path)
+    if not card_path.is_file() or not weights_path.is_file():
+        raise InputError(path, f"not a model: needs {WEIGHTS} and {CARD}")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(card_path, f"unreadable model card ({e})") from None
+    if not isinstance(card, dict) or "architecture" not in card or "input" not in card:
+        raise InputError(card_path, "not a model card (no architecture / input)")
+    if int(card.get("format", 0)) > CARD_FORMAT:
+        raise InputError(card_path, f"model card format {card.get('format')} is newer than this version understands")
+    state = load_weights(weights_path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(weights_path, "not a state_dict of tensors")
+    arch = card["architecture"]
+    net = build_network(arch["name"], arch["kwargs"])
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise InputError(weights_path, f"weights do not fit the card's architecture ({str(e).splitlines()[0]})") from None
+    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto").device
+    net.to(dev).eval()
+    return Model(net=net, card=card, device=dev)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prediction
+
+
+def _tta_members(image: torch.Tensor, inputs: tuple[str, ...]) -> list[tuple[torch.Tensor, bool]]:
+    """Test-time variants of a ``(B, C, S, S)`` batch: identity, mirror, darker and brighter gamma."""
+    from UltrasoundRefineLib.train.augment import INTENSITY_CHANNELS
+
+    idx = [i for i, c in enumerate(inputs) if c in INTENSITY_CHANNELS]
+    members = [(image, False), (image.flip(-1), True)]
+    for gamma in (0.8, 1.25):
+        x = image.clone()
+        if idx:
+            x[:, idx] = x[:, idx].clamp_min(0) ** gamma
+        members.append((x, False))
+    return members
+
+
+@torch.no_grad()
+def predict_probabilities(model: Model, images: torch.Tensor, *, tta: bool = True, batch_size: int = 32) -> torch.Tensor:
+    """``(N, C, S, S)`` rendered inputs -> ``(K, N, S, S)`` foreground probabilities, one per TTA member
+    (``K`` = 1 without TTA). Stays on the model's device."""
+    model.net.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(model.device, non_blocking=True)
+        members = _tta_members(x, model.inputs) if tta else [(x, False)]
+        probs = []
+        for xm, flipped in members:
+            with _autocast(model.device):
+                p = torch.sigmoid(forward_logits(model.net, xm).float())[:, 0]
+            probs.append(p.flip(-1) if flipped else p)
+        out.append(torch.stack(probs))
+    return torch.cat(out, 1)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def tta_uncertainty(members: torch.Tensor, geometry: Geometry | None = None) -> float:
+    """``(K, S, S)`` member probabilities -> 1 - mean Dice of each member's mask with the consensus.
+
+    0 when all variants agree; grows where the prediction flips under a mirror or a gamma change,
+    which is where a reviewer should look first.
+    """
+    if members.shape[0] < 2:
+        return 0.0
+    if geometry is not None:
+        g = geometry
+        members = members[:, g.top : g.top + g.inner_h, g.left : g.left + g.inner_w]
+    masks = members > 0.5
+    consensus = members.mean(0) > 0.5
+    inter = (masks & consensus).flatten(1).sum(1).float()
+    total = masks.flatten(1).sum(1).float() + consensus.sum().float()
+    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    return float(1.0 - dice.mean())
+
+
+def postprocess_mask(mask: np.ndarray) -> np.ndarray:
+    """Fill holes and drop specks: a region is solid, and anything under 5% of the largest part (or
+    0.2% of the image) is noise. Several large parts survive (dual-view layouts)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return mask
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        keep = np.flatnonzero((sizes >= 0.05 * sizes.max()) & (sizes >= 0.002 * mask.size)) + 1
+        if keep.size == 0:
+            keep = np.array([int(np.argmax(sizes)) + 1])
+        mask = np.isin(labels, keep)
+    return ndimage.binary_fill_holes(mask)
+
+
+def mask_from_members(members: torch.Tensor, geometry: Geometry, postprocess: bool = True) -> np.ndarray:
+    prob = unrender(members.mean(0).float().cpu(), geometry)
+    mask = prob > 0.5
+    return postprocess_mask(mask) if postprocess else mask
+
+
+def predict_loop(model: Model, loop: Loop, *, tta: bool = True, postprocess: bool | None = None) -> MaskSuggestion:
+    """The model's mask for one loop on the loop's own grid, with quality = 1 - TTA disagreement."""
+    rendered = render_loop(loop, model.size, model.inputs)
+    members = predict_probabilities(model, torch.as_tensor(rendered.image)[None], tta=tta)[:, 0]
+    if postprocess is None:
+        postprocess = bool(model.card.get("postprocess", True))
+    mask = mask_from_members(members, rendered.geometry, postprocess)
+    uncertainty = tta_uncertainty(members, rendered.geometry)
+    return MaskSuggestion(
+        mask=mask,
+        quality=float(np.clip(1.0 - uncertainty, 0.0, 1.0)),
+        method=model.producer_name,
+        details={"model_id": model.model_id, "uncertainty": uncertainty, "tta_members": int(members.shape[0])},
+    )
+
+
+def model_producer(model: Model | str | Path, device: str | None = "auto") -> tuple[str, Callable[[Loop], MaskSuggestion]]:
+    """``(producer_name, produce)`` for ``Workspace.suggest`` and the batch runner."""
+    m = model if isinstance(model, Model) else load_model(model, device)
+    return m.producer_name, lambda loop: predict_loop(m, loop)
