@@ -150,6 +150,32 @@ def test_16_bit_grey_is_rescaled_by_its_stored_range(name):
     assert loop.meta["spacing_source"] == "pixel_spacing"
 
 
+@pytest.mark.parametrize(
+    "name, frames, bits",
+    [
+        ("JPGExtended.dcm", 1, 12),  # JPEG extended (process 2 and 4), 12-bit
+        ("693_J2KI.dcm", 1, 14),  # JPEG 2000 lossy, signed 14-bit
+        ("JPEGLSNearLossless_16.dcm", 1, 16),  # JPEG-LS near-lossless, 16-bit
+        ("JPEGLSNearLossless_08.dcm", 1, None),  # JPEG-LS near-lossless, 8-bit: values kept as they are
+        ("image_dfl.dcm", 1, None),  # deflated explicit VR little endian
+        ("rtdose.dcm", 15, 32),  # 32-bit multi-frame
+        ("rtdose_rle.dcm", 15, 32),
+        ("rtdose_expb.dcm", 15, 32),
+    ],
+)
+def test_other_grey_syntaxes_match_pydicom(name, frames, bits):
+    raw = pydicom.dcmread(bundled(name)).pixel_array.astype(np.float64)  # deflated needs the dataset
+    raw = raw.reshape((frames,) + raw.shape[-2:])
+    if bits is None:
+        expected = raw.astype(np.uint8)
+    else:
+        expected = np.rint((raw - raw.min()) * 255.0 / (raw.max() - raw.min())).astype(np.uint8)
+    loop = read_quiet(bundled(name))
+    assert loop.frames.shape == expected.shape and loop.frames.dtype == np.uint8
+    np.testing.assert_array_equal(loop.frames, expected)
+    assert loop.meta.get("rescaled_from_bits") == bits
+
+
 def test_ultrasound_jpeg2000_ybr_rct_matches_pydicom():
     path = bundled("examples_jpeg2k.dcm")
     loop = read_quiet(path)
@@ -649,7 +675,7 @@ def test_unknown_unreadable_and_missing(tmp_path):
     [
         ("a/b/loop.nii.gz", "loop"), ("x.NII.GZ", "x"), ("echo.dcm", "echo"), ("scan.nrrd", "scan"),
         ("mask.seg.nrrd", "mask"), ("1.2.840.113619.2.55", "1.2.840.113619.2.55"), ("IM0001", "IM0001"),
-        ("clip.v2.mha", "clip.v2"), ("photo.jpeg", "photo"), ("notes.txt", "notes.txt"),
+        ("clip.v2.mha", "clip.v2"), ("photo.jpeg", "photo"), ("notes.txt", "notes.txt"), ("US.seg.nrrd", "US"),
     ],
 )
 def test_loop_stem(name, stem):

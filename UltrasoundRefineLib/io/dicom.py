@@ -455,7 +455,9 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
 def dicom_by_extension(path: str | Path) -> bool:
     """Files without a preamble are tried as DICOM only when their name allows it."""
     name = Path(path).name.lower()
-    return name.endswith(_DICOM_EXTENSIONS) or "." not in name.lstrip(".")
+    suffix = Path(name).suffix[1:]
+    # no extension, or a UID-style name (1.2.840.113619.2.55) whose "extension" is a number
+    return name.endswith(_DICOM_EXTENSIONS) or "." not in name.lstrip(".") or suffix.isdigit()
 
 
 __all__ = [
