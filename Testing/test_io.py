@@ -27,7 +27,6 @@ from pydicom.uid import (
 
 from UltrasoundRefineLib.errors import InputError
 from UltrasoundRefineLib.io import Found, find_loops, loop_stem, read_loop
-import UltrasoundRefineLib.io.dicom as dicom_mod
 
 PHI = ("Doe^Jane", "Doe", "Jane", "12345", "20240229", "Secret General Hospital", "ACC998877")
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -42,10 +41,6 @@ def bundled(name: str) -> str:
     if not path:
         pytest.skip(f"pydicom test file {name} not available offline")
     return path
-
-
-def read_quiet(path):
-    return read_loop(path)
 
 
 def assert_no_phi(*texts: str) -> None:
@@ -86,7 +81,7 @@ SC_RGB_STRIPES = [
     ],
 )
 def test_sc_rgb_family_decodes_to_the_known_stripes(name, tol, frames):
-    loop = read_quiet(bundled(name))
+    loop = read_loop(bundled(name))
     assert loop.frames.dtype == np.uint8
     assert loop.frames.shape == (frames, 100, 100, 3)
     assert loop.is_rgb
@@ -113,14 +108,14 @@ def test_sc_rgb_family_decodes_to_the_known_stripes(name, tol, frames):
 
 
 def test_big_endian_and_little_endian_agree():
-    little = read_quiet(bundled("SC_rgb_small_odd.dcm"))
-    big = read_quiet(bundled("SC_rgb_small_odd_big_endian.dcm"))
+    little = read_loop(bundled("SC_rgb_small_odd.dcm"))
+    big = read_loop(bundled("SC_rgb_small_odd_big_endian.dcm"))
     reference = pydicom.pixels.pixel_array(bundled("SC_rgb_small_odd.dcm"))
     assert little.frames.shape == (1, 3, 3, 3)
     np.testing.assert_array_equal(little.frames[0], reference)
     np.testing.assert_array_equal(big.frames, little.frames)
     assert big.meta["transfer_syntax"] == ExplicitVRBigEndian
-    us_be = read_quiet(bundled("ExplVR_BigEnd.dcm"))  # an ultrasound RGB image, big endian
+    us_be = read_loop(bundled("ExplVR_BigEnd.dcm"))  # an ultrasound RGB image, big endian
     assert us_be.frames.shape == (1, 60, 80, 3)
     assert us_be.meta["modality"] == "US"
 
@@ -140,7 +135,7 @@ def test_big_endian_and_little_endian_agree():
 def test_16_bit_grey_is_rescaled_by_its_stored_range(name):
     raw = pydicom.pixels.pixel_array(bundled("MR_small.dcm")).astype(np.float64)
     expected = np.rint((raw - raw.min()) * 255.0 / (raw.max() - raw.min())).astype(np.uint8)
-    loop = read_quiet(bundled(name))
+    loop = read_loop(bundled(name))
     assert loop.frames.shape == (1, 64, 64) and loop.frames.dtype == np.uint8
     assert not loop.is_rgb
     np.testing.assert_array_equal(loop.frames[0], expected)
@@ -170,7 +165,7 @@ def test_other_grey_syntaxes_match_pydicom(name, frames, bits):
         expected = raw.astype(np.uint8)
     else:
         expected = np.rint((raw - raw.min()) * 255.0 / (raw.max() - raw.min())).astype(np.uint8)
-    loop = read_quiet(bundled(name))
+    loop = read_loop(bundled(name))
     assert loop.frames.shape == expected.shape and loop.frames.dtype == np.uint8
     np.testing.assert_array_equal(loop.frames, expected)
     assert loop.meta.get("rescaled_from_bits") == bits
@@ -178,7 +173,7 @@ def test_other_grey_syntaxes_match_pydicom(name, frames, bits):
 
 def test_ultrasound_jpeg2000_ybr_rct_matches_pydicom():
     path = bundled("examples_jpeg2k.dcm")
-    loop = read_quiet(path)
+    loop = read_loop(path)
     assert loop.meta["photometric"] == "YBR_RCT"
     assert loop.frames.shape == (1, 480, 640, 3)
     np.testing.assert_array_equal(loop.frames[0], pydicom.pixels.pixel_array(path))
@@ -186,7 +181,7 @@ def test_ultrasound_jpeg2000_ybr_rct_matches_pydicom():
 
 def test_ultrasound_multiframe_ybr_full_422_jpeg_with_regions():
     path = bundled("examples_ybr_color.dcm")
-    loop = read_quiet(path)
+    loop = read_loop(path)
     assert loop.frames.shape == (30, 240, 320, 3)
     reference = pydicom.pixels.pixel_array(path)  # YBR -> RGB by pydicom itself
     np.testing.assert_array_equal(loop.frames, reference)
@@ -206,7 +201,7 @@ def test_palette_colour_16_bit_lut_ultrasound():
     assert ds.RedPaletteColorLookupTableDescriptor[2] == 16
     rgb16 = pydicom.pixels.apply_color_lut(ds.pixel_array, ds).astype(np.float64)
     expected = np.rint(rgb16 * 255.0 / 65535.0).astype(np.uint8)
-    loop = read_quiet(path)
+    loop = read_loop(path)
     assert loop.frames.shape == (1, 350, 800, 3)
     np.testing.assert_array_equal(loop.frames[0], expected)
     assert loop.meta["palette_lut_bits"] == 16
@@ -219,8 +214,8 @@ def test_palette_colour_16_bit_lut_ultrasound():
 
 
 def test_keys_are_content_and_study_hashes():
-    a = read_quiet(bundled("MR_small.dcm"))
-    b = read_quiet(bundled("MR_small_RLE.dcm"))
+    a = read_loop(bundled("MR_small.dcm"))
+    b = read_loop(bundled("MR_small_RLE.dcm"))
     assert len(a.source_key) == 16 and int(a.source_key, 16) >= 0
     assert a.source_key != b.source_key  # different bytes
     assert a.group_key == b.group_key and len(a.group_key) == 16  # same patient and study
@@ -698,6 +693,7 @@ def test_find_loops_in_a_tree(tmp_path):
     (root / "sub" / "meta.json").write_text("{}")
     (root / "sub" / "README").write_text("not dicom")
     shutil.copy(bundled("DICOMDIR"), root / "DICOMDIR")
+    shutil.copy(bundled("rtplan.dcm"), root / "sub" / "plan.dcm")  # DICOM, but never an image
 
     found = find_loops([root])
     assert isinstance(found, Found)
@@ -707,7 +703,7 @@ def test_find_loops_in_a_tree(tmp_path):
     ]
     assert found.skipped == sorted(
         [root / "DICOMDIR", root / "notes.txt", root / "sub" / "README", root / "sub" / "mask.seg.nrrd",
-         root / "sub" / "meta.json"], key=lambda p: p.parts)
+         root / "sub" / "meta.json", root / "sub" / "plan.dcm"], key=lambda p: p.parts)
     # deterministic: input order and duplicates do not matter
     again = find_loops([root / "sub" / "a.png", root / "sub", root])
     assert again.files == found.files and again.errors == []

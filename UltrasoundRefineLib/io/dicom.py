@@ -315,7 +315,7 @@ def read_dicom(path: str | Path) -> Loop:
     with _quiet():
         try:
             return _read_dicom(path, seen)
-        except InputError:
+        except (InputError, MemoryError):
             raise
         except Exception as e:  # noqa: BLE001 - broken values surface as assorted errors; never a traceback
             detail = _scrub(e, seen.get("ds"))
