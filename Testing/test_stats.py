@@ -363,7 +363,7 @@ def test_compare_conditions_paired_and_explicit_pairs():
         _assert_same(r.primary, stats.compare(RUNS[r.a], RUNS[r.b], test="paired"))
         _assert_same(r.checks["wilcoxon"], stats.compare(RUNS[r.a], RUNS[r.b], test="wilcoxon"))
         assert r.n_for_power == stats.repeats_for_power(r.effect_size, 0.05, 0.8, "paired")
-        assert set(r.checks) == {"student", "wilcoxon"}
+        assert set(r.checks) == {"student", "welch", "wilcoxon"}
     np.testing.assert_array_equal([r.p_holm for r in rows], stats.holm([r.p for r in rows]))
     only_pairs = stats.compare_conditions(RUNS, None, paired=False, pairs=[("finetune_only", "auto_only")])
     assert len(only_pairs) == 1 and only_pairs[0].p_holm == only_pairs[0].p

@@ -494,8 +494,8 @@ def compare_conditions(
     The primary test is Student's t, as the method uses: the pooled-variance two-sample t when runs
     are independent (``paired=False``), Student's paired t when the runs of every condition share
     seeds and splits in the same order (``paired=True``). Attached as checks: Welch and
-    Mann-Whitney for independent runs; the unpaired Student t (what an analysis ignoring the
-    pairing would say) and Wilcoxon for paired runs. Holm runs over the primary p-values of all
+    Mann-Whitney for independent runs; the unpaired Student and Welch t (what an analysis ignoring
+    the pairing would say) and Wilcoxon for paired runs. Holm runs over the primary p-values of all
     rows; ``significant`` means ``p_holm < alpha``.
     """
     alpha = _check_probability(alpha, "alpha")
@@ -516,7 +516,7 @@ def compare_conditions(
         raise StatsInputError("nothing to compare: give a baseline with at least one other condition, or pairs")
 
     primary_test = "paired" if paired else "student"
-    check_tests = ("student", "wilcoxon") if paired else ("welch", "mannwhitney")
+    check_tests = ("student", "welch", "wilcoxon") if paired else ("welch", "mannwhitney")
     options = dict(alternative=alternative, confidence=confidence)
     results = []
     for a, b in todo:
