@@ -72,7 +72,6 @@ def apply_decisions_csv(ws, path: str | Path, *, user: str, round: int | None = 
                 if not any(c in lowered for c in (*ITEM_COLUMNS, "suggestion_id")):
                     raise InputError(path, f"line {line}: no item column (item, stem or suggestion_id)")
                 columns = lowered
-                saw_row = True
                 continue
         saw_row = True
         try:
