@@ -1,0 +1,77 @@
+"""``experiment`` (repeated-run comparison on a workspace) and ``demo`` (the whole method on the phantom)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _events(as_json: bool):
+    def emit(e: dict) -> None:
+        if as_json:
+            print(json.dumps(e), flush=True)
+        elif e.get("event") == "run_done":
+            print(f"run {e['done']}/{e['runs']}: {e['condition']} seed {e['seed']}: Dice {e['dice']:.4f} "
+                  f"({e['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return emit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="run every condition x repeat of a spec on a workspace; statistics and report",
+        description="Runs resume: finished runs (in WORKSPACE/runs/<name>/) are not run again. Writes "
+        "report.html, report.json, runs.csv and comparisons.csv to --out (default WORKSPACE/reports/<name>).",
+    )
+    p.add_argument("workspace", metavar="WORKSPACE")
+    p.add_argument("--spec", help="experiment spec (TOML); default: the built-in comparison")
+    p.add_argument("--out", help="report folder")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--workers", type=int, help="runs at once (default: one per two CPU cores, 4 on a GPU)")
+    p.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
+    p.set_defaults(func=run_experiment_cmd)
+
+    d = sub.add_parser(
+        "demo",
+        help="the whole method on the built-in phantom: suggestions, review, pretrain, fine-tune, statistics",
+        description="Writes OUT/report.html, report.json, runs.csv, comparisons.csv and the best refined "
+        "model in OUT/model (usable by predict). Resumes when run again over the same OUT.",
+    )
+    d.add_argument("--out", default="demo-output")
+    d.add_argument("--quick", action="store_true", help="a small version (a minute or two on 2 CPU cores)")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--workers", type=int)
+    d.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
+    d.set_defaults(func=run_demo_cmd)
+
+
+def run_experiment_cmd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from UltrasoundRefineLib.experiment import load_spec
+    from UltrasoundRefineLib.experiment.analysis import analyse
+    from UltrasoundRefineLib.experiment.runner import run_experiment
+    from UltrasoundRefineLib.workspace import Workspace
+
+    spec = load_spec(args.spec)
+    with Workspace.open(args.workspace, readonly=True):  # a clear error for a missing or bad workspace
+        pass
+    result = run_experiment(args.workspace, spec, device=args.device, workers=args.workers,
+                            events=_events(args.json))
+    out = Path(args.out) if args.out else Path(args.workspace) / "reports" / spec.name
+    paths = analyse(result, args.workspace, out)
+    print(f"report: {paths['html']}", file=sys.stderr)
+    return 0
+
+
+def run_demo_cmd(args: argparse.Namespace) -> int:
+    from UltrasoundRefineLib.demo import run_demo
+
+    paths = run_demo(args.out, quick=args.quick, device=args.device, workers=args.workers,
+                     events=_events(args.json))
+    print(f"report: {paths['html']}", file=sys.stderr)
+    if "model" in paths:
+        print(f"refined model: {paths['model']} (use: ultrasound-refine predict --model {paths['model']} ...)",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,112 @@
+"""From finished runs to the statistics and the report: the tests, example overlays, the files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from UltrasoundRefineLib.experiment.runner import FIXED, VARIED, ExperimentRun
+from UltrasoundRefineLib.experiment.spec import REFINED
+
+log = logging.getLogger(__name__)
+
+N_OVERLAY_LOOPS = 3
+
+
+def comparisons(result: ExperimentRun):
+    """Every condition against the baseline plus the spec's pairs, Holm-corrected together.
+
+    The repeats of every condition share seeds, human-mask draws and test loops, so the primary test
+    is Student's paired t (with the unpaired Student and Welch t and Wilcoxon attached as checks)."""
+    from UltrasoundRefineLib.stats import compare_conditions
+
+    spec = result.spec
+    return compare_conditions(result.values(spec.metric), spec.baseline, paired=True, alpha=spec.alpha,
+                              pairs=spec.comparisons)
+
+
+def _overlays(result: ExperimentRun, workspace_path: Path) -> list:
+    """A few test loops (the baseline's worst, median and best) with the baseline's and the refined
+    model's masks against the reference."""
+    from UltrasoundRefineLib.automask import suggest_mask
+    from UltrasoundRefineLib.metrics import mask_metrics
+    from UltrasoundRefineLib.report.model import Overlay
+    from UltrasoundRefineLib.workspace import Workspace
+
+    spec = result.spec
+    base = spec.condition(spec.baseline)
+    base_runs = [r for r in result.runs if r["condition"] == base.name]
+    if not base_runs or not base_runs[0].get("per_loop"):
+        return []
+    per_loop = base_runs[0]["per_loop"]
+    ranked = sorted(per_loop, key=lambda stem: per_loop[stem]["dice"])
+    picks = [ranked[0], ranked[len(ranked) // 2], ranked[-1]][:N_OVERLAY_LOOPS]
+    refined_runs = [r for r in result.runs if r["condition"] == REFINED and r.get("model_dir")]
+    model = None
+    if refined_runs:
+        from UltrasoundRefineLib.train.model import load_model
+
+        model = load_model(result.root / refined_runs[0]["model_dir"], device="cpu")
+    overlays = []
+    with Workspace.open(workspace_path, readonly=True) as ws:
+        examples = {e.stem: e for e in ws.examples("test")}
+        for stem in dict.fromkeys(picks):
+            if stem not in examples:
+                continue
+            loop = examples[stem].load()
+            truth = examples[stem].mask
+            frame = loop.frames[0]
+            producers = []
+            if base.automask:
+                producers.append((base.name, lambda lp: suggest_mask(lp, base.automask).mask))
+            if model is not None:
+                from UltrasoundRefineLib.train.model import predict_loop
+
+                producers.append((REFINED, lambda lp: predict_loop(model, lp).mask))
+            for name, produce in producers:
+                mask = produce(loop)
+                dice = mask_metrics(mask, truth)["dice"]
+                overlays.append(Overlay(condition=name, stem=stem, frame=np.asarray(frame), mask=mask,
+                                        truth=truth, dice=dice))
+    return overlays
+
+
+def analyse(result: ExperimentRun, workspace_path: str | Path, out_dir: str | Path,
+            notes: list[str] | None = None) -> dict[str, Path]:
+    """Statistics and report files for a finished experiment; returns the written paths."""
+    from UltrasoundRefineLib import __version__
+    from UltrasoundRefineLib.report import write_report
+    from UltrasoundRefineLib.report.model import ConditionInfo, ExperimentResult, RunRecord
+
+    spec = result.spec
+    rows = comparisons(result)
+    try:
+        overlays = _overlays(result, Path(workspace_path))
+    except Exception as e:  # the figures are a courtesy: never lose the statistics over them
+        log.warning("example overlays skipped: %s", e)
+        overlays = []
+    records = [RunRecord(**{k: r[k] for k in ("condition", "repeat", "seed", "dice", "iou", "accuracy",
+                                                 "hd95", "seconds")},
+                         history=r.get("history", []), per_loop=r.get("per_loop", {})) for r in result.runs]
+    report = ExperimentResult(
+        name=spec.name,
+        conditions=[ConditionInfo(c.name, c.description, c.kind) for c in spec.conditions],
+        baseline=spec.baseline,
+        alpha=spec.alpha,
+        repeats=spec.repeats,
+        paired=True,
+        varied=VARIED,
+        fixed=FIXED,
+        runs=records,
+        comparisons=rows,
+        overlays=overlays,
+        machine=result.machine,
+        notes=[*(notes or []), f"Runs took {result.seconds:.0f} s in all ({result.skipped} were already done "
+                               "and were not run again)."],
+        extra_comparisons=list(spec.comparisons),
+        metric=spec.metric,
+        versions={"UltrasoundRefine": __version__},
+    )
+    return write_report(report, out_dir)

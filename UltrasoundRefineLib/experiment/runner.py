@@ -1,0 +1,409 @@
+"""Run every (condition, repeat) of an experiment on a workspace, resumably, several at once.
+
+Each repeat has a seed; every condition of a repeat uses that same seed, so a repeat shares its network
+initialisation, data order, augmentation draws and the human masks drawn for it across conditions (a
+paired design). What stays fixed: the workspace's test loops, its accepted suggestions and its pool of
+human masks. A finished run is a JSON file under ``<workspace>/runs/<experiment>/``; running again skips
+it. Pretrained models are shared by the fine-tuning conditions of the same repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from UltrasoundRefineLib.errors import UltrasoundRefineError
+from UltrasoundRefineLib.experiment.spec import Condition, ExperimentSpec
+
+log = logging.getLogger(__name__)
+
+Events = Callable[[dict], None]
+
+#: What a repeat varies and what it holds fixed: the report states both.
+VARIED = [
+    "network initialisation (seed)",
+    "training data order and augmentation draws (seed)",
+    "which human masks are drawn from the fine-tuning pool (seed; the same draw for every condition of a repeat)",
+    "the validation hold-out used for early stopping (seed)",
+]
+FIXED = [
+    "the test loops and their reference masks",
+    "the accepted suggestions used for pretraining",
+    "the pool of human masks the draws come from",
+    "threshold and fanfit are deterministic: their repeats give identical figures",
+]
+
+
+class ExperimentError(UltrasoundRefineError):
+    pass
+
+
+@dataclass
+class RunJob:
+    condition: Condition
+    repeat: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.condition.name}/seed-{self.seed}"
+
+
+@dataclass
+class ExperimentRun:
+    """What :func:`run_experiment` returns: the runs as dicts (one per condition and repeat)."""
+
+    spec: ExperimentSpec
+    runs: list[dict]
+    root: Path
+    seconds: float
+    skipped: int = 0
+    machine: dict = field(default_factory=dict)
+
+    def values(self, metric: str = "dice") -> dict[str, list[float]]:
+        """Per condition, the metric of each repeat in seed order (the pairing the paired tests rely on)."""
+        out: dict[str, list[float]] = {}
+        for c in self.spec.conditions:
+            runs = sorted((r for r in self.runs if r["condition"] == c.name), key=lambda r: r["seed"])
+            out[c.name] = [float(r[metric]) for r in runs]
+        return out
+
+    def run_dir(self, condition: str, seed: int) -> Path:
+        return self.root / "runs" / condition / f"seed-{seed}"
+
+
+# --------------------------------------------------------------------------- data, cached per process
+_DATA_CACHE: dict[tuple, "ExperimentData"] = {}
+
+
+@dataclass
+class ExperimentData:
+    pretrain: dict[str, list]  # auto-mask method -> rendered samples of its accepted suggestions
+    human: list  # rendered samples of the fine-tuning pool (human masks)
+    test: list  # rendered samples of the test loops, original-grid masks kept
+    test_examples: list  # workspace examples of the test loops (for the auto-mask conditions)
+
+
+def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> ExperimentData:
+    """Render the workspace's examples once per process (rendering is the slow part of small runs)."""
+    from UltrasoundRefineLib.train.config import TrainConfig
+    from UltrasoundRefineLib.train.data import render_examples
+    from UltrasoundRefineLib.workspace import Workspace
+
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **spec.train})
+    key = (str(workspace_path), config.size, tuple(config.inputs), tuple(sorted(needs)))
+    if key in _DATA_CACHE:
+        return _DATA_CACHE[key]
+    with Workspace.open(workspace_path, readonly=True) as ws:
+        test_examples = ws.examples("test")
+        if not test_examples:
+            raise ExperimentError(f"{workspace_path}: no human masks in the test split: nothing to score runs on")
+        pretrain = {}
+        for method in sorted(m for m in needs if m in ("threshold", "fanfit")):
+            examples = ws.examples("pretrain", producer=method)
+            if not examples:
+                raise ExperimentError(f"{workspace_path}: no accepted {method} suggestions to pretrain on")
+            pretrain[method] = render_examples(examples, config.size, config.inputs)
+        human = []
+        if "human" in needs:
+            pool = ws.examples("finetune")
+            if not pool:
+                raise ExperimentError(f"{workspace_path}: no human masks in the fine-tuning split")
+            human = render_examples(pool, config.size, config.inputs)
+        test = render_examples(test_examples, config.size, config.inputs, keep_masks=True)
+    data = ExperimentData(pretrain, human, test, test_examples)
+    _DATA_CACHE[key] = data
+    return data
+
+
+def draw_human(n_pool: int, k: int, seed: int) -> list[int]:
+    """Which human masks a repeat gets: the same for every condition of that repeat."""
+    rng = np.random.default_rng([seed, 7919])
+    return sorted(rng.choice(n_pool, size=min(k, n_pool), replace=False).tolist())
+
+
+def _stage_config(spec: ExperimentSpec, stage: str):
+    from UltrasoundRefineLib.train import finetune as ft
+    from UltrasoundRefineLib.train.config import TrainConfig
+
+    base = {"pretrain": ft.PRETRAIN_DEFAULTS, "finetune": ft.FINETUNE_DEFAULTS, "scratch": ft.SCRATCH_DEFAULTS}[stage]
+    return TrainConfig.from_dict({**base.to_dict(), **spec.train, **getattr(spec, stage)})
+
+
+# --------------------------------------------------------------------------- one job
+def _record(job_condition: str, seed: int, repeat: int, metrics: dict, seconds: float, **extra) -> dict:
+    return {
+        "condition": job_condition,
+        "repeat": repeat,
+        "seed": seed,
+        "dice": float(metrics["dice_mean"]),
+        "iou": float(metrics["iou_mean"]),
+        "accuracy": float(metrics["accuracy_mean"]),
+        "hd95": float(metrics["hd95_mean"]),
+        "seconds": round(float(seconds), 3),
+        **extra,
+    }
+
+
+def _per_loop_summary(rows: list[dict]) -> dict:
+    out = {"n": len(rows)}
+    for name in ("dice", "iou", "accuracy", "hd95"):
+        v = np.array([r[name] for r in rows], dtype=float)
+        v = v[np.isfinite(v)]
+        out[f"{name}_mean"] = float(v.mean()) if v.size else float("nan")
+    return out
+
+
+def _run_automask(data: ExperimentData, method: str) -> tuple[dict, dict]:
+    from UltrasoundRefineLib.automask import suggest_mask
+    from UltrasoundRefineLib.metrics import mask_metrics
+
+    per_loop = {}
+    for example in data.test_examples:
+        loop = example.load()
+        m = mask_metrics(suggest_mask(loop, method).mask, example.mask, loop.spacing)
+        per_loop[example.stem] = m
+    return _per_loop_summary(list(per_loop.values())), per_loop
+
+
+def _evaluate(model, data: ExperimentData) -> tuple[dict, dict]:
+    from UltrasoundRefineLib.train.evaluate import evaluate_model
+
+    result = evaluate_model(model, data.test)
+    stems = [e.stem for e in data.test_examples]
+    per_loop = {stem: {k: row[k] for k in ("dice", "iou", "accuracy", "hd95")}
+                for stem, row in zip(stems, result["per_example"])}
+    return result["summary"], per_loop
+
+
+def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, seed: int, root: str,
+            device: str, threads: int | None) -> dict:
+    """One (condition, repeat), in this process or a worker. Returns the run record (also saved)."""
+    import torch
+
+    from UltrasoundRefineLib.experiment.spec import Condition, spec_from_dict
+    from UltrasoundRefineLib.train import finetune as ft
+    from UltrasoundRefineLib.train.model import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = spec_from_dict(spec_dict)
+    cond = Condition(**condition)
+    root_path = Path(root)
+    run_dir = root_path / "runs" / cond.name / f"seed-{seed}"
+    needs = {cond.automask or cond.pretrain_on or "", "human" if cond.uses_human_masks else ""} - {""}
+    data = load_data(Path(workspace_path), spec, needs)
+    start = time.perf_counter()
+    history: list[dict] = []
+    extra: dict = {}
+    if cond.automask:
+        metrics, per_loop = _run_automask(data, cond.automask)
+    else:
+        human_idx = draw_human(len(data.human), spec.human_masks, seed) if cond.uses_human_masks else []
+        human = [data.human[i] for i in human_idx]
+        if human_idx:
+            extra["human_masks"] = [data.human[i].key.split(":")[0] for i in human_idx]
+        if cond.scratch:
+            result = ft.scratch(human, config=_stage_config(spec, "scratch"), seed=seed, device=device,
+                                out=run_dir / "model")
+            model, history = result.model, [dict(h, stage="scratch") for h in result.history]
+        else:
+            pre_dir = root_path / "pretrained" / cond.pretrain_on / f"seed-{seed}"
+            if (pre_dir / "card.json").is_file():
+                base = load_model(pre_dir, device=device)
+                pre_history = json.loads((pre_dir / "history.json").read_text()) if (pre_dir / "history.json").is_file() else []
+            else:
+                result = ft.pretrain(data.pretrain[cond.pretrain_on], config=_stage_config(spec, "pretrain"),
+                                     seed=seed, device=device, out=pre_dir)
+                base, pre_history = result.model, result.history
+            history = [dict(h, stage="pretrain") for h in pre_history]
+            if cond.finetune:
+                result = ft.finetune(base, human, strategy=cond.finetune, config=_stage_config(spec, "finetune"),
+                                     seed=seed, device=device, out=run_dir / "model")
+                model = result.model
+                history += [dict(h, stage="finetune") for h in result.history]
+            else:
+                model = base
+                extra["model_dir"] = str(pre_dir.relative_to(root_path))
+        metrics, per_loop = _evaluate(model, data)
+        extra.setdefault("model_dir", str((run_dir / "model").relative_to(root_path)))
+    record = _record(cond.name, seed, repeat, metrics, time.perf_counter() - start,
+                     history=history, per_loop=per_loop, **extra)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=float))
+    os.replace(tmp, run_dir / "run.json")
+    return record
+
+
+# --------------------------------------------------------------------------- the runner
+def default_workers(device: str) -> int:
+    """Processes to run at once. CPU: one per two cores (each run is itself multi-threaded).
+    GPU: several small models share the device."""
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return 4
+    return max(1, cores // 2)
+
+
+def run_experiment(
+    workspace_path: str | Path,
+    spec: ExperimentSpec,
+    *,
+    device: str = "auto",
+    workers: int | None = None,
+    events: Events | None = None,
+) -> ExperimentRun:
+    from UltrasoundRefineLib.train.device import resolve_device
+
+    emit = events or (lambda e: None)
+    workspace_path = Path(workspace_path)
+    spec.validate()
+    choice = resolve_device(device)
+    if choice.warning:
+        log.warning(choice.warning)
+    device_name = str(choice.device)
+    root = workspace_path / "runs" / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    workers = workers or default_workers(device_name)
+    threads = max(1, (os.cpu_count() or 1) // workers) if not device_name.startswith("cuda") else None
+
+    jobs = [RunJob(c, r, s) for c in spec.conditions for r, s in enumerate(spec.seeds())]
+    done: dict[str, dict] = {}
+    for job in jobs:
+        path = root / "runs" / job.condition.name / f"seed-{job.seed}" / "run.json"
+        if path.is_file():
+            done[job.key] = json.loads(path.read_text())
+    skipped = len(done)
+    todo = [j for j in jobs if j.key not in done]
+    emit({"event": "experiment_start", "runs": len(jobs), "to_run": len(todo), "skipped": skipped,
+          "workers": workers, "device": device_name})
+    # Auto-mask conditions are deterministic: one evaluation serves every repeat.
+    first_wave = [j for j in todo if not (j.condition.finetune and j.condition.pretrain_on)]
+    second_wave = [j for j in todo if j.condition.finetune and j.condition.pretrain_on]
+    # A pretrain-only condition trains the shared model; schedule those first so fine-tuning reuses them.
+    first_wave.sort(key=lambda j: (j.condition.kind != "pretrain", j.condition.kind != "scratch", j.seed))
+    start = time.perf_counter()
+    spec_dict = spec.to_dict()
+
+    def args(job: RunJob) -> tuple:
+        return (str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat, job.seed, str(root),
+                device_name, threads)
+
+    def finished(job: RunJob, record: dict) -> None:
+        done[job.key] = record
+        emit({"event": "run_done", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed,
+              "dice": record["dice"], "seconds": record["seconds"], "done": len(done), "runs": len(jobs),
+              "elapsed_s": round(time.perf_counter() - start, 1)})
+
+    automask_cache: dict[str, dict] = {}
+    if workers <= 1:
+        for job in first_wave + second_wave:
+            emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
+            finished(job, _run_or_copy(job, args, automask_cache, root))
+    else:
+        _run_parallel(first_wave, second_wave, args, finished, workers, automask_cache, root, emit)
+    runs = [done[j.key] for j in jobs]
+    return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=_machine(device_name))
+
+
+def _condition_dict(c: Condition) -> dict:
+    return {"name": c.name, "description": c.description, "automask": c.automask, "pretrain_on": c.pretrain_on,
+            "finetune": c.finetune, "scratch": c.scratch}
+
+
+def _run_or_copy(job: RunJob, args, automask_cache: dict, root: Path) -> dict:
+    """Run the job, except a deterministic auto-mask condition already scored: copy that result."""
+    method = job.condition.automask
+    if method and method in automask_cache:
+        record = dict(automask_cache[method], repeat=job.repeat, seed=job.seed)
+        run_dir = root / "runs" / job.condition.name / f"seed-{job.seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(json.dumps(record, indent=1, default=float))
+        return record
+    record = run_job(*args(job))
+    if method:
+        automask_cache[method] = record
+    return record
+
+
+def _run_parallel(first_wave, second_wave, args, finished, workers, automask_cache, root, emit) -> None:
+    """First wave (auto-mask, pretrain, scratch) in parallel; each fine-tuning job is submitted as soon
+    as the pretrained model of its repeat exists."""
+    ctx = get_context("spawn")  # safe with CUDA and with torch's thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: dict[Future, RunJob] = {}
+        waiting = list(second_wave)
+        # one auto-mask evaluation per method; the other repeats copy it once it is done
+        automask_first: dict[str, RunJob] = {}
+        automask_rest: list[RunJob] = []
+        queue = []
+        for job in first_wave:
+            m = job.condition.automask
+            if m and m in automask_first:
+                automask_rest.append(job)
+                continue
+            if m:
+                automask_first[m] = job
+            queue.append(job)
+        pretrained: set[tuple[str, int]] = set()
+        pretrain_jobs = {(j.condition.pretrain_on, j.seed) for j in first_wave if j.condition.kind == "pretrain"}
+        for p in (root / "pretrained").glob("*/seed-*/card.json") if (root / "pretrained").is_dir() else []:
+            pretrained.add((p.parent.parent.name, int(p.parent.name.split("-")[1])))
+
+        def submit_ready() -> None:
+            for job in list(waiting):
+                key = (job.condition.pretrain_on, job.seed)
+                if key in pretrained or key not in pretrain_jobs:
+                    # either the model exists, or no pretrain-only job will make it: the job trains it itself
+                    if key not in pretrained and any(
+                        (j.condition.pretrain_on, j.seed) == key for j in pending.values()
+                    ):
+                        continue  # another fine-tuning job of this repeat is training the shared model
+                    waiting.remove(job)
+                    pending[pool.submit(run_job, *args(job))] = job
+                    emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat,
+                          "seed": job.seed})
+
+        for job in queue:
+            pending[pool.submit(run_job, *args(job))] = job
+            emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
+        submit_ready()
+        while pending:
+            finished_now, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in finished_now:
+                job = pending.pop(fut)
+                record = fut.result()
+                finished(job, record)
+                if job.condition.automask:
+                    automask_cache[job.condition.automask] = record
+                    for rest in [j for j in automask_rest if j.condition.automask == job.condition.automask]:
+                        automask_rest.remove(rest)
+                        finished(rest, _run_or_copy(rest, args, automask_cache, root))
+                if job.condition.pretrain_on:
+                    pretrained.add((job.condition.pretrain_on, job.seed))
+            submit_ready()
+        if waiting or automask_rest:
+            raise ExperimentError(f"{len(waiting) + len(automask_rest)} runs could not be scheduled")
+
+
+def _machine(device: str) -> dict:
+    import platform
+
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
