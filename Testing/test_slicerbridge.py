@@ -254,3 +254,18 @@ def test_without_a_scene_outside_slicer_the_error_says_what_to_do():
         pytest.skip("running inside Slicer: there is an application scene")
     with pytest.raises(RuntimeError, match="scene="):
         sb.loop_to_volume(_grey_loop(n=1))
+
+
+def test_reference_volume_of_a_sequence_is_its_proxy_and_a_browser_is_made_when_missing(scene):
+    loop = _grey_loop(n=3, h=10, w=14)
+    seq, _, proxy = sb.loop_to_sequence(loop, scene=scene)
+    assert sb.reference_volume(seq, scene=scene) is proxy
+    node = sb.loop_to_volume(loop, scene=scene)
+    assert sb.reference_volume(node, scene=scene) is node
+    # a sequence nobody browses yet
+    bare = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "bare")
+    for i in range(2):
+        bare.SetDataNodeAtValue(seq.GetNthDataNode(i), str(i))
+    ref = sb.reference_volume(bare, scene=scene)
+    assert ref is not None and sb.volume_array(ref).shape == (1, 10, 14)
+    assert sb.sequence_for_volume(ref, scene=scene) is bare

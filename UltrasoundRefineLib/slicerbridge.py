@@ -355,8 +355,16 @@ def loop_to_sequence(loop: Loop, scene=None, name: str | None = None):
         _set_frame(frame_node, loop.frames[i])  # fresh image data each time: the sequence keeps copies
         seq.SetDataNodeAtValue(frame_node, value)
 
-    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", scene.GenerateUniqueName(name + " browser"))
-    browser.SetPlaybackRateFps(1000.0 / loop.frame_time_ms if loop.frame_time_ms else 10.0)
+    browser, proxy = _browse(seq, scene, 1000.0 / loop.frame_time_ms if loop.frame_time_ms else 10.0)
+    return seq, browser, proxy
+
+
+def _browse(seq, scene, fps: float = 10.0):
+    """A new browser playing ``seq``, and its proxy volume."""
+    browser = scene.AddNewNodeByClass(
+        "vtkMRMLSequenceBrowserNode", scene.GenerateUniqueName(f"{seq.GetName()} browser")
+    )
+    browser.SetPlaybackRateFps(fps)
     browser.SetAndObserveMasterSequenceNodeID(seq.GetID())
     proxy = browser.GetProxyNode(seq)
     if proxy is None:
@@ -370,7 +378,29 @@ def loop_to_sequence(loop: Loop, scene=None, name: str | None = None):
         proxy = browser.GetProxyNode(seq)
     if proxy is not None:
         _add_default_display(proxy)
-    return seq, browser, proxy
+    return browser, proxy
+
+
+def reference_volume(node, scene=None):
+    """The volume whose pixel grid a mask of ``node`` lives on: the volume itself, or for a sequence
+    the proxy volume of a browser that plays it (a browser is made when there is none)."""
+    scene = ensure_node_classes(scene)
+    if _is_volume(node):
+        return node
+    if node is None or not node.IsA("vtkMRMLSequenceNode"):
+        raise TypeError(f"expected a volume or a sequence node, got {node.GetClassName() if node else None}")
+    browsers = scene.GetNodesByClass("vtkMRMLSequenceBrowserNode")
+    try:
+        for i in range(browsers.GetNumberOfItems()):
+            proxy = browsers.GetItemAsObject(i).GetProxyNode(node)
+            if _is_volume(proxy):
+                return proxy
+    finally:
+        browsers.UnRegister(None)
+    _, proxy = _browse(node, scene)
+    if not _is_volume(proxy):
+        raise ValueError(f"sequence {node.GetName()!r} does not hold volumes")
+    return proxy
 
 
 def sequence_for_volume(volume_node, scene=None):
