@@ -497,6 +497,7 @@ class Workspace:
                     self.root, f"item {item.stem!r} already has a suggestion in round {round} (id {existing[0]})"
                 )
             write_mask(mask, path, like=like)
+            _fsync(path)
             cur = conn.execute(
                 "INSERT INTO suggestions (item_id, round, producer, quality, uncertainty, mask_path, details,"
                 " created_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -704,6 +705,7 @@ class Workspace:
         hm_id = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM human_masks").fetchone()[0])
         path = self.root / "human" / f"{item.id}-{hm_id}.nrrd"
         write_mask(mask, path, like=like)
+        _fsync(path)
         conn.execute(
             "INSERT INTO human_masks (id, item_id, mask_path, source, user, provenance, created_at)"
             " VALUES (?,?,?,?,?,?,?)",
@@ -870,6 +872,22 @@ class Workspace:
         from UltrasoundRefineLib.workspace.human_masks import export_masks
 
         return export_masks(self, out_dir)
+
+
+def _fsync(path: Path) -> None:
+    """Put the mask file (and its name) on disk before the row that points to it is committed, so not
+    even a power loss can leave a row whose file is empty or missing."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))):
+        try:
+            fd = os.open(target, flags)
+        except OSError:
+            continue  # (directories cannot be opened on some platforms; the file's fsync still holds)
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _require_writable_dir(root: Path) -> None:
