@@ -533,6 +533,13 @@ def test_examples_for_pretrain_finetune_and_test(ws):
     assert [e.stem for e in fine] == ["loop_002"] and fine[0].mask.sum() == 64
     with pytest.raises(UltrasoundRefineError, match="unknown stage"):
         ws.examples("train")
+    # per producer (pretraining on one auto-mask method's accepted masks only) and per round
+    assert sorted(e.stem for e in ws.examples("pretrain", producer="threshold")) == ["loop_002", "loop_003", "loop_005"]
+    assert [e.stem for e in ws.examples("pretrain", producer="model:m1")] == ["loop_004"]
+    assert [e.stem for e in ws.examples("pretrain", round=2)] == ["loop_004"]
+    assert ws.examples("pretrain", producer="fanfit") == []
+    with pytest.raises(UltrasoundRefineError, match="apply to 'pretrain'"):
+        ws.examples("test", producer="threshold")
 
 
 def test_example_load_reads_the_loop_without_the_database(tmp_path, ws):

@@ -746,33 +746,47 @@ class Workspace:
         return import_masks(self, inputs, user=user)
 
     # ------------------------------------------------------------------ training
-    def _accepted_per_item(self) -> dict[str, sqlite3.Row]:
-        """Per item, the suggestion of the latest round whose latest decision is accepted or edited."""
+    def _accepted_per_item(self, producer: str | None = None, round: int | None = None) -> dict[str, sqlite3.Row]:
+        """Per item, the suggestion of the latest round whose latest decision is accepted or edited
+        (only rounds of ``producer`` / only ``round`` when given)."""
+        where, params = "", []
+        if producer is not None:
+            where += " AND s.producer = ?"
+            params.append(str(producer))
+        if round is not None:
+            where += " AND s.round = ?"
+            params.append(int(round))
         rows = self._query(
             "WITH last AS (SELECT d.* FROM decisions d WHERE d.id = "
             "  (SELECT MAX(id) FROM decisions d2 WHERE d2.suggestion_id = d.suggestion_id)) "
             "SELECT s.*, last.decision AS decision, last.human_mask_id AS human_mask_id, h.mask_path AS human_path "
             "FROM suggestions s JOIN last ON last.suggestion_id = s.id "
             "LEFT JOIN human_masks h ON h.id = last.human_mask_id "
-            "WHERE last.decision IN ('accepted', 'edited') ORDER BY s.round"
+            "WHERE last.decision IN ('accepted', 'edited')" + where + " ORDER BY s.round",
+            params,
         )
         best: dict[str, sqlite3.Row] = {}
         for r in rows:
             best[r["item_id"]] = r  # ordered by round: the latest round wins
         return best
 
-    def examples(self, stage: str) -> list[Example]:
+    def examples(self, stage: str, *, producer: str | None = None, round: int | None = None) -> list[Example]:
         """Masks for training and testing.
 
         pretrain: per item not in the test split, the suggestion of its latest round that was accepted
-            (or its edited mask); finetune / test: the latest human mask of each item in that split.
+            (or its edited mask); ``producer`` / ``round`` restrict which rounds count (to compare
+            pretraining on threshold against fanfit suggestions, say).
+        finetune / test: the latest human mask of each item in that split.
         """
         if stage not in STAGES:
             raise UltrasoundRefineError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+        if stage != "pretrain" and (producer is not None or round is not None):
+            raise UltrasoundRefineError(f"producer/round select suggestions: they apply to 'pretrain', not {stage!r}")
         items = {i.id: i for i in self.items()}
         out: list[Example] = []
         if stage == "pretrain":
-            for item_id, r in sorted(self._accepted_per_item().items(), key=lambda kv: items[kv[0]].stem):
+            accepted = self._accepted_per_item(producer, round)
+            for item_id, r in sorted(accepted.items(), key=lambda kv: (items[kv[0]].stem, kv[0])):
                 item = items[item_id]
                 if item.split == "test":
                     continue
