@@ -87,7 +87,8 @@ def library_versions() -> dict:
 
 def _atomic_write_bytes(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    # torch.save names the zip archive after the file, so the name must not start with a dot
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}-tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

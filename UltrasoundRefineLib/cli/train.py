@@ -1,0 +1,140 @@
+"""``train`` (pretrain / fine-tune / from scratch on a workspace) and ``predict`` (a model over files)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+STOPPED_EXIT = 143  # 128 + SIGTERM: stopped on request, checkpoint kept, the same command resumes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="pretrain on accepted suggestions, fine-tune on human masks, or train on human masks from scratch",
+        description="Trains a MONAI U-Net on the workspace's examples and writes a model folder "
+        "(weights.pt, card.json, history.json) that predict and suggest --model use. A checkpoint is "
+        "saved every epoch in MODEL_DIR/checkpoint/; after a kill or SIGTERM, the same command resumes. "
+        f"Exit code {STOPPED_EXIT} when stopped by SIGTERM.",
+    )
+    p.add_argument("workspace", metavar="WORKSPACE")
+    p.add_argument("--stage", required=True, choices=("pretrain", "finetune", "scratch"),
+                   help="pretrain: accepted suggestions; finetune: human masks, from --from; scratch: human masks, random start")
+    p.add_argument("--from", dest="from_model", metavar="MODEL",
+                   help="the model to start from (a folder, or a model id registered in the workspace); needed for finetune")
+    p.add_argument("--strategy", choices=("full", "frozen-encoder", "low-lr-encoder"), default="full",
+                   help="for finetune: which pretrained layers learn (default: full)")
+    p.add_argument("--epochs", type=int, help="the most epochs (early stopping usually ends sooner)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, help="network input size in pixels (not for finetune: the base model decides)")
+    p.add_argument("--arch", help="MONAI network: unet (default), basicunet, attentionunet, segresnet")
+    p.add_argument("--json", action="store_true", help="print progress as JSON lines on stdout instead of a progress bar")
+    p.add_argument("--no-register", action="store_true", help="do not record the model in the workspace")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write")
+    p.set_defaults(func=run_train)
+
+    q = sub.add_parser(
+        "predict",
+        help="predict the image-region mask of every loop with a trained model",
+        description="Writes OUT/<stem>.nrrd (one H x W mask per loop) and OUT/summary.json, like automask; "
+        "quality = 1 - disagreement under test-time augmentation. Exit code 2 when any input failed.",
+    )
+    q.add_argument("--model", required=True, metavar="MODEL", help="a model folder (weights.pt + card.json)")
+    q.add_argument("inputs", nargs="+", metavar="INPUT", help="loop files or folders (searched recursively)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    q.add_argument("--no-tta", action="store_true", help="one forward pass per loop (faster; quality is then 1)")
+    q.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    q.set_defaults(func=run_predict)
+
+
+def _resolve_model(ws, ref: str) -> Path:
+    from UltrasoundRefineLib.errors import InputError
+
+    path = Path(ref)
+    if path.exists():
+        return path
+    registered = {m["id"]: m for m in ws.models()}
+    if ref in registered:
+        return Path(registered[ref]["path"])
+    known = ", ".join(sorted(registered)) or "none registered"
+    raise InputError(ref, f"neither a model folder nor a model registered in this workspace ({known})")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from UltrasoundRefineLib.errors import OutputError, UltrasoundRefineError
+    from UltrasoundRefineLib.train.config import TrainError
+    from UltrasoundRefineLib.train.data import workspace_examples
+    from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, SCRATCH_DEFAULTS
+    from UltrasoundRefineLib.train.engine import train_model
+    from UltrasoundRefineLib.train.progress import ProgressBar, json_lines
+    from UltrasoundRefineLib.workspace import Workspace
+
+    out = Path(args.out)
+    if (out / "card.json").exists():
+        raise OutputError(out, "already holds a trained model; choose another --out or remove it")
+    if args.stage == "finetune" and not args.from_model:
+        raise TrainError("--stage finetune needs --from MODEL (the pretrained model)")
+    if args.stage == "scratch" and args.from_model:
+        raise TrainError("--stage scratch trains from random weights; drop --from (or use --stage finetune)")
+    if args.strategy != "full" and args.stage != "finetune":
+        raise TrainError(f"--strategy {args.strategy} is for --stage finetune")
+
+    config = {"pretrain": PRETRAIN_DEFAULTS, "finetune": FINETUNE_DEFAULTS, "scratch": SCRATCH_DEFAULTS}[args.stage]
+    changes = {}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise TrainError("--epochs must be at least 1")
+        changes["epochs"] = args.epochs
+    if args.size is not None:
+        changes["size"] = args.size
+    if args.arch is not None:
+        changes["arch"] = args.arch
+    config = config.replace(**changes)
+
+    with Workspace.open(args.workspace, readonly=True) as ws:
+        examples = workspace_examples(ws, args.stage)
+        test_examples = ws.examples("test")
+        init = _resolve_model(ws, args.from_model) if args.from_model else None
+
+    events = json_lines(sys.stdout) if args.json else ProgressBar(sys.stderr)
+    try:
+        result = train_model(
+            examples, None, config, init_from=init, strategy=args.strategy, stage=args.stage, seed=args.seed,
+            device=args.device, events=events, out=out, handle_sigterm=True, test_examples=test_examples or None,
+        )
+    except TrainError:
+        raise
+    except UltrasoundRefineError:
+        raise
+    if result.stopped:
+        return STOPPED_EXIT
+    if not args.no_register:
+        with Workspace.open(args.workspace) as ws:
+            ws.register_model(result.model_dir, result.model.card)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from UltrasoundRefineLib.batch import run_batch
+    from UltrasoundRefineLib.train.model import load_model, predict_loop
+
+    model = load_model(args.model, args.device)
+    extra = {
+        "model": {
+            "model_id": model.model_id,
+            "architecture": model.arch,
+            "input_size": model.size,
+            "channels": list(model.inputs),
+            "device": str(model.device),
+            "tta": not args.no_tta,
+        }
+    }
+    result = run_batch(
+        args.inputs, args.out, model.producer_name, lambda loop: predict_loop(model, loop, tta=not args.no_tta),
+        progress=not args.quiet, extra_summary=extra,
+    )
+    print(f"{len(result.done)} masks written to {args.out}, {len(result.failed)} failed", file=sys.stderr)
+    return result.exit_code
