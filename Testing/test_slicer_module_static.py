@@ -1,0 +1,586 @@
+"""The Slicer module, checked without Slicer.
+
+The Qt panel cannot run outside Slicer, so most of this is static: the .ui parses, every widget the
+code reaches through ``self.ui.<name>`` exists in it, every ``SlicerParameterName`` is a field of the
+parameter node with a widget that the parameter node wrapper can bind to that field's type, the
+module's CMake ships every library file, and the library never imports slicer/qt/ctk/vtk at module
+level. The last section runs the module's real Logic, ReviewSession and self-test against
+slicer-core's MRML classes and a real workspace, with only Slicer's application framework
+(qt, ScriptedLoadableModule, parameterNodeWrapper, i18n) replaced by minimal stand-ins.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_DIR = ROOT / "UltrasoundRefine"
+MODULE_PY = MODULE_DIR / "UltrasoundRefine.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "UltrasoundRefine.ui"
+LIBRARY = ROOT / "UltrasoundRefineLib"
+FORBIDDEN_AT_MODULE_LEVEL = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "slicer_core", "PythonQt", "__main__"}
+
+
+# --------------------------------------------------------------------------------------- parsing
+
+
+def _ui_widgets() -> dict[str, ET.Element]:
+    tree = ET.parse(UI_FILE)
+    return {w.get("name"): w for w in tree.iter("widget")}
+
+
+def _parameter_names(widgets) -> dict[str, str]:
+    """widget name -> SlicerParameterName, for widgets that have one."""
+    out = {}
+    for name, w in widgets.items():
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                out[name] = p.findtext("string")
+    return out
+
+
+def _module_tree() -> ast.Module:
+    return ast.parse(MODULE_PY.read_text(encoding="utf-8"), filename=str(MODULE_PY))
+
+
+def _class(tree, name) -> ast.ClassDef:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node
+    raise AssertionError(f"class {name} not found in {MODULE_PY.name}")
+
+
+def _parameter_node_fields(tree) -> dict[str, str]:
+    """field -> annotation source of the class decorated with @parameterNodeWrapper."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(
+            (isinstance(d, ast.Name) and d.id == "parameterNodeWrapper")
+            or (isinstance(d, ast.Attribute) and d.attr == "parameterNodeWrapper")
+            for d in node.decorator_list
+        ):
+            return {
+                stmt.target.id: ast.unparse(stmt.annotation)
+                for stmt in node.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+            }
+    raise AssertionError("no @parameterNodeWrapper class in the module")
+
+
+def _ui_references(tree) -> set[str]:
+    """Every ``self.ui.<name>`` in the module."""
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui"
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"
+        ):
+            names.add(node.attr)
+    return names
+
+
+# ------------------------------------------------------------------------------------------ the .ui
+
+
+def test_ui_parses_and_is_a_qmrmlwidget():
+    tree = ET.parse(UI_FILE)
+    root = tree.getroot()
+    assert root.tag == "ui"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "UltrasoundRefine"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique"
+    # every custom widget class used is declared
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    assert {c for c in used if c.startswith(("ctk", "qMRML"))} <= declared
+
+
+def test_every_ui_reference_in_the_module_exists_in_the_ui():
+    widgets = _ui_widgets()
+    missing = sorted(_ui_references(_module_tree()) - set(widgets))
+    assert not missing, f"self.ui.<name> with no such widget in {UI_FILE.name}: {missing}"
+
+
+def test_node_selector_gets_the_scene():
+    root = ET.parse(UI_FILE).getroot()
+    receivers = {
+        c.findtext("receiver")
+        for c in root.iter("connection")
+        if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
+    selectors = {name for name, w in _ui_widgets().items() if w.get("class") == "qMRMLNodeComboBox"}
+    assert selectors and selectors <= receivers
+
+
+# Which widget classes the parameter node wrapper's GUI connectors bind to which field types
+# (Slicer's Base/Python/slicer/parameterNodeWrapper/guiConnectors.py).
+def _connector_accepts(widget_class: str, annotation: str) -> bool:
+    base = annotation
+    m = re.match(r"Annotated\[(.*?),\s*(.*)\]$", annotation)
+    extras = ""
+    if m:
+        base, extras = m.group(1), m.group(2)
+    node_types = re.findall(r"vtkMRML\w+", base)
+    if widget_class == "qMRMLNodeComboBox":
+        return bool(node_types) and (base.startswith("Union[") or base.startswith("vtkMRML"))
+    if widget_class == "QComboBox":
+        return base in ("str", "int", "float", "bool") and "Choice(" in extras
+    if widget_class in ("QSpinBox", "QSlider"):
+        return base == "int" and (widget_class == "QSpinBox" or "WithinRange(" in extras)
+    if widget_class in ("QDoubleSpinBox", "ctkSliderWidget"):
+        return base == "float" and (widget_class == "QDoubleSpinBox" or "WithinRange(" in extras)
+    if widget_class in ("QCheckBox", "QPushButton"):
+        return base == "bool"
+    if widget_class in ("QLineEdit", "QTextEdit"):
+        return base == "str"
+    if widget_class in ("ctkPathLineEdit", "ctkDirectoryButton"):
+        return base in ("pathlib.Path", "Path")
+    return False
+
+
+def test_every_slicer_parameter_name_is_a_field_with_a_bindable_widget():
+    widgets = _ui_widgets()
+    bound = _parameter_names(widgets)
+    fields = _parameter_node_fields(_module_tree())
+    assert bound, "no widget carries a SlicerParameterName"
+    unknown = {w: p for w, p in bound.items() if p not in fields}
+    assert not unknown, f"SlicerParameterName not in the parameter node: {unknown}"
+    assert len(set(bound.values())) == len(bound), "two widgets bound to one parameter"
+    mismatched = {
+        w: (widgets[w].get("class"), fields[p]) for w, p in bound.items() if not _connector_accepts(widgets[w].get("class"), fields[p])
+    }
+    assert not mismatched, f"no GUI connector binds these widgets to these field types: {mismatched}"
+
+
+def test_parameter_node_attributes_used_in_the_module_are_fields():
+    tree = _module_tree()
+    fields = set(_parameter_node_fields(tree))
+    wrapper_api = {"connectGui", "disconnectGui", "parameterNode", "default", "isCached", "StartModify", "EndModify"}
+    used = set()
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        aliases = set()
+        for node in ast.walk(func):
+            if isinstance(node, ast.Assign) and ast.unparse(node.value) == "self._parameterNode":
+                aliases |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        for node in ast.walk(func):
+            if isinstance(node, ast.Attribute) and (
+                ast.unparse(node.value) == "self._parameterNode"
+                or (isinstance(node.value, ast.Name) and node.value.id in aliases)
+            ):
+                used.add(node.attr)
+    assert used, "the widget never reads its parameter node?"
+    assert not (used - fields - wrapper_api), f"parameter node attributes that are not fields: {used - fields - wrapper_api}"
+
+
+# ---------------------------------------------------------------------------------- the module file
+
+
+def test_module_compiles_and_has_the_four_classes():
+    source = MODULE_PY.read_text(encoding="utf-8")
+    compile(source, str(MODULE_PY), "exec")
+    tree = ast.parse(source)
+    bases = {n.name: [ast.unparse(b) for b in n.bases] for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert bases["UltrasoundRefine"] == ["ScriptedLoadableModule"]
+    assert bases["UltrasoundRefineWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert bases["UltrasoundRefineLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["UltrasoundRefineTest"] == ["ScriptedLoadableModuleTest"]
+
+
+def _methods(cls: ast.ClassDef) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
+
+
+def _self_calls(func: ast.FunctionDef) -> set[str]:
+    return {
+        n.func.attr
+        for n in ast.walk(func)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and ast.unparse(n.func.value) == "self"
+    }
+
+
+def test_shortcuts_are_connected_on_enter_and_disconnected_on_exit():
+    widget = _methods(_class(_module_tree(), "UltrasoundRefineWidget"))
+    assert "_installShortcuts" in _self_calls(widget["enter"])
+    assert "_removeShortcuts" in _self_calls(widget["exit"])
+    assert "_removeShortcuts" in _self_calls(widget["cleanup"])
+    assert "QShortcut" in ast.unparse(widget["_installShortcuts"])
+    assert "disconnect" in ast.unparse(widget["_removeShortcuts"])
+
+
+def test_every_button_handler_reports_errors_with_try_with_error_display():
+    tree = _module_tree()
+    widget = _methods(_class(tree, "UltrasoundRefineWidget"))
+    connected = set()
+    for node in ast.walk(widget["setup"]):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect":
+            for arg in node.args:
+                if isinstance(arg, ast.Attribute) and ast.unparse(arg.value) == "self":
+                    connected.add(arg.attr)
+    assert {"onSuggestMask", "onOpenWorkspace", "onAccept", "onTrain", "onLoadReport"} <= connected
+
+    def guarded(name, seen=()):
+        func = widget[name]
+        if "tryWithErrorDisplay" in ast.unparse(func):
+            return True
+        return any(guarded(c, seen + (name,)) for c in _self_calls(func) if c in widget and c not in seen)
+
+    unguarded = sorted(h for h in connected if not guarded(h))
+    assert not unguarded, f"GUI actions without slicer.util.tryWithErrorDisplay: {unguarded}"
+
+
+def test_dependencies_are_installed_only_on_first_use():
+    tree = _module_tree()
+    installers = {"pip_install", "installTorch", "pip_ensure"}
+    callers = set()
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for name, func in _methods(cls).items():
+            if any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(func)):
+                callers.add(f"{cls.name}.{name}")
+    assert callers == {"UltrasoundRefineLogic.ensureDependencies"}
+    # ... and never at import: no installer call outside functions
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            assert not any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(node))
+    # ... and it asks first
+    assert "confirmOkCancelDisplay" in ast.unparse(_methods(_class(tree, "UltrasoundRefineLogic"))["ensureDependencies"])
+
+
+def test_requirements_use_minimum_versions_not_pins():
+    lines = [
+        line.strip()
+        for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines
+    assert all(">=" in line and "==" not in line for line in lines), lines
+    assert not any(line.lower().startswith("torch") for line in lines), "torch comes from the PyTorch extension"
+
+
+def test_icons_are_128_pixel_pngs():
+    from PIL import Image
+
+    for path in (MODULE_DIR / "Resources" / "Icons" / "UltrasoundRefine.png", ROOT / "Resources" / "Icons" / "UltrasoundRefine.png"):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == (128, 128), path
+
+
+# ---------------------------------------------------------------------------------------- CMake
+
+
+def _library_files() -> set[str]:
+    return {p.relative_to(ROOT).as_posix() for p in LIBRARY.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def test_extension_cmake_metadata():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    for var in (
+        "EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS",
+    ):
+        assert re.search(rf"set\({var}\s", text), var
+    assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', text)
+    assert "project(UltrasoundRefine)" in text
+    order = ["find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(UltrasoundRefine)",
+             "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"]
+    positions = [text.index(s) for s in order]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_module_cmake_ships_the_module_file_and_every_library_file(tmp_path):
+    """Configure the module's CMakeLists.txt for real, with Slicer's build macro replaced by one that
+    records what it is given."""
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\n"
+        "project(Driver NONE)\n"
+        "set(BUILD_TESTING OFF)\n"
+        "macro(slicerMacroBuildScriptedModule)\n"
+        '  cmake_parse_arguments(MY "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})\n'
+        '  file(WRITE ${CMAKE_BINARY_DIR}/name.txt "${MY_NAME}")\n'
+        '  file(WRITE ${CMAKE_BINARY_DIR}/scripts.txt "${MY_SCRIPTS}")\n'
+        '  file(WRITE ${CMAKE_BINARY_DIR}/resources.txt "${MY_RESOURCES}")\n'
+        '  file(WRITE ${CMAKE_BINARY_DIR}/module_binary_dir.txt "${CMAKE_CURRENT_BINARY_DIR}")\n'
+        "endmacro()\n"
+        f'add_subdirectory("{MODULE_DIR.as_posix()}" module)\n'
+    )
+    build = tmp_path / "build"
+    run = subprocess.run(["cmake", "-S", str(driver), "-B", str(build)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert (build / "name.txt").read_text() == "UltrasoundRefine"
+    module_binary_dir = Path((build / "module_binary_dir.txt").read_text())
+    scripts = (build / "scripts.txt").read_text().split(";")
+    assert scripts[0] == "UltrasoundRefine.py"
+    shipped = set()
+    for script in scripts[1:]:
+        path = Path(script)
+        assert path.is_absolute() and path.is_file(), script
+        # ctkMacroCompilePythonScript installs an absolute script at its path relative to the
+        # module's binary dir: UltrasoundRefineLib/... next to UltrasoundRefine.py
+        shipped.add(path.relative_to(module_binary_dir).as_posix())
+    assert shipped == _library_files()
+    for rel in shipped:
+        assert (module_binary_dir / rel).read_bytes() == (ROOT / rel).read_bytes()
+    for resource in (build / "resources.txt").read_text().split(";"):
+        assert (MODULE_DIR / resource).is_file(), resource
+
+
+def test_module_cmake_globs_the_library_and_registers_the_self_test():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    assert re.search(r"file\(GLOB_RECURSE\s+\w+\s+RELATIVE\s+\$\{\w+\}\s+CONFIGURE_DEPENDS\s+\$\{\w+\}/UltrasoundRefineLib/\*\.py", text)
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    assert "WITH_GENERIC_TESTS" in text
+
+
+# ------------------------------------------------------------------------------------- the library
+
+
+def _module_level_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    """Imports that run when the module is imported: everything but function bodies."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_library_imports_no_slicer_qt_ctk_vtk_at_module_level():
+    offenders = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for line, name in _module_level_imports(tree):
+            if name.split(".")[0] in FORBIDDEN_AT_MODULE_LEVEL:
+                offenders.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_only_the_bridge_imports_slicer_at_all():
+    users = set()
+    for path in sorted(LIBRARY.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            )
+            if any(n.split(".")[0] in {"slicer", "qt", "ctk"} for n in names):
+                users.add(path.relative_to(LIBRARY).as_posix())
+    assert users <= {"slicerbridge.py"}, users
+
+
+# ------------------------------------------------- the module's Logic outside Slicer (slicer-core)
+
+
+@pytest.fixture
+def module(monkeypatch):
+    """UltrasoundRefine.py imported with slicer-core's MRML and minimal stand-ins for what only the
+    Slicer application has; the stand-ins are removed again after the test."""
+    slicer = pytest.importorskip("slicer", reason="slicer-core (PyPI) is not installed")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("slicer-core has no MRML classes")
+    import unittest
+
+    qt = types.ModuleType("qt")
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent=None):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            pass
+
+    class ScriptedLoadableModuleTest(unittest.TestCase):
+        def delayDisplay(self, message, msec=None):
+            pass
+
+    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest):
+        setattr(slm, cls.__name__, cls)
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.Choice = lambda choices: ("Choice", tuple(choices))
+    pnw.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
+
+    scene = slicer.vtkMRMLScene()
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    monkeypatch.setitem(sys.modules, "slicer.i18n", i18n)
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    spec = importlib.util.spec_from_file_location("UltrasoundRefine", MODULE_PY)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "UltrasoundRefine", mod)
+    spec.loader.exec_module(mod)
+    mod.scene = scene
+    yield mod
+    scene.Clear(True)
+
+
+def test_self_test_runs_on_slicer_core(module):
+    """The module's own self-test (synthetic loop -> Logic.suggestMask -> Dice), on real MRML."""
+    result = unittest_run(module.UltrasoundRefineTest("runTest"))
+    assert result.wasSuccessful(), [str(e[1]) for e in result.errors + result.failures]
+
+
+def unittest_run(case):
+    import unittest
+
+    result = unittest.TestResult()
+    case.run(result)
+    return result
+
+
+def _write_loop_nrrd(path: Path, frames: np.ndarray) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(frames)  # (T, H, W): k = time, as the readers expect
+    image.SetSpacing((0.3, 0.3, 1.0))
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.fixture
+def workspace_dir(tmp_path, module):
+    from UltrasoundRefineLib.workspace import Workspace, method_producer
+
+    loops = tmp_path / "loops"
+    loops.mkdir()
+    for i, n_frames in enumerate((4, 1)):
+        loop, _truth = module.UltrasoundRefineTest.syntheticLoop(n_frames=n_frames)
+        frames = loop.frames.copy()
+        frames[:, 20 + 5 * i, 10] = 200  # different content -> different items
+        _write_loop_nrrd(loops / f"loop{i}.nrrd", frames)
+    root = tmp_path / "ws"
+    ws = Workspace.create(root)
+    try:
+        report = ws.add_loops([loops])
+        assert len(report.added) == 2, report
+        ws.suggest("threshold", method_producer("threshold"))
+    finally:
+        ws.close()
+    return root
+
+
+def test_review_through_the_logic(module, workspace_dir):
+    from UltrasoundRefineLib import slicerbridge
+    from UltrasoundRefineLib.workspace import Workspace
+
+    scene = module.scene
+    logic = module.UltrasoundRefineLogic()
+    with pytest.raises(ValueError, match="workspace.db"):
+        logic.openWorkspace(workspace_dir.parent)
+    logic.openWorkspace(workspace_dir)
+    review = logic.review
+    assert len(review.queue) == 2 and review.counts()["pending"] == 2
+
+    # first suggestion: shown as volume/sequence + segmentation, accepted
+    volume, segmentation = logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    first = review.current()
+    assert np.array_equal(logic.editedMask(scene=scene), logic.workspace.suggestion_mask(first.id))
+    logic.decide("accepted", "tst")
+    review.next()
+
+    # second: the previous nodes leave the scene, an edited mask is saved as a human mask
+    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    assert not scene.IsNodePresent(segmentation) and not scene.IsNodePresent(volume)
+    second = review.current()
+    edited = logic.workspace.suggestion_mask(second.id).copy()
+    edited[:10, :] = True
+    slicerbridge.mask_to_segmentation(edited, logic.reviewVolume, segmentation_node=logic.reviewSegmentation, scene=scene)
+    logic.decide("edited", "tst", editedMask=logic.editedMask(scene=scene))
+    assert review.counts() == {"suggestions": 2, "pending": 0, "accepted": 1, "rejected": 0, "edited": 1}
+    assert review.next() is None and review.atEnd
+
+    # back: change the first decision; the latest one counts
+    assert review.back().id == second.id
+    assert review.back().id == first.id
+    logic.decide("rejected", "tst")
+    assert review.counts()["rejected"] == 1 and review.counts()["accepted"] == 0
+    logic.closeWorkspace()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+    with Workspace.open(workspace_dir, readonly=True) as ws:
+        assert np.array_equal(ws.human_mask(second.item_id), edited)
+        assert ws.review_queue() == []  # a reopened review resumes after what is done
+
+
+def test_train_command_runs_the_library_cli_with_the_library_on_the_path(module, workspace_dir, monkeypatch):
+    logic = module.UltrasoundRefineLogic()
+    logic.openWorkspace(workspace_dir)
+    monkeypatch.setattr(module, "pythonSlicerExecutable", lambda: "/opt/Slicer/bin/PythonSlicer")
+    program, args, env = logic.trainCommand("finetune", 12, "cpu", 3, "--batch-size 4")
+    assert program.endswith("PythonSlicer")
+    assert args[:3] == ["-m", "UltrasoundRefineLib", "train"]
+    assert args[3] == str(workspace_dir)
+    assert args[4:] == ["--stage", "finetune", "--epochs", "12", "--device", "cpu", "--seed", "3", "--batch-size", "4"]
+    assert env["PYTHONPATH"].split(__import__("os").pathsep)[0] == str(ROOT)
+    logic.closeWorkspace()
+
+
+def test_progress_events_are_parsed_and_described(module):
+    event = module.parseProgressLine(
+        '{"event": "epoch", "epoch": 3, "step": 120, "loss": 0.2134, "val_dice": 0.9621, "elapsed_s": 80, "eta_s": 240}'
+    )
+    assert module.progressPercent(event) == 25
+    text = module.describeProgress(event)
+    assert "epoch 3" in text and "loss 0.2134" in text and "val Dice 0.9621" in text and "4m00s left" in text
+    assert module.parseProgressLine("Epoch 3 done") is None
+    assert module.parseProgressLine('{"no_event": 1}') is None
+    assert module.parseProgressLine("{broken") is None
+    assert module.progressPercent({"event": "epoch", "epoch": 5, "epochs": 20}) == 25
+    assert module.progressPercent({"event": "start"}) is None
+
+
+def test_report_tables(module, tmp_path):
+    csv_path = tmp_path / "comparisons.csv"
+    csv_path.write_text("a,b,test,pvalue\nfinetune,scratch,welch,0.003\nfinetune,pretrain,welch,0.2\n")
+    headers, rows, summary = module.readReportTable(csv_path)
+    assert headers == ["a", "b", "test", "pvalue"] and len(rows) == 2 and "2" in summary
+    json_path = tmp_path / "report.json"
+    json_path.write_text('{"experiment": "demo", "comparisons": [{"a": "x", "pvalue": 0.01234567}, {"a": "y", "d": [1, 2]}]}')
+    headers, rows, summary = module.readReportTable(json_path)
+    assert headers == ["a", "pvalue", "d"]
+    assert rows == [["x", "0.01235", ""], ["y", "", "[1, 2]"]]
+    assert "experiment: demo" in summary
+    with pytest.raises(ValueError, match="not found"):
+        module.readReportTable(tmp_path / "missing.json")
+
+
+def test_missing_requirements_are_found_from_requirements_txt(module):
+    missing = module.UltrasoundRefineLogic.missingRequirements()
+    assert isinstance(missing, list)
+    assert all(line in module.UltrasoundRefineLogic.requirements() for line in missing)
+    # everything the library's tests use here is installed in this environment
+    assert not [m for m in missing if m.startswith(("monai", "pydicom"))]
