@@ -335,8 +335,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._shortcuts = []
         self._process = None
-        self._processBuffer = ""
         self._processCancelled = False
+        self._processTail = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -586,12 +586,14 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 environment.insert(key, value)
             process.setProcessEnvironment(environment)
             process.setWorkingDirectory(str(self.logic.workspace.root))
-            process.connect("readyReadStandardOutput()", self.onTrainStdout)
-            process.connect("readyReadStandardError()", self.onTrainStderr)
+            # progress events come on stdout, log lines on stderr: one stream, read line by line
+            process.setProcessChannelMode(qt.QProcess.MergedChannels)
+            process.connect("readyReadStandardOutput()", self.onTrainOutput)
             process.connect("finished(int,QProcess::ExitStatus)", self.onTrainFinished)
+            process.connect("errorOccurred(QProcess::ProcessError)", self.onTrainError)
             self._process = process
-            self._processBuffer = ""
             self._processCancelled = False
+            self._processTail = []
             self.ui.trainLogTextEdit.clear()
             self.ui.trainLogTextEdit.appendPlainText(" ".join([program] + [shlex.quote(a) for a in args]))
             self.ui.trainProgressBar.value = 0
@@ -599,48 +601,51 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             process.start(program, args)
         self._updateButtonStates()
 
-    def onTrainStdout(self) -> None:
+    def onTrainOutput(self) -> None:
         if self._process is None:
             return
-        self._processBuffer += bytes(self._process.readAllStandardOutput().data()).decode("utf-8", "replace")
-        *lines, self._processBuffer = self._processBuffer.split("\n")
-        for line in lines:
+        while self._process.canReadLine():
+            line = bytes(self._process.readLine().data()).decode("utf-8", "replace").rstrip()
             self._onTrainLine(line)
 
     def _onTrainLine(self, line: str) -> None:
         event = parseProgressLine(line)
         if event is None:
             if line.strip():
-                self.ui.trainLogTextEdit.appendPlainText(line.rstrip())
+                self._processTail = (self._processTail + [line])[-20:]
+                self.ui.trainLogTextEdit.appendPlainText(line)
             return
         text = describeProgress(event)
         self.ui.trainStatusLabel.text = text
         percent = progressPercent(event)
         if percent is not None:
             self.ui.trainProgressBar.value = percent
-        if event.get("event") not in ("step",):  # keep the log readable: steps only update the label
+        if event.get("event") != "step":  # steps only update the label; the log keeps epochs and the rest
             self.ui.trainLogTextEdit.appendPlainText(text)
 
-    def onTrainStderr(self) -> None:
+    def onTrainFinished(self, exitCode, exitStatus) -> None:
         if self._process is None:
             return
-        text = bytes(self._process.readAllStandardError().data()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            if line.strip():
-                self.ui.trainLogTextEdit.appendPlainText(line)
-
-    def onTrainFinished(self, exitCode, exitStatus) -> None:
-        if self._processBuffer.strip():
-            self._onTrainLine(self._processBuffer)
-        self._processBuffer = ""
+        self.onTrainOutput()
+        rest = bytes(self._process.readAll().data()).decode("utf-8", "replace")
+        for line in rest.splitlines():
+            self._onTrainLine(line)
+        self._process = None
         if self._processCancelled:
             self.ui.trainStatusLabel.text = _("Cancelled. Start again to resume from the last checkpoint.")
-        elif exitCode == 0:
+        elif exitStatus == qt.QProcess.NormalExit and exitCode == 0:
             self.ui.trainProgressBar.value = 100
             self.ui.trainStatusLabel.text = _("Training finished.") + " " + self.ui.trainStatusLabel.text
         else:
             self.ui.trainStatusLabel.text = _("Training failed (exit code {code}); see the log.").format(code=exitCode)
+            slicer.util.errorDisplay(_("Training failed."), detailedText="\n".join(self._processTail))
+        self._updateButtonStates()
+
+    def onTrainError(self, error) -> None:
+        if self._process is None or error != qt.QProcess.FailedToStart:
+            return  # crashes and kills also end in finished()
         self._process = None
+        self.ui.trainStatusLabel.text = _("The training process could not be started.")
         self._updateButtonStates()
 
     def onCancelTrain(self) -> None:
