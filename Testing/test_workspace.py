@@ -622,3 +622,30 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert cli_main(["init", root]) == 2
     assert cli_main(["review", root, "--simulate"]) == 2
     assert "--truth" in capsys.readouterr().err
+
+
+def test_cli_suggest_with_a_registered_model_uses_the_training_hook(tmp_path, monkeypatch, capsys):
+    import UltrasoundRefineLib.train as train
+    from UltrasoundRefineLib.automask import MaskSuggestion
+
+    data = tmp_path / "data"
+    for i in range(2):
+        write_nrrd_loop(data / f"c{i}.nrrd", i)
+    root = tmp_path / "ws"
+    with Workspace.create(root) as w:
+        w.add_loops([data])
+        (w.models_dir / "m7").mkdir()
+        w.register_model(w.models_dir / "m7", {"model_id": "m7"})
+    seen = {}
+
+    def fake_model_producer(path, device="auto"):
+        seen["path"], seen["device"] = Path(path), device
+        return "model:m7", lambda loop: MaskSuggestion(loop.frames[0] > 100, 0.5, "model:m7", {"uncertainty": 0.2})
+
+    monkeypatch.setattr(train, "model_producer", fake_model_producer, raising=False)
+    assert cli_main(["suggest", str(root), "--model", "m7", "--device", "cpu", "--quiet"]) == 0
+    assert seen == {"path": root.absolute() / "models" / "m7", "device": "cpu"}
+    with Workspace.open(root) as w:
+        assert {(s.producer, s.uncertainty) for s in w.suggestions()} == {("model:m7", 0.2)}
+    assert cli_main(["suggest", str(root), "--model", "nope"]) == 2
+    assert "neither a model registered" in capsys.readouterr().err

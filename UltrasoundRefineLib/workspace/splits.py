@@ -84,6 +84,16 @@ def allocate(
     return result
 
 
+def place_new_group(counts: Mapping[str, int], n_items: int, *, test_fraction: float, finetune_count: int) -> str:
+    """The split for one new group, given the items per split and the total (the new ones included):
+    the same rule :func:`allocate` applies, without reading every item again."""
+    if counts.get("test", 0) < test_target(n_items, test_fraction):
+        return "test"
+    if counts.get("finetune", 0) < finetune_count:
+        return "finetune"
+    return "pretrain"
+
+
 def leaks(assignment: Mapping[str, str], groups: Mapping[str, str | None]) -> list[str]:
     """Groups that have items both in a training split and in test (should always be empty)."""
     seen: dict[str, set[str]] = {}
@@ -92,4 +102,4 @@ def leaks(assignment: Mapping[str, str], groups: Mapping[str, str | None]) -> li
     return sorted(g for g, s in seen.items() if "test" in s and s & set(TRAINING_SPLITS))
 
 
-__all__ = ["SPLITS", "TRAINING_SPLITS", "allocate", "group_of", "leaks", "test_target"]
+__all__ = ["SPLITS", "TRAINING_SPLITS", "allocate", "group_of", "leaks", "place_new_group", "test_target"]

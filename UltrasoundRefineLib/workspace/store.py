@@ -76,6 +76,8 @@ class Example:
     mask: np.ndarray = field(repr=False)
     mask_source: str = ""
     load: Callable[[], Loop] = field(default=None, repr=False)
+    group_key: str | None = None
+    split: str | None = None
 
 
 @dataclass
@@ -414,16 +416,19 @@ class Workspace:
 
     @staticmethod
     def _split_for_new(conn: sqlite3.Connection, item_id: str, group_key: str | None, params: dict) -> str:
-        rows = conn.execute("SELECT id, group_key, split FROM items").fetchall()
-        items = [(r["id"], r["group_key"]) for r in rows] + [(item_id, group_key)]
-        current = {r["id"]: r["split"] for r in rows}
-        return splits.allocate(
-            items,
-            current,
-            test_fraction=params["test_fraction"],
-            finetune_count=params["finetune_count"],
-            seed=params["seed"],
-        )[item_id]
+        """A loop added after splits were assigned joins its group's split, or opens a new group."""
+        if group_key:
+            row = conn.execute(
+                "SELECT split FROM items WHERE group_key = ? AND split IS NOT NULL LIMIT 1", (group_key,)
+            ).fetchone()
+            if row is not None:
+                return row[0]
+        counts = {r[0]: int(r[1]) for r in conn.execute(
+            "SELECT split, COUNT(*) FROM items WHERE split IS NOT NULL GROUP BY split")}
+        n_items = int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]) + 1
+        return splits.place_new_group(
+            counts, n_items, test_fraction=params["test_fraction"], finetune_count=params["finetune_count"]
+        )
 
     def assign_splits(
         self, *, test_fraction: float, finetune_count: int, seed: int, reassign: bool = False
@@ -810,6 +815,8 @@ class Workspace:
             mask=read_mask(self._abs(rel_path)),
             mask_source=source,
             load=functools.partial(_load_item_loop, str(item.path), item.id),
+            group_key=item.group_key,
+            split=item.split,
         )
 
     def register_model(self, path: str | Path, card: dict) -> str:
