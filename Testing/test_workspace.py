@@ -142,6 +142,10 @@ def test_older_unknown_and_foreign_schemas_are_refused(tmp_path):
     with pytest.raises(WorkspaceError, match="not an UltrasoundRefine workspace"):
         Workspace.open(tmp_path / "foreign")
     assert sha(db) == before
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "workspace.db").write_bytes(b"")
+    with pytest.raises(WorkspaceError, match="is empty"):
+        Workspace.open(tmp_path / "empty")
 
 
 def test_corrupt_database_is_refused_and_left_untouched(tmp_path):
@@ -649,3 +653,23 @@ def test_cli_suggest_with_a_registered_model_uses_the_training_hook(tmp_path, mo
         assert {(s.producer, s.uncertainty) for s in w.suggestions()} == {("model:m7", 0.2)}
     assert cli_main(["suggest", str(root), "--model", "nope"]) == 2
     assert "neither a model registered" in capsys.readouterr().err
+
+
+def test_two_processes_filling_the_same_round_do_not_collide(tmp_path):
+    for i in range(3):
+        write_nrrd_loop(tmp_path / "data" / f"c{i}.nrrd", i)
+    root = tmp_path / "ws"
+    with Workspace.create(root) as a, Workspace.open(root) as b:
+        a.add_loops([tmp_path / "data"])
+        items = a.items()
+
+        def produce(loop):
+            if loop.stem == "c0":  # meanwhile, another process fills c1
+                b.add_suggestion(items[1].id, np.ones(items[1].shape, bool), "threshold", 0.5, 1)
+            from UltrasoundRefineLib.automask import MaskSuggestion
+
+            return MaskSuggestion(loop.frames[0] > 100, 0.4, "threshold")
+
+        report = a.suggest("threshold", produce, round=1)
+        assert len(report.added) == 2 and report.already == 1 and report.errors == []
+        assert len(a.suggestions(round=1)) == 3

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     out = {
         "benchmark": "decision_latency",
         "target": "median decide() under 10 ms",
-        "command": "python benchmarks/decision_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python benchmarks/decision_latency.py", *(argv if argv is not None else sys.argv[1:])]),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "host": platform.node(),

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import functools
 
-from UltrasoundRefineLib.workspace.errors import MaskShapeError, UnknownItemError, WorkspaceError
+from UltrasoundRefineLib.workspace.errors import (
+    DuplicateSuggestionError,
+    MaskShapeError,
+    UnknownItemError,
+    WorkspaceError,
+)
 from UltrasoundRefineLib.workspace.human_masks import ExportReport, ImportReport, mask_stem, read_human_mask
 from UltrasoundRefineLib.workspace.review import (
     CsvReport,
@@ -47,6 +52,7 @@ __all__ = [
     "STAGES",
     "AddReport",
     "CsvReport",
+    "DuplicateSuggestionError",
     "Example",
     "ExportReport",
     "ImportReport",

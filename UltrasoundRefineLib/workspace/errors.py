@@ -15,3 +15,7 @@ class UnknownItemError(WorkspaceError):
 
 class MaskShapeError(InputError):
     """A mask does not lie on its loop's pixel grid."""
+
+
+class DuplicateSuggestionError(WorkspaceError):
+    """The item already has a suggestion in that round (one mask per item per round)."""

@@ -26,7 +26,12 @@ from UltrasoundRefineLib.errors import InputError, UltrasoundRefineError
 from UltrasoundRefineLib.io.mask import read_mask, write_mask
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.workspace import schema, splits
-from UltrasoundRefineLib.workspace.errors import MaskShapeError, UnknownItemError, WorkspaceError
+from UltrasoundRefineLib.workspace.errors import (
+    DuplicateSuggestionError,
+    MaskShapeError,
+    UnknownItemError,
+    WorkspaceError,
+)
 
 DECISIONS = ("accepted", "rejected", "edited")
 STAGES = ("pretrain", "finetune", "test")
@@ -166,6 +171,8 @@ class Workspace:
             raise WorkspaceError(root, "is not a workspace (no workspace.db); create one with `ultrasound-refine init`")
         if not os.access(db, os.R_OK):
             raise WorkspaceError(db, "cannot be read (permission denied)")
+        if db.stat().st_size == 0:
+            raise WorkspaceError(db, "is empty, not a workspace database; restore it from a backup")
         if not readonly:
             _require_writable_dir(root)
             if not os.access(db, os.W_OK):
@@ -498,7 +505,7 @@ class Workspace:
                 "SELECT id FROM suggestions WHERE item_id = ? AND round = ?", (item.id, round)
             ).fetchone()
             if existing is not None:
-                raise WorkspaceError(
+                raise DuplicateSuggestionError(
                     self.root, f"item {item.stem!r} already has a suggestion in round {round} (id {existing[0]})"
                 )
             write_mask(mask, path, like=like)
@@ -567,6 +574,8 @@ class Workspace:
                     uncertainty=uncertainty,
                 )
                 report.added.append(sid)
+            except DuplicateSuggestionError:
+                report.already += 1  # another process filled it meanwhile
             except WorkspaceError:
                 raise
             except UltrasoundRefineError as e:
