@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -536,17 +537,73 @@ def test_review_through_the_logic(module, workspace_dir):
         assert ws.review_queue() == []  # a reopened review resumes after what is done
 
 
-def test_train_command_runs_the_library_cli_with_the_library_on_the_path(module, workspace_dir, monkeypatch):
+def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, monkeypatch):
+    from UltrasoundRefineLib.cli import build_parser
+    from UltrasoundRefineLib.workspace import Workspace
+
     logic = module.UltrasoundRefineLogic()
     logic.openWorkspace(workspace_dir)
     monkeypatch.setattr(module, "pythonSlicerExecutable", lambda: "/opt/Slicer/bin/PythonSlicer")
-    program, args, env = logic.trainCommand("finetune", 12, "cpu", 3, "--batch-size 4")
-    assert program.endswith("PythonSlicer")
-    assert args[:3] == ["-m", "UltrasoundRefineLib", "train"]
-    assert args[3] == str(workspace_dir)
-    assert args[4:] == ["--stage", "finetune", "--epochs", "12", "--device", "cpu", "--seed", "3", "--batch-size", "4"]
-    assert env["PYTHONPATH"].split(__import__("os").pathsep)[0] == str(ROOT)
+    program, args, env = logic.trainCommand("pretrain", 12, "cpu", 3, "--size 64")
+    assert program.endswith("PythonSlicer") and args[:2] == ["-m", "UltrasoundRefineLib"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)  # the library is importable in the child
+    parsed = build_parser().parse_args(args[2:])
+    assert (parsed.command, parsed.stage, parsed.epochs, parsed.device, parsed.seed, parsed.size, parsed.json) == (
+        "train", "pretrain", 12, "cpu", 3, 64, True
+    )
+    assert Path(parsed.workspace) == workspace_dir
+    assert Path(parsed.out) == logic.workspace.models_dir / "pretrain-seed3"
+
+    # 0 epochs = the stage's default: no --epochs at all
+    assert build_parser().parse_args(logic.trainCommand("pretrain", 0, "auto", 0)[1][2:]).epochs is None
+
+    # finetune starts from the latest pretrained model unless --from is given
+    with pytest.raises(ValueError, match="pretrain first"):
+        logic.trainCommand("finetune")
     logic.closeWorkspace()
+    with Workspace.open(workspace_dir) as ws:
+        for model_id in ("old", "new"):
+            folder = ws.models_dir / f"pretrain-{model_id}"
+            folder.mkdir(parents=True)
+            ws.register_model(folder, {"model_id": model_id, "training": {"stage": "pretrain"}})
+    logic.openWorkspace(workspace_dir)
+    parsed = build_parser().parse_args(logic.trainCommand("finetune", 0, "cuda", 1, strategy="frozen-encoder")[1][2:])
+    assert (parsed.stage, parsed.from_model, parsed.strategy) == ("finetune", "new", "frozen-encoder")
+    assert Path(parsed.out).name == "finetune-frozen-encoder-seed1"
+    parsed = build_parser().parse_args(logic.trainCommand("finetune", extra="--from old")[1][2:])
+    assert parsed.from_model == "old"
+
+    # an interrupted run (no card.json yet) is resumed in its folder; a finished one is kept
+    out = logic.trainOutputDir("pretrain", 5)
+    (out / "checkpoint").mkdir(parents=True)
+    assert logic.trainOutputDir("pretrain", 5) == out
+    (out / "card.json").write_text("{}")
+    assert logic.trainOutputDir("pretrain", 5) == out.with_name("pretrain-seed5-2")
+    logic.closeWorkspace()
+
+
+# Lines as ``ultrasound-refine train --json`` prints them (captured from a one-epoch CPU run).
+TRAIN_EVENTS = [
+    '{"event":"start","epoch":0,"step":null,"loss":null,"val_dice":null,"elapsed_s":null,"eta_s":null,"stage":"pretrain",'
+    '"strategy":"full","seed":0,"n_train":2,"n_val":1,"epochs":40,"steps_per_epoch":4,"batch_size":2,"device":"cpu"}',
+    '{"event":"step","epoch":3,"step":2,"loss":0.51,"val_dice":null,"elapsed_s":20.0,"eta_s":300.0}',
+    '{"event":"epoch","epoch":3,"step":4,"loss":0.4123,"val_dice":0.9412,"elapsed_s":26.0,"eta_s":320.0,"best_epoch":3}',
+    '{"event":"checkpoint","epoch":3,"step":null,"loss":null,"val_dice":null,"elapsed_s":26.1,"eta_s":null,"path":"/ws/models/x/checkpoint/checkpoint.pt"}',
+    '{"event":"done","epoch":9,"step":null,"loss":null,"val_dice":0.97,"elapsed_s":80.0,"eta_s":0.0,"best_epoch":7,"model":"/ws/models/x","model_id":"d981e3654e8a","test_dice":null}',
+]
+
+
+def test_train_events_are_parsed_and_described(module):
+    events = [module.parseProgressLine(line) for line in TRAIN_EVENTS]
+    assert all(e is not None for e in events)
+    start, step, epoch, checkpoint, done = events
+    assert "2 training, 1 validation examples, up to 40 epochs" in module.describeProgress(start)
+    assert module.describeProgress(epoch, 40).startswith("epoch 3/40 · step 4 · loss 0.4123 · val Dice 0.9412")
+    assert module.progressPercent(epoch) == 8  # 26 s of 346 s
+    assert "model d981e3654e8a" in module.describeProgress(done) and module.progressPercent(done) == 100
+    assert module.describeProgress(checkpoint).startswith("checkpoint · epoch 3")
+    assert module.progressPercent(step) is not None
+    assert "resum" in module.describeProgress({"event": "stopped", "epoch": 4})
 
 
 def test_progress_events_are_parsed_and_described(module):

@@ -40,8 +40,11 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 AUTOMASK_METHODS = ["threshold", "fanfit"]
-TRAIN_STAGES = ["pretrain", "finetune"]
+TRAIN_STAGES = ["pretrain", "finetune", "scratch"]
+TRAIN_STRATEGIES = ["full", "frozen-encoder", "low-lr-encoder"]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]
+#: Exit code of ``ultrasound-refine train`` stopped by SIGTERM: checkpoint kept, the same command resumes.
+TRAIN_STOPPED_EXIT = 143
 
 #: Review actions and their keys (connected on enter(), disconnected on exit()). One key for the
 #: common case: "A" accepts and moves on.
@@ -103,7 +106,8 @@ class UltrasoundRefineParameterNode:
     automaskMethod: the auto-mask method.
     regionSegmentation: where the last suggested mask was put.
     workspacePath, reviewer: the workspace folder and who decides.
-    trainStage, trainEpochs, trainDevice, trainSeed, trainExtraArgs: the training run to start.
+    trainStage, trainStrategy, trainEpochs (0: the stage's default), trainDevice, trainSeed,
+    trainExtraArgs: the training run to start.
     reportPath: an experiment's report (JSON) or comparisons.csv to show.
     """
 
@@ -113,7 +117,8 @@ class UltrasoundRefineParameterNode:
     workspacePath: pathlib.Path
     reviewer: str = ""
     trainStage: Annotated[str, Choice(TRAIN_STAGES)] = "pretrain"
-    trainEpochs: Annotated[int, WithinRange(1, 1000)] = 40
+    trainStrategy: Annotated[str, Choice(TRAIN_STRATEGIES)] = "full"
+    trainEpochs: Annotated[int, WithinRange(0, 1000)] = 0
     trainDevice: Annotated[str, Choice(TRAIN_DEVICES)] = "auto"
     trainSeed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     trainExtraArgs: str = ""
@@ -197,21 +202,45 @@ def _duration(seconds) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def describeProgress(event: dict) -> str:
-    """A progress event as one short line for the panel."""
-    parts = [str(event.get("event", ""))]
+def describeProgress(event: dict, epochs: Optional[int] = None) -> str:
+    """A progress event of ``ultrasound-refine train --json`` as one short line for the panel.
+
+    ``epochs``: the run's most epochs (from its "start" event), shown as "epoch 3/40".
+    """
+    kind = event.get("event", "")
+    epochs = event.get("epochs") or epochs
+    if kind == "start":
+        return _("{stage} ({strategy}) on {device}: {n_train} training, {n_val} validation examples, up to {epochs} epochs").format(
+            stage=event.get("stage"), strategy=event.get("strategy"), device=event.get("device"),
+            n_train=event.get("n_train"), n_val=event.get("n_val"), epochs=epochs,
+        )
+    if kind == "warning":
+        return _("warning: {message}").format(message=event.get("message"))
+    if kind == "resume":
+        return _("resuming after epoch {epoch} from the checkpoint").format(epoch=event.get("epoch"))
+    if kind == "early_stop":
+        return _("early stop at epoch {epoch}: best validation Dice at epoch {best}").format(
+            epoch=event.get("epoch"), best=event.get("best_epoch")
+        )
+    if kind == "stopped":
+        return _("stopped after epoch {epoch}; the checkpoint is kept, Train resumes it").format(epoch=event.get("epoch"))
+    parts = [] if kind in ("step", "epoch") else [str(kind)]
     if event.get("epoch") is not None:
-        parts.append(f"epoch {event['epoch']}" + (f"/{event['epochs']}" if event.get("epochs") else ""))
+        parts.append(f"epoch {event['epoch']}" + (f"/{epochs}" if epochs else ""))
     if event.get("step") is not None:
         parts.append(f"step {event['step']}")
     if event.get("loss") is not None:
         parts.append(f"loss {float(event['loss']):.4f}")
     if event.get("val_dice") is not None:
         parts.append(f"val Dice {float(event['val_dice']):.4f}")
+    if event.get("test_dice") is not None:
+        parts.append(f"test Dice {float(event['test_dice']):.4f}")
     if event.get("elapsed_s") is not None:
         parts.append(f"{_duration(event['elapsed_s'])} elapsed")
     if event.get("eta_s") is not None:
         parts.append(f"about {_duration(event['eta_s'])} left")
+    if event.get("model_id"):
+        parts.append(_("model {model_id}").format(model_id=event["model_id"]))
     if event.get("message"):
         parts.append(str(event["message"]))
     return " · ".join(p for p in parts if p)
@@ -227,18 +256,36 @@ def progressPercent(event: dict) -> Optional[int]:
     return None
 
 
-def trainArguments(workspace, stage: str, epochs: int, device: str, seed: int, extra: str = "") -> list:
-    """Arguments after ``-m UltrasoundRefineLib`` for one training run of a workspace."""
+def trainArguments(
+    workspace,
+    stage: str,
+    out,
+    *,
+    epochs: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    fromModel: Optional[str] = None,
+    strategy: str = "full",
+    extra: str = "",
+) -> list:
+    """Arguments after ``-m UltrasoundRefineLib`` for one ``train`` run of a workspace.
+
+    Progress comes as JSON lines (``--json``). ``epochs`` 0 leaves the most epochs to the stage's
+    defaults. ``extra`` is split like a shell would and appended; an ``--from`` there wins over ours.
+    """
     if stage not in TRAIN_STAGES:
         raise ValueError(f"unknown training stage {stage!r}; choose from {TRAIN_STAGES}")
-    args = [
-        "train", str(workspace),
-        "--stage", stage,
-        "--epochs", str(int(epochs)),
-        "--device", device,
-        "--seed", str(int(seed)),
-    ]
-    return args + shlex.split(extra or "")
+    if strategy not in TRAIN_STRATEGIES:
+        raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose from {TRAIN_STRATEGIES}")
+    extraArgs = shlex.split(extra or "")
+    args = ["train", str(workspace), "--stage", stage, "--device", device, "--seed", str(int(seed)), "--json", "--out", str(out)]
+    if int(epochs) > 0:
+        args += ["--epochs", str(int(epochs))]
+    if stage == "finetune":
+        if fromModel and "--from" not in extraArgs:
+            args += ["--from", str(fromModel)]
+        args += ["--strategy", strategy]
+    return args + extraArgs
 
 
 def libraryParentDir() -> str:
@@ -337,6 +384,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._process = None
         self._processCancelled = False
         self._processTail = []
+        self._trainEpochs = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -579,7 +627,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self.logic.ensureDependencies(torch=True):
                 return
             p = self._parameterNode
-            program, args, env = self.logic.trainCommand(p.trainStage, p.trainEpochs, p.trainDevice, p.trainSeed, p.trainExtraArgs)
+            program, args, env = self.logic.trainCommand(
+                p.trainStage, p.trainEpochs, p.trainDevice, p.trainSeed, p.trainExtraArgs, p.trainStrategy
+            )
             process = qt.QProcess()
             environment = qt.QProcessEnvironment.systemEnvironment()
             for key, value in env.items():
@@ -594,6 +644,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._process = process
             self._processCancelled = False
             self._processTail = []
+            self._trainEpochs = None
             self.ui.trainLogTextEdit.clear()
             self.ui.trainLogTextEdit.appendPlainText(" ".join([program] + [shlex.quote(a) for a in args]))
             self.ui.trainProgressBar.value = 0
@@ -615,7 +666,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._processTail = (self._processTail + [line])[-20:]
                 self.ui.trainLogTextEdit.appendPlainText(line)
             return
-        text = describeProgress(event)
+        if event.get("event") == "start":
+            self._trainEpochs = event.get("epochs")
+        text = describeProgress(event, self._trainEpochs)
         self.ui.trainStatusLabel.text = text
         percent = progressPercent(event)
         if percent is not None:
@@ -631,8 +684,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for line in rest.splitlines():
             self._onTrainLine(line)
         self._process = None
-        if self._processCancelled:
-            self.ui.trainStatusLabel.text = _("Cancelled. Start again to resume from the last checkpoint.")
+        if self._processCancelled or exitCode == TRAIN_STOPPED_EXIT:
+            self.ui.trainStatusLabel.text = _("Stopped. The checkpoint is kept: Train with the same settings resumes it.")
         elif exitStatus == qt.QProcess.NormalExit and exitCode == 0:
             self.ui.trainProgressBar.value = 100
             self.ui.trainStatusLabel.text = _("Training finished.") + " " + self.ui.trainStatusLabel.text
@@ -653,8 +706,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to stop the training process.")):
             self._processCancelled = True
-            self.ui.trainStatusLabel.text = _("Cancelling...")
-            self._process.kill()
+            self.ui.trainStatusLabel.text = _("Stopping after saving a checkpoint...")
+            # SIGTERM lets the run save its checkpoint and exit; kill it if it does not within 20 s
+            # (and at once on Windows, where a console process does not get the request).
+            process = self._process
+            process.terminate()
+            qt.QTimer.singleShot(20000 if os.name != "nt" else 0, lambda: process.state() != qt.QProcess.NotRunning and process.kill())
 
     # ------------------------------------------------------------------ statistics
 
@@ -849,11 +906,36 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ train
 
-    def trainCommand(self, stage: str, epochs: int, device: str, seed: int, extra: str = ""):
+    def latestModel(self, stage: str = "pretrain") -> Optional[str]:
+        """The id of the most recent registered model of a training stage, or None."""
+        models = [m for m in self.workspace.models() if (m.get("card") or {}).get("training", {}).get("stage") == stage]
+        return models[-1]["id"] if models else None
+
+    def trainOutputDir(self, stage: str, seed: int, strategy: str = "full") -> pathlib.Path:
+        """Where a run writes its model: an interrupted run of the same recipe (a folder without a
+        card.json) is resumed; a finished one is kept and the new run gets the next free name."""
+        name = f"{stage}-{strategy}-seed{int(seed)}" if stage == "finetune" else f"{stage}-seed{int(seed)}"
+        base = pathlib.Path(self.workspace.models_dir)
+        candidate, n = base / name, 1
+        while (candidate / "card.json").exists():
+            n += 1
+            candidate = base / f"{name}-{n}"
+        return candidate
+
+    def trainCommand(self, stage: str, epochs: int = 0, device: str = "auto", seed: int = 0, extra: str = "", strategy: str = "full"):
         """``(program, arguments, environment additions)`` of a training run in a child process."""
         if self.workspace is None:
             raise ValueError(_("Open a workspace first."))
-        args = ["-m", "UltrasoundRefineLib"] + trainArguments(self.workspace.root, stage, epochs, device, seed, extra)
+        fromModel = None
+        if stage == "finetune" and "--from" not in shlex.split(extra or ""):
+            fromModel = self.latestModel("pretrain")
+            if fromModel is None:
+                raise ValueError(_("Fine-tuning starts from a pretrained model, and this workspace has none yet: pretrain first."))
+        out = self.trainOutputDir(stage, seed, strategy)
+        args = ["-m", "UltrasoundRefineLib"] + trainArguments(
+            self.workspace.root, stage, out, epochs=epochs, device=device, seed=seed, fromModel=fromModel,
+            strategy=strategy, extra=extra,
+        )
         pythonPath = os.pathsep.join(p for p in (libraryParentDir(), os.environ.get("PYTHONPATH", "")) if p)
         return pythonSlicerExecutable(), args, {"PYTHONPATH": pythonPath, "PYTHONUNBUFFERED": "1"}
 
