@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import sys
@@ -56,6 +57,9 @@ REVIEW_SHORTCUTS = {
     "back": "B",
     "edit": "E",
 }
+
+#: Packages of requirements.txt that only training needs (suggesting and reviewing do without).
+_TRAINING_ONLY = {"monai"}
 
 #: requirements.txt names whose import name differs.
 _IMPORT_NAMES = {
@@ -624,7 +628,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTrain(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            if not self.logic.ensureDependencies(torch=True):
+            if not self.logic.ensureDependencies(training=True):
                 return
             p = self._parameterNode
             program, args, env = self.logic.trainCommand(
@@ -646,7 +650,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._processTail = []
             self._trainEpochs = None
             self.ui.trainLogTextEdit.clear()
-            self.ui.trainLogTextEdit.appendPlainText(" ".join([program] + [shlex.quote(a) for a in args]))
+            commandLine = " ".join([program] + [shlex.quote(a) for a in args])
+            logging.info(f"UltrasoundRefine: {commandLine}")
+            self.ui.trainLogTextEdit.appendPlainText(commandLine)
             self.ui.trainProgressBar.value = 0
             self.ui.trainStatusLabel.text = _("Starting...")
             process.start(program, args)
@@ -763,8 +769,9 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             return [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
     @classmethod
-    def missingRequirements(cls) -> list:
-        """The lines of requirements.txt whose package is not installed (or too old)."""
+    def missingRequirements(cls, training: bool = False) -> list:
+        """The lines of requirements.txt whose package is not installed (or too old); without
+        ``training``, only what suggesting and reviewing need."""
         import importlib.metadata
         import importlib.util
 
@@ -774,6 +781,9 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             Requirement = None
         missing = []
         for line in cls.requirements():
+            name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]
+            if name in _TRAINING_ONLY and not training:
+                continue
             if Requirement is not None:
                 req = Requirement(line)
                 try:
@@ -783,14 +793,14 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
                     pass
                 missing.append(line)
             else:
-                name = line.split(">")[0].split("=")[0].strip()
                 if importlib.util.find_spec(_IMPORT_NAMES.get(name, name)) is None:
                     missing.append(line)
         return missing
 
-    def ensureDependencies(self, torch: bool = False, askConfirmation: bool = True) -> bool:
-        """Install what is missing, after asking. False when the user said no."""
-        missing = self.missingRequirements()
+    def ensureDependencies(self, training: bool = False, askConfirmation: bool = True) -> bool:
+        """Install what is missing, after asking; training also needs torch (through the PyTorch
+        extension) and MONAI. False when the user said no."""
+        missing = self.missingRequirements(training)
         if missing:
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                 _("Ultrasound Refine needs these Python packages, which will be downloaded and installed now:")
@@ -798,7 +808,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             ):
                 return False
             slicer.util.pip_install(missing)
-        if torch:
+        if training:
             try:
                 import PyTorchUtils
             except ImportError:
