@@ -1,0 +1,108 @@
+"""Write the report's four files, all or nothing.
+
+Everything is rendered in memory first; then each file goes to a temporary file in the output
+folder, and only when all four are complete are they renamed over the old ones. A failure at any
+point (bad input, a full disk, a folder we may not write) leaves an existing report as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+from UltrasoundRefineLib.errors import OutputError
+
+from . import html as _html
+from . import plots
+from .model import ExperimentResult, validate
+from .tables import comparisons_csv, report_document, runs_csv
+
+FILES = {"html": "report.html", "json": "report.json", "runs": "runs.csv", "comparisons": "comparisons.csv"}
+
+
+def versions(extra: dict | None = None) -> dict:
+    """Versions of what made the figures; torch/MONAI only when already loaded (the report never
+    imports them)."""
+    import matplotlib
+    import numpy
+    import scipy
+
+    from UltrasoundRefineLib import __version__
+
+    out = {
+        "UltrasoundRefine": __version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+    for mod in ("torch", "monai"):
+        if mod in sys.modules:
+            out[mod] = getattr(sys.modules[mod], "__version__", "?")
+    out.update(extra or {})
+    return out
+
+
+def render(result: ExperimentResult, created: str | None = None) -> dict[str, bytes]:
+    """The four files' contents, keyed as :data:`FILES`; nothing is written."""
+    validate(result)
+    created = created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    vers = versions(result.versions)
+    figures = {
+        "metric": plots.metric_plot(result),
+        "others": plots.small_multiples(result),
+        "curves": plots.training_curves(result),
+        "overlays": plots.overlays(result),
+    }
+    data_files = {k: v for k, v in FILES.items() if k != "html"}
+    headline = " ".join(_html.headline_sentences(result))
+    doc = report_document(result, headline, vers, created, dict(FILES))
+    return {
+        "html": _html.render(result, figures, vers, created, data_files).encode("utf-8"),
+        "json": (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"),
+        "runs": runs_csv(result).encode("utf-8"),
+        "comparisons": comparisons_csv(result).encode("utf-8"),
+    }
+
+
+def write_report(result: ExperimentResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.html``, ``report.json``, ``runs.csv`` and ``comparisons.csv`` into ``out_dir``.
+
+    Returns the paths keyed ``html``, ``json``, ``runs``, ``comparisons``. Raises
+    :class:`~UltrasoundRefineLib.errors.OutputError` naming the path when the folder cannot be
+    written; an older report there is then left untouched.
+    """
+    out = Path(out_dir)
+    try:  # fail before the minutes of drawing, not after
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out, f"cannot create the report folder ({exc.strerror or exc})") from None
+    if not out.is_dir():
+        raise OutputError(out, "is not a folder")
+    contents = render(result)
+
+    temps: dict[str, str] = {}
+    current = out
+    try:
+        for key, data in contents.items():
+            current = out / FILES[key]
+            fd, tmp = tempfile.mkstemp(prefix=f".{FILES[key]}.", suffix=".tmp", dir=out)
+            temps[key] = tmp
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for reading
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for key, tmp in temps.items():
+            current = out / FILES[key]
+            os.replace(tmp, current)
+    except OSError as exc:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputError(current, f"cannot write the report ({exc.strerror or exc})") from None
+    return {key: out / name for key, name in FILES.items()}
