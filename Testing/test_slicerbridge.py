@@ -202,8 +202,10 @@ def test_mask_segmentation_round_trip_is_exact(scene):
     back = sb.segmentation_to_mask(seg, proxy, segment_id, scene=scene)
     assert back.dtype == bool and back.shape == (40, 50)
     assert np.array_equal(back, mask)
-    # the temporary labelmaps are gone
-    assert scene.GetNodesByClass("vtkMRMLLabelMapVolumeNode").GetNumberOfItems() == 0
+    # the temporary labelmaps are gone, with their display nodes
+    assert scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 0
+    assert scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeDisplayNode") == 0
+    assert scene.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == 0
 
 
 def test_writing_again_replaces_the_segment(scene):
@@ -269,3 +271,14 @@ def test_reference_volume_of_a_sequence_is_its_proxy_and_a_browser_is_made_when_
     ref = sb.reference_volume(bare, scene=scene)
     assert ref is not None and sb.volume_array(ref).shape == (1, 10, 14)
     assert sb.sequence_for_volume(ref, scene=scene) is bare
+
+
+def test_remove_node_takes_display_and_storage_nodes_along(scene):
+    seq, browser, proxy = sb.loop_to_sequence(_grey_loop(n=2), scene=scene)
+    seg, _ = sb.mask_to_segmentation(np.ones((24, 32), bool), proxy, scene=scene)
+    sb.segmentation_to_mask(seg, proxy, scene=scene)
+    for node in (browser, seq, proxy, seg):
+        sb.remove_node(node, scene=scene)
+    nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    assert [n.GetClassName() for n in nodes if not n.GetSingletonTag() and not n.IsA("vtkMRMLSubjectHierarchyNode")] == []
+    sb.remove_node(proxy, scene=scene)  # already gone: nothing happens

@@ -865,10 +865,11 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     def clearReviewNodes(self, scene=None) -> None:
         """Remove what the review put in the scene for the previous suggestion."""
+        from UltrasoundRefineLib import slicerbridge
+
         scene = scene or slicer.mrmlScene
         for node in self._reviewNodes:
-            if node is not None and scene.IsNodePresent(node):
-                scene.RemoveNode(node)
+            slicerbridge.remove_node(node, scene=scene)
         self._reviewNodes = []
         self.reviewVolume = None
         self.reviewSegmentation = None

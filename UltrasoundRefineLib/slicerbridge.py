@@ -451,10 +451,29 @@ def _temporary_labelmap(reference_volume, scene):
 
 
 def _remove_temporary(node, scene) -> None:
+    """Remove a temporary labelmap, and the colour table that exporting a segment made for it (as
+    ``slicer.util.arrayFromSegmentBinaryLabelmap`` does); shared (singleton) colour tables stay."""
     display = node.GetDisplayNode()
-    if display is not None:
-        scene.RemoveNode(display)
+    color = display.GetColorNode() if display is not None else None
+    remove_node(node, scene=scene)
+    if color is not None and not color.GetSingletonTag() and scene.IsNodePresent(color):
+        scene.RemoveNode(color)
+
+
+def remove_node(node, scene=None) -> None:
+    """Remove a node and its display and storage nodes (a bare MRML scene leaves those behind)."""
+    scene = _scene(scene)
+    if node is None or not scene.IsNodePresent(node):
+        return
+    helpers = []
+    if node.IsA("vtkMRMLDisplayableNode"):
+        helpers += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    if node.IsA("vtkMRMLStorableNode"):
+        helpers += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
     scene.RemoveNode(node)
+    for helper in helpers:
+        if helper is not None and scene.IsNodePresent(helper):
+            scene.RemoveNode(helper)
 
 
 def _frame_grid(reference_volume) -> tuple[int, int, int]:
