@@ -539,6 +539,26 @@ def test_review_through_the_logic(module, workspace_dir):
         assert ws.review_queue() == []  # a reopened review resumes after what is done
 
 
+def test_suggest_mask_reuses_the_segmentation_of_the_same_loop_only(module):
+    from UltrasoundRefineLib import slicerbridge
+
+    scene = module.scene
+    loop, truth = module.UltrasoundRefineTest.syntheticLoop(n_frames=3)
+    logic = module.UltrasoundRefineLogic()
+    sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=scene)
+    first, suggestion = logic.suggestMask(sequence, "threshold", scene=scene)
+    assert first.GetAttribute("UltrasoundRefine.Method") == "threshold"
+    assert float(first.GetAttribute("UltrasoundRefine.Quality")) == pytest.approx(suggestion.quality, abs=1e-4)
+    again, _ = logic.suggestMask(proxy, "fanfit", first, scene=scene)  # the proxy is the same loop
+    assert again is first and first.GetSegmentation().GetNumberOfSegments() == 1
+    still = slicerbridge.loop_to_volume(loop, scene=scene)
+    other, _ = logic.suggestMask(still, "threshold", first, scene=scene)
+    assert other is not first
+    assert module.dice(slicerbridge.segmentation_to_mask(other, still, scene=scene), truth) > 0.95
+    with pytest.raises(ValueError, match="Select a volume"):
+        logic.suggestMask(None)
+
+
 def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, monkeypatch):
     from UltrasoundRefineLib.cli import build_parser
     from UltrasoundRefineLib.workspace import Workspace

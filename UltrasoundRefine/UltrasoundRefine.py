@@ -835,6 +835,10 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         loop = slicerbridge.loop_from_node(inputNode, scene=scene)
         suggestion = suggest_mask(loop, method)
         reference = slicerbridge.reference_volume(inputNode, scene=scene)
+        if segmentationNode is not None:
+            role = vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+            if segmentationNode.GetNodeReference(role) is not reference:
+                segmentationNode = None  # the last suggestion was for another loop: keep it, make a new one
         segmentationNode, _segmentId = slicerbridge.mask_to_segmentation(
             suggestion.mask, reference, segmentation_node=segmentationNode, scene=scene
         )
