@@ -35,6 +35,16 @@ from UltrasoundRefineLib.geometry import Rectangle, Region, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
 
 METHOD = "fanfit"
+BOX_GROW = 2.0  # scanners' region boxes sit about this far outside the region
+BOX_SLACK = 5.0  # a box bottom further than this below the evidence means the deep field is dark
+ZONE_GAIN = 0.3
+FADE_RATIO = 0.6  # evidence density at the bottom edge below this share of the mean: a fading deep field
+MIN_SIDE_SLOPE = math.tan(math.radians(2.0))  # a fan's side leans outwards at least this much
+MAX_TILT_DEG = 12.0  # steered sectors lean a few degrees, not more
+
+
+def _slopes(lo_deg: float, hi_deg: float) -> tuple[float, float]:
+    return math.tan(math.radians(lo_deg)), math.tan(math.radians(hi_deg))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,12 +146,58 @@ def _components(ev: np.ndarray, prior: np.ndarray | None, *, density_win: int, m
     return clean, comps
 
 
+def _side_by_side(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two components of a dual view sit next to each other, not one above the other."""
+    ca, cb = np.flatnonzero(a.any(0)), np.flatnonzero(b.any(0))
+    overlap = min(ca.max(), cb.max()) - max(ca.min(), cb.min())
+    return overlap < 0.2 * min(len(ca), len(cb))
+
+
+def _extend_down(comp: np.ndarray, raw: np.ndarray, *, gap: int) -> np.ndarray:
+    """Fill every column of a component from its top down to the last raw evidence reachable in steps
+    of at most ``gap`` rows: the deep field fades to black, sparse speckle still shows where it ends,
+    and dark pools at the bottom edge are bridged. (Sectors and rectangles are convex along columns.)"""
+    h, w = comp.shape
+    out = comp.copy()
+    cols = np.flatnonzero(comp.any(0))
+    if len(cols) == 0:
+        return out
+    sub = comp[:, cols]
+    yt = np.argmax(sub, axis=0)
+    yb = h - 1 - np.argmax(sub[::-1], axis=0)
+    # raw evidence pooled over three neighbouring columns (sparse speckle in a dark far field)
+    pooled = raw.copy()
+    pooled[:, 1:] |= raw[:, :-1]
+    pooled[:, :-1] |= raw[:, 1:]
+    for k, c in enumerate(cols):
+        cur = yb[k]
+        below = np.flatnonzero(pooled[cur + 1 :, c]) + cur + 1
+        if len(below):
+            steps = np.diff(np.concatenate([[cur], below]))
+            stop = np.flatnonzero(steps > gap)
+            last = below[stop[0] - 1] if len(stop) and stop[0] > 0 else (cur if len(stop) else below[-1])
+            cur = max(cur, int(last))
+        out[yt[k] : cur + 1, c] = True
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # robust primitives
 
 
-def _ransac_line(y: np.ndarray, x: np.ndarray, rng: np.random.Generator, *, thresh: float = 1.25, n_iter: int = 300):
-    """Robust ``x = a + b*y`` through (y, x) points; returns (a, b, inlier mask) or None."""
+def _ransac_line(
+    y: np.ndarray,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    thresh: float = 1.25,
+    n_iter: int = 300,
+    slope: tuple[float, float] = (-np.inf, np.inf),
+):
+    """Robust ``x = a + b*y`` through (y, x) points; returns (a, b, inlier mask, residual) or None.
+
+    ``slope`` bounds ``b``: a fan's left side leans left going down and its right side right, so a
+    grey bar glued to the side, or a vertical clip, cannot take a side's place."""
     n = len(y)
     if n < 6:
         return None
@@ -156,17 +212,23 @@ def _ransac_line(y: np.ndarray, x: np.ndarray, rng: np.random.Generator, *, thre
     if len(i) == 0:
         return None
     b = (x[j] - x[i]) / dy
+    keep = (b > slope[0]) & (b < slope[1])
+    i, b = i[keep], b[keep]
+    if len(i) == 0:
+        return None
     a = x[i] - b * y[i]
     # perpendicular distance
     res = np.abs(x[None, :] - (a[:, None] + b[:, None] * y[None, :])) / np.sqrt(1 + b[:, None] ** 2)
     counts = (res < thresh).sum(1)
     k = int(np.argmax(counts))
-    inl = res[k] < thresh
     # refine with a robust least squares on the inliers and their neighbourhood
     sel = res[k] < 3 * thresh
+    eps = 1e-6
+    b0 = float(np.clip(b[k], slope[0] + eps, slope[1] - eps))
     fit = least_squares(
         lambda p: (x[sel] - (p[0] + p[1] * y[sel])) / math.sqrt(1 + p[1] ** 2),
-        x0=[a[k], b[k]],
+        x0=[a[k], b0],
+        bounds=([-np.inf, slope[0]], [np.inf, slope[1]]),
         loss="soft_l1",
         f_scale=0.7,
     )
@@ -176,11 +238,18 @@ def _ransac_line(y: np.ndarray, x: np.ndarray, rng: np.random.Generator, *, thre
     return float(a2), float(b2), inl, float(np.median(res2[inl])) if inl.any() else float("inf")
 
 
-def _fit_circle(px: np.ndarray, py: np.ndarray, c0: tuple[float, float], r0: float):
-    """Robust circle through points, starting from centre c0 and radius r0: (cx, cy, r, residuals)."""
+def _fit_circle(px: np.ndarray, py: np.ndarray, c0: tuple[float, float], r0: float, max_cy: float):
+    """Robust circle through points, starting from centre c0 and radius r0: (cx, cy, r, residuals).
+
+    The centre stays at or above ``max_cy`` (the apex): a far arc is a line of constant depth from a
+    (virtual) apex at or above the drawn one, never more curved than the arc around the apex."""
+    lo = [-np.inf, -np.inf, 1.0]
+    hi = [np.inf, max_cy, np.inf]
+    x0 = [c0[0], min(c0[1], max_cy - 1e-3), r0]
     fit = least_squares(
         lambda p: np.hypot(px - p[0], py - p[1]) - p[2],
-        x0=[c0[0], c0[1], r0],
+        x0=x0,
+        bounds=(lo, hi),
         loss="soft_l1",
         f_scale=1.0,
     )
@@ -200,9 +269,14 @@ def _extents(mask: np.ndarray):
     return rows, xl, xr, cols, yt, yb
 
 
-def _straight_run(v: np.ndarray, extreme: str, min_run: int) -> tuple[float, np.ndarray] | None:
-    """Values that sit (within 1 px) at the robust extreme of ``v``: a vertical/horizontal clip."""
-    if len(v) < min_run:
+def _straight_run(v: np.ndarray, extreme: str, min_run: int, lower_part: bool = False) -> tuple[float, np.ndarray] | None:
+    """Values that sit (within 1 px) at the robust extreme of ``v``: a vertical/horizontal clip.
+
+    The run must be nearly contiguous; with ``lower_part`` (a sector's side clipped by the box) it must
+    also start below the apex region and reach down to the far end, which tells it from a grey bar
+    glued to the side of the fan."""
+    n = len(v)
+    if n < min_run:
         return None
     ref = np.percentile(v, 3) if extreme == "low" else np.percentile(v, 97)
     near = np.abs(v - ref) <= 1.0
@@ -210,6 +284,11 @@ def _straight_run(v: np.ndarray, extreme: str, min_run: int) -> tuple[float, np.
         return None
     val = float(np.median(v[near]))
     near = np.abs(v - val) <= 1.0
+    idx = np.flatnonzero(near)
+    if len(idx) < min_run or len(idx) < 0.7 * (idx[-1] - idx[0] + 1):
+        return None
+    if lower_part and (idx[0] < 0.2 * n or idx[-1] < 0.7 * n):
+        return None
     return val, near
 
 
@@ -226,7 +305,9 @@ def _rectangle_candidate(mask: np.ndarray):
     )
 
 
-def _sector_candidates(mask: np.ndarray, rng: np.random.Generator, prior_box: tuple | None) -> list[tuple[str, Sector, dict]]:
+def _sector_candidates(
+    mask: np.ndarray, rng: np.random.Generator, prior_box: tuple | None, dark_deep: bool = False
+) -> list[tuple[str, Sector, dict]]:
     h, w = mask.shape
     rows, xl, xr, cols, yt, yb = _extents(mask)
     if len(rows) < 12 or len(cols) < 12:
@@ -237,18 +318,32 @@ def _sector_candidates(mask: np.ndarray, rng: np.random.Generator, prior_box: tu
     keep_l = np.ones(len(rows), bool)
     keep_r = np.ones(len(rows), bool)
     clip_l = clip_r = None
-    run = _straight_run(xl.astype(float), "low", min_run)
+    run = _straight_run(xl.astype(float), "low", min_run, lower_part=True)
     if run is not None:
         clip_l = run[0] - 0.5
         keep_l &= ~run[1]
-    run = _straight_run(xr.astype(float), "high", min_run)
+    run = _straight_run(xr.astype(float), "high", min_run, lower_part=True)
     if run is not None:
         clip_r = run[0] + 0.5
         keep_r &= ~run[1]
-    left = _ransac_line(rows[keep_l].astype(float), bxl[keep_l], rng)
-    right = _ransac_line(rows[keep_r].astype(float), bxr[keep_r], rng)
+    yl, yr = rows[keep_l].astype(float), rows[keep_r].astype(float)
+    steep = math.tan(math.radians(80.0))
+    left = _ransac_line(yl, bxl[keep_l], rng, slope=(-steep, -MIN_SIDE_SLOPE))
+    right = _ransac_line(yr, bxr[keep_r], rng, slope=(MIN_SIDE_SLOPE, steep))
     if left is None or right is None:
         return []
+    th_l, th_r = math.degrees(math.atan(left[1])), math.degrees(math.atan(right[1]))
+    if abs(th_l + th_r) / 2 > MAX_TILT_DEG:
+        # one side was taken by something else: trust the side with more inliers, mirror the other
+        fl, fr = left[2].mean(), right[2].mean()
+        if fl >= fr:
+            lo, hi = -th_l - 2 * MAX_TILT_DEG, -th_l + 2 * MAX_TILT_DEG
+            right = _ransac_line(yr, bxr[keep_r], rng, slope=_slopes(max(lo, 2.0), hi))
+        else:
+            lo, hi = -th_r - 2 * MAX_TILT_DEG, -th_r + 2 * MAX_TILT_DEG
+            left = _ransac_line(yl, bxl[keep_l], rng, slope=_slopes(lo, min(hi, -2.0)))
+        if left is None or right is None:
+            return []
     aL, bL, inL, resL = left
     aR, bR, inR, resR = right
     if bR - bL < 0.05:  # the sides must open downwards
@@ -280,8 +375,8 @@ def _sector_candidates(mask: np.ndarray, rng: np.random.Generator, prior_box: tu
     r_c = float(np.median(d))
     arcs = [("arc_apex", None, r_c, float(np.median(np.abs(d - r_c))))]
     try:
-        cx, cy, r_f, res_f = _fit_circle(bx[sel], by[sel], (apex_x, apex_y), r_c)
-        if cy < by[sel].min() and r_f < 10 * max(h, w):
+        cx, cy, r_f, res_f = _fit_circle(bx[sel], by[sel], (apex_x, apex_y - 0.05 * r_c), r_c, apex_y + 1.0)
+        if cy < apex_y - 2.0 and r_f < 10 * max(h, w):
             arcs.append(("arc_free", (cx, cy), r_f, float(np.median(np.abs(res_f)))))
     except (ValueError, np.linalg.LinAlgError):
         pass
@@ -315,6 +410,13 @@ def _sector_candidates(mask: np.ndarray, rng: np.random.Generator, prior_box: tu
         "side_inlier_fraction": round(inlier_frac, 4),
         "side_residual_px": [round(resL, 3), round(resR, 3)],
     }
+    if prior_box is not None and dark_deep:
+        # the deep field may be black: an arc stretched down to the box bottom is a candidate too
+        for arc_name, fc, r_far, arc_res in list(arcs):
+            cy = fc[1] if fc is not None else apex_y
+            low = cy + r_far
+            if BOX_SLACK < prior_box[3] - BOX_GROW - low < 0.25 * r_far:
+                arcs.append((arc_name + "_box", fc, r_far + prior_box[3] - BOX_GROW - low, arc_res))
     out = []
     for arc_name, fc, r_far, arc_res in arcs:
         for top_name, flat_y, r_min in tops:
@@ -378,27 +480,57 @@ def _box_tuple(prior: np.ndarray | None, region_mask: np.ndarray) -> tuple | Non
     return (float(xs.min()) - 0.5, float(ys.min()) - 0.5, float(xs.max()) + 0.5, float(ys.max()) + 0.5)
 
 
-def _fit_one(target: np.ndarray, rng, prior, penalty: float):
-    """Best single region for one component: (name, region, info, crit)."""
-    shape = target.shape
+def _below_zone(part: np.ndarray, box: tuple | None, raw: np.ndarray, max_frac: float = 0.25) -> np.ndarray | None:
+    """Pixels inside the scanner box below the evidence, in the part's columns: the deep field that
+    fades to black still belongs to the region when the box says the region reaches that far.
+
+    Only when the evidence fades out towards the bottom: a sharp bottom edge is the region's edge,
+    and a box below it is merely loose."""
+    if box is None:
+        return None
+    h, w = part.shape
+    cols = np.flatnonzero(part.any(0))
+    rows = np.flatnonzero(part.any(1))
+    yb = h - 1 - np.argmax(part[::-1, cols], axis=0)
+    yy = np.arange(h)[:, None]
+    band = np.zeros_like(part)
+    band[:, cols] = (yy <= yb[None, :]) & (yy > yb[None, :] - 8)
+    band &= part
+    ref = raw[part].mean() if part.any() else 0.0
+    if not band.any() or raw[band].mean() > FADE_RATIO * ref:
+        return None
+    gap = box[3] - BOX_GROW - rows.max()
+    if gap < BOX_SLACK or gap > max_frac * (rows.max() - rows.min() + 1):
+        return None
+    zone = np.zeros_like(part)
+    zone[:, cols] = (yy > yb[None, :]) & (yy <= min(box[3] - BOX_GROW, h - 1))
+    return zone
+
+
+def _fit_one(part: np.ndarray, gain: np.ndarray, raw: np.ndarray, rng, prior, penalty: float):
+    """Best single region for one part: (name, region, info, crit)."""
+    shape = part.shape
+    box = _box_tuple(prior, part)
     cands: list[tuple[str, Region, dict]] = []
-    rect = _rectangle_candidate(target)
+    rect = _rectangle_candidate(part)
     if rect is not None:
         cands.append(("rectangle", rect, {"n_params": 4}))
-    cands += _sector_candidates(target, rng, _box_tuple(prior, target))
+        if box is not None and _below_zone(part, box, raw) is not None:
+            cands.append(("rectangle", Rectangle(rect.x0, rect.y0, rect.x1, box[3] - BOX_GROW), {"n_params": 5}))
+    cands += _sector_candidates(part, rng, box, _below_zone(part, box, raw) is not None)
     best = None
-    # only score inside the component's neighbourhood: faster, same ranking
-    ys, xs = np.nonzero(target)
-    y0, y1 = max(0, ys.min() - 20), min(shape[0], ys.max() + 21)
-    x0, x1 = max(0, xs.min() - 20), min(shape[1], xs.max() + 21)
-    tgt = target[y0:y1, x0:x1]
+    # only score inside the part's neighbourhood (candidates reaching outside it are rare and bad)
+    ys, xs = np.nonzero(part)
+    y0, y1 = max(0, ys.min() - 30), min(shape[0], ys.max() + 31)
+    x0, x1 = max(0, xs.min() - 30), min(shape[1], xs.max() + 31)
+    g = gain[y0:y1, x0:x1]
     for name, region, info in cands:
         m = region.mask(shape)
         outside = int(m.sum() - m[y0:y1, x0:x1].sum())
-        err = int(np.count_nonzero(m[y0:y1, x0:x1] ^ tgt)) + outside
-        crit = err + penalty * info["n_params"]
+        score = float(g[m[y0:y1, x0:x1]].sum()) - outside
+        crit = -score + penalty * info["n_params"]
         if best is None or crit < best[3]:
-            best = (name, region, dict(info, disagree_px=err), crit)
+            best = (name, region, info, crit)
     return best
 
 
@@ -416,6 +548,7 @@ def suggest_fanfit(
     density_win: int = 5,
     min_frac: float = 0.02,
     penalty_px: float = 15.0,
+    gap_px: int = 12,
     use_box_prior: bool = True,
     seed: int = 0,
 ) -> MaskSuggestion:
@@ -435,31 +568,54 @@ def suggest_fanfit(
 
     # hypotheses: one region from the largest component; two regions (dual view) from two components
     # or from one component split at a valley
-    hyps: list[list[np.ndarray]] = [[comps[0]]]
+    raw = ev > 0
+    if prior is not None:
+        raw &= prior
+    ext = lambda c: _extend_down(c, raw, gap=gap_px)  # noqa: E731
+    parts0 = ext(comps[0])
+    hyps: list[list[np.ndarray]] = [[parts0]]
+    # every hypothesis is scored against the same target: all components, their columns filled
+    target = parts0.copy()
+    for c in comps[1:]:
+        target |= ext(c)
     if len(comps) >= 2:
-        hyps.append([comps[0], comps[1]])
-        hyps.append([comps[0] | comps[1]])
+        if _side_by_side(comps[0], comps[1]):
+            hyps.append([parts0, ext(comps[1])])
+        else:  # one above the other: a dark pool across the whole fan cut it in two
+            joined = ext(comps[0] | comps[1])
+            target |= joined
+            hyps.append([joined])
     split = _split_dual(comps[0], ev)
     if split is not None:
-        hyps.append(list(split))
+        hyps.append([ext(p) for p in split])
 
+    # gain of covering a pixel: +1 evidence, -1 none, a little for the dark deep field inside the box
+    gain = np.where(target, 1.0, -1.0).astype(np.float32)
+    if prior is not None:
+        for c in comps:
+            zone = _below_zone(ext(c), _box_tuple(prior, c), raw)
+            if zone is not None:
+                gain[zone & ~target] = ZONE_GAIN
+    pos_total = float(np.clip(gain, 0, None).sum())
     best = None
     for parts in hyps:
-        fits = [_fit_one(p, rng, prior, penalty_px) for p in parts]
+        fits = [_fit_one(p, gain, raw, rng, prior, penalty_px) for p in parts]
         if any(f is None for f in fits):
             continue
         regions = [f[1] for f in fits]
         m = regions_mask(regions, shape)
-        err = int(np.count_nonzero(m ^ clean))
+        score = float(gain[m].sum())
+        err = int(np.count_nonzero(m ^ target))
         n_par = sum(f[2]["n_params"] for f in fits)
-        crit = err + penalty_px * n_par
+        crit = pos_total - score + penalty_px * n_par
         if best is None or crit < best[0]:
-            best = (crit, fits, m, err)
+            best = (crit, fits, m, err, target)
     if best is None:
         details.update(model="none", regions=[], seconds=round(time.perf_counter() - t0, 4))
         return MaskSuggestion(clean, 0.05, METHOD, details)
 
-    _, fits, mask, err = best
+    _, fits, mask, err, _ = best
+    clean = best[4]
     regions = [f[1] for f in fits]
     names = [f[0] for f in fits]
     model = names[0] if len(fits) == 1 else "dual:" + "+".join(names)
