@@ -657,6 +657,30 @@ def test_report_tables(module, tmp_path):
         module.readReportTable(tmp_path / "missing.json")
 
 
+def test_report_table_of_a_real_experiment_report(module, tmp_path):
+    """report.json and comparisons.csv as UltrasoundRefineLib.report writes them."""
+    import json
+
+    tables = pytest.importorskip("UltrasoundRefineLib.report.tables")
+    doc = {
+        "format": "UltrasoundRefine experiment report 1",
+        "headline": "finetune beats scratch: Dice +0.012 (p_holm = 0.004)",
+        "comparisons": [
+            {"a": "finetune", "b": "scratch", "test": "student", "p": 0.001, "p_holm": 0.004,
+             "checks": {"welch": {"p": 0.002}, "mannwhitney": {"p": 0.01}}},
+        ],
+    }
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(doc))
+    headers, rows, summary = module.readReportTable(path)
+    assert summary == doc["headline"]
+    assert headers == ["a", "b", "test", "p", "p_holm"] and rows == [["finetune", "scratch", "student", "0.001", "0.004"]]
+    csv_path = tmp_path / "comparisons.csv"
+    csv_path.write_text(",".join(tables.COMPARISON_COLUMNS) + "\n")
+    headers, rows, _summary = module.readReportTable(csv_path)
+    assert headers == list(tables.COMPARISON_COLUMNS) and rows == []
+
+
 def test_missing_requirements_are_found_from_requirements_txt(module, monkeypatch):
     logic = module.UltrasoundRefineLogic
     requirements = logic.requirements()

@@ -339,13 +339,16 @@ def readReportTable(path) -> tuple:
             if isinstance(report.get(key), list):
                 records = report[key]
                 break
-        summary = " · ".join(
-            f"{k}: {v}" for k, v in report.items() if isinstance(v, (str, int, float, bool)) and k != "comparisons"
+        # an UltrasoundRefine experiment report says in one sentence what it found
+        summary = str(report["headline"]) if report.get("headline") else " · ".join(
+            f"{k}: {v}" for k, v in report.items() if isinstance(v, (str, int, float, bool))
         )[:500]
     if records is not None and all(isinstance(r, dict) for r in records):
         headers = []
         for r in records:
             headers += [k for k in r if k not in headers]
+        # nested records (e.g. the assumption checks of each comparison) do not fit a cell
+        headers = [h for h in headers if not all(isinstance(r.get(h), dict) for r in records if h in r)]
         rows = [[_cell(r.get(h)) for h in headers] for r in records]
         return headers, rows, summary or _("{n} comparisons").format(n=len(rows))
     if isinstance(report, dict):
@@ -732,7 +735,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setHorizontalHeaderLabels(headers)
             for r, row in enumerate(rows):
                 for c, value in enumerate(row):
-                    table.setItem(r, c, qt.QTableWidgetItem(value))
+                    item = qt.QTableWidgetItem()
+                    try:  # numbers as numbers: they sort numerically and show with sensible precision
+                        item.setData(qt.Qt.DisplayRole, float(value))
+                    except ValueError:
+                        item.setText(value)
+                    table.setItem(r, c, item)
             table.resizeColumnsToContents()
             table.setSortingEnabled(True)
             self.ui.statsSummaryLabel.text = summary
