@@ -185,3 +185,56 @@ def test_speed():
     t0 = time.perf_counter()
     suggest_fanfit(loop)
     assert time.perf_counter() - t0 < 1.0
+
+
+# ---- the phantom benchmark --------------------------------------------------------------------
+
+PHANTOM_SEEDS = list(range(20))
+
+
+@pytest.fixture(scope="module")
+def phantom_results():
+    phantom = pytest.importorskip("UltrasoundRefineLib.phantom")
+    try:
+        from UltrasoundRefineLib.automask.threshold import suggest_threshold
+    except ImportError:
+        suggest_threshold = None
+    rows = []
+    for seed in PHANTOM_SEEDS:
+        p = phantom.make_phantom_loop(seed)
+        t0 = time.perf_counter()
+        s = suggest_fanfit(p.loop)
+        dt = time.perf_counter() - t0
+        d_thr = dice(suggest_threshold(p.loop).mask, p.truth) if suggest_threshold else None
+        still = Loop(p.loop.frames[:1], meta=dict(p.loop.meta))
+        d_still = dice(suggest_fanfit(still).mask, p.truth)
+        rows.append({"seed": seed, "dice": dice(s.mask, p.truth), "quality": s.quality, "thr": d_thr,
+                     "still": d_still, "seconds": dt, "model": s.details["model"], "layout": p.layout["kind"]})
+    return rows
+
+
+def test_phantom_fanfit_beats_threshold(phantom_results):
+    d = np.array([r["dice"] for r in phantom_results])
+    assert d.mean() > 0.95, d
+    assert np.median(d) > 0.98, d
+    thr = [r["thr"] for r in phantom_results if r["thr"] is not None]
+    if thr:
+        assert d.mean() > np.mean(thr), (d.mean(), np.mean(thr))
+
+
+def test_phantom_still_frames(phantom_results):
+    d = np.array([r["still"] for r in phantom_results])
+    assert d.mean() > 0.95, d
+
+
+def test_phantom_quality_tracks_dice(phantom_results):
+    from scipy.stats import spearmanr
+
+    q = [r["quality"] for r in phantom_results]
+    d = [r["dice"] for r in phantom_results]
+    assert spearmanr(q, d)[0] > 0.3
+
+
+def test_phantom_speed(phantom_results):
+    t = np.array([r["seconds"] for r in phantom_results])
+    assert np.median(t) < 1.0, t
