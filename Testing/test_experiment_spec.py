@@ -64,3 +64,11 @@ def test_human_mask_draw_depends_on_the_seed_only():
     assert a == b and len(set(a)) == 10 and all(0 <= i < 30 for i in a)
     assert draw_human(30, 10, seed=4) != a
     assert draw_human(5, 10, seed=0) == [0, 1, 2, 3, 4]
+
+
+def test_spec_round_trips_through_its_dict():
+    from UltrasoundRefineLib.experiment import spec_from_dict
+
+    spec = load_spec(None)
+    again = spec_from_dict(spec.to_dict())
+    assert again == spec

@@ -165,7 +165,10 @@ class ExperimentSpec:
             raise ValueError(f"unknown metric {self.metric!r}")
 
     def to_dict(self) -> dict:
+        """The spec in the form :func:`spec_from_dict` (and a TOML file) takes, conditions spelled out."""
         d = dataclasses.asdict(self)
+        d["condition"] = d.pop("conditions")
+        d["conditions"] = [c.name for c in self.conditions]
         d["comparisons"] = [list(p) for p in self.comparisons]
         return d
 
