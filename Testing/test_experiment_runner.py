@@ -1,0 +1,85 @@
+"""The experiment runner end to end on a tiny phantom workspace: runs, resume, statistics, report files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from UltrasoundRefineLib.experiment import spec_from_dict
+from UltrasoundRefineLib.experiment.analysis import analyse
+from UltrasoundRefineLib.experiment.runner import run_experiment
+
+TINY = {"size": 32, "epochs": 1, "batch_size": 4, "min_steps_per_epoch": 1, "val_fraction": 0.0, "augment": False}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from UltrasoundRefineLib.phantom import write_phantom
+    from UltrasoundRefineLib.workspace import Workspace, method_producer, simulate_review
+    from UltrasoundRefineLib.io import read_mask
+
+    root = tmp_path_factory.mktemp("exp")
+    write_phantom(root / "phantom", 10, 5, n_frames=3, size=(96, 128))
+    ws = Workspace.create(root / "ws")
+    with ws:
+        ws.add_loops([root / "phantom" / "loops"])
+        ws.assign_splits(test_fraction=0.3, finetune_count=3, seed=0)
+        report = ws.suggest("threshold", method_producer("threshold"))
+        simulate_review(ws, root / "phantom" / "truth", min_dice=0.0, round=report.round)  # accept all
+        for split in ("finetune", "test"):
+            for item in ws.items(split=split):
+                ws.add_human_mask(item.id, read_mask(root / "phantom" / "truth" / f"{item.stem}.nrrd"))
+    return root / "ws"
+
+
+def _spec(conditions):
+    return spec_from_dict({
+        "name": "tiny", "repeats": 2, "human_masks": 2, "conditions": conditions,
+        "comparisons": [["threshold-pretrained+finetuned", "human-only"]],
+        "train": TINY, "pretrain": {"epochs": 1}, "finetune": {"epochs": 1}, "scratch": {"epochs": 1},
+    })
+
+
+def test_runs_resume_and_report(workspace, tmp_path):
+    events = []
+    first = run_experiment(workspace, _spec(["threshold", "human-only"]), device="cpu", workers=1,
+                           events=events.append)
+    assert len(first.runs) == 4 and first.skipped == 0
+    # threshold is deterministic: every repeat gives the same figure
+    assert len(set(first.values()["threshold"])) == 1
+    spec = _spec(["threshold", "human-only", "threshold-pretrained+finetuned"])
+    second = run_experiment(workspace, spec, device="cpu", workers=1, events=events.append)
+    assert second.skipped == 4 and len(second.runs) == 6  # the finished runs were not run again
+    done = [e for e in events if e["event"] == "run_done"]
+    assert len(done) == 6
+    for run in second.runs:
+        assert 0.0 <= run["dice"] <= 1.0 and run["seed"] in (0, 1)
+        assert (second.root / "runs" / run["condition"] / f"seed-{run['seed']}" / "run.json").is_file()
+    # both repeats of the fine-tuned condition drew the same human masks as human-only did
+    by = {(r["condition"], r["seed"]): r for r in second.runs}
+    for seed in (0, 1):
+        assert by[("threshold-pretrained+finetuned", seed)]["human_masks"] == by[("human-only", seed)]["human_masks"]
+    # the pretrained model is shared, saved once per seed
+    assert sorted(p.name for p in (second.root / "pretrained" / "threshold").iterdir()) == ["seed-0", "seed-1"]
+
+    paths = analyse(second, workspace, tmp_path / "report")
+    rows = list(csv.DictReader(open(paths["runs"])))
+    assert len(rows) == 6 and list(rows[0]) == ["condition", "repeat", "seed", "dice", "iou", "accuracy", "hd95",
+                                                "seconds"]
+    comps = list(csv.DictReader(open(paths["comparisons"])))
+    pairs = {(c["a"], c["b"]) for c in comps}
+    assert ("human-only", "threshold") in pairs and ("threshold-pretrained+finetuned", "human-only") in pairs
+    # the p-values recompute from runs.csv with scipy (paired, in seed order)
+    from scipy import stats
+
+    values = {}
+    for r in sorted(rows, key=lambda r: int(r["seed"])):
+        values.setdefault(r["condition"], []).append(float(r["dice"]))
+    c = next(c for c in comps if (c["a"], c["b"]) == ("threshold-pretrained+finetuned", "human-only"))
+    expected = stats.ttest_rel(values["threshold-pretrained+finetuned"], values["human-only"]).pvalue
+    if c["p"] not in ("", "nan"):
+        assert float(c["p"]) == pytest.approx(expected, rel=1e-9)
+    assert json.loads(paths["json"].read_text())
+    assert "<table" in paths["html"].read_text()
