@@ -165,12 +165,16 @@ def split_validation(data: Prepared, fraction: float, seed: int) -> tuple[Prepar
 STAGE_SOURCES = {"pretrain": "pretrain", "finetune": "finetune", "scratch": "finetune"}
 
 
-def workspace_examples(workspace: Any, stage: str) -> list:
-    """The workspace's examples for a training stage: accepted suggestions for ``pretrain``, human
-    masks for ``finetune`` and ``scratch``. Each has ``load()`` and ``mask``, which :func:`prepare` takes."""
+def workspace_examples(workspace: Any, stage: str, producer: str | None = None) -> list:
+    """The workspace's examples for a training stage: accepted suggestions for ``pretrain`` (only
+    ``producer``'s, if given), human masks for ``finetune`` and ``scratch``. Each has ``load()`` and
+    ``mask``, which :func:`prepare` takes."""
     if stage not in STAGE_SOURCES:
         raise TrainError(f"unknown stage {stage!r}; choose from {', '.join(STAGE_SOURCES)}")
-    examples = list(workspace.examples(STAGE_SOURCES[stage]))
+    if producer is not None:
+        examples = list(workspace.examples(STAGE_SOURCES[stage], producer=producer))
+    else:
+        examples = list(workspace.examples(STAGE_SOURCES[stage]))
     if not examples:
         what = "accepted suggestions" if stage == "pretrain" else "human masks"
         raise TrainError(f"the workspace has no {what} in its {STAGE_SOURCES[stage]} split: nothing to train {stage} on")
