@@ -47,7 +47,8 @@ class PhantomLoop:
     """A synthetic loop and what is true about it.
 
     loop: the frames as a reader would return them (uint8, spacing, frame time, stem, source_key;
-        ``meta["us_regions"]`` holds the scanner region boxes the DICOM would carry).
+        ``meta["us_regions"]`` holds the scanner region boxes the DICOM carries, in the dict form
+        ``io.dicom.us_regions`` reads them: ``x0, y0, x1, y1`` inclusive pixels, ``data_type``, ...).
     truth: bool ``(H, W)``, exactly ``regions_mask(regions, shape)``.
     regions: the region geometry (one, or two for a dual view).
     layout: JSON-able description of the layout (kind, rgb, doppler, dual, gain, flags, ...).
@@ -84,15 +85,19 @@ def _us_region_boxes(rng: np.random.Generator, lay: Layout, doppler_box: tuple |
                 "y0": max(int(rows.min()) - grow[1], 0),
                 "x1": min(int(cols.max()) + grow[2], w - 1),
                 "y1": min(int(rows.max()) + grow[3], h - 1),
-                "data_type": 1,  # tissue
-                "spatial_format": 1,  # 2D
-                "physical_delta_x_cm": lay.spacing_mm / 10.0,
-                "physical_delta_y_cm": lay.spacing_mm / 10.0,
+                "spatial_format": 1,
+                "spatial_format_name": "2D",
+                "data_type": 1,
+                "data_type_name": "tissue",
+                "physical_units_x": 3,  # cm
+                "physical_units_y": 3,
+                "physical_delta_x": lay.spacing_mm / 10.0,
+                "physical_delta_y": lay.spacing_mm / 10.0,
             }
         )
     if doppler_box is not None:
         x0, y0, x1, y1 = doppler_box
-        out.append({**out[0], "x0": x0, "y0": y0, "x1": x1, "y1": y1, "data_type": 2})  # colour flow
+        out.append({**out[0], "x0": x0, "y0": y0, "x1": x1, "y1": y1, "data_type": 2, "data_type_name": "color flow"})
     return out
 
 

@@ -192,8 +192,8 @@ def draw_layout(
     frame_time_ms = float(round(1000.0 / rng.uniform(18, 60), 3))
 
     # gain: a share of loops is low gain, so the deep fan fades to black (as threshold methods dread)
-    low_gain = rng.random() < 0.3
-    gain_db = rng.uniform(-14, -7) if low_gain else rng.uniform(-5, 4)
+    low_gain = rng.random() < 0.2
+    gain_db = rng.uniform(-7, -2) if low_gain else rng.uniform(-4, 4)
     flags = {
         "ecg": bool(ecg),
         "low_gain": bool(low_gain),
@@ -223,7 +223,7 @@ def draw_layout(
         frame_time_ms=frame_time_ms,
         gain_db=float(gain_db),
         dynamic_range_db=float(rng.uniform(45, 60)),
-        far_fade_db=float(rng.uniform(14, 26) if low_gain else rng.uniform(3, 12)),
+        far_fade_db=float(rng.uniform(12, 22) if low_gain else rng.uniform(3, 12)),
         tint=tint,
         anatomy=anatomy,
         heart_rate=heart_rate,

@@ -300,7 +300,9 @@ def draw_overlays(
         if lay.flags.get("ecg_crosses_fan"):
             base = bot_y - rng.uniform(0.02, 0.08) * h
         amp = (h - lay.bottom_y) * rng.uniform(0.35, 0.55)
-        x_start, x_end = int(rng.uniform(0.05, 0.2) * w), int(rng.uniform(0.8, 0.95) * w)
+        hr_text = f"HR {lay.heart_rate} bpm"
+        hr_w = int(cv["text"].textlength(hr_text, font=f_small))
+        x_start, x_end = int(rng.uniform(0.05, 0.2) * w), int(min(rng.uniform(0.8, 0.95) * w, w - hr_w - 10))
         rr_px = rng.uniform(0.2, 0.35) * w * 72 / lay.heart_rate
         xs_ = np.arange(x_start, x_end)
         ph = ((xs_ - x_start) / rr_px + rng.uniform(0, 1)) % 1.0
@@ -308,7 +310,7 @@ def draw_overlays(
         pts = list(zip(xs_.tolist(), yv.tolist()))
         cv["ecg"].line(pts, fill=(40, 230, 60), width=1)
         ecg = {"x0": x_start, "x1": x_end, "base": float(base), "amp": float(amp)}
-        text("text", (w - 3, h - 2), f"HR {lay.heart_rate} bpm", fill=(40, 230, 60), anchor="rd")
+        text("text", (w - 3, h - 2), hr_text, fill=(40, 230, 60), anchor="rd")
 
     rgba, masks = cv.compose()
     return rgba, masks, {"ecg": ecg}

@@ -241,6 +241,10 @@ class Anatomy:
             self.blobs.append(B(0.55, j(0.1), 0.42, 1.25, j(0.1), inside_db=0.0, wall_px=wall(0.02), wall_db=myo + 4, kind="ring", pulse=0.03))
             self.blobs[-1].wall_db = myo + 6
         self.far_dark = rng.uniform(0.78, 0.95) if rng.random() < 0.6 else None
+        # lung in the beam: a black wedge along one side of the sector (no echo from air)
+        self.lung = None
+        if rng.random() < 0.6:
+            self.lung = (float(rng.choice([-1.0, 1.0])), float(rng.uniform(0.55, 0.8)), float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.5, 0.85)))
         # at the fan edge, the wall sometimes falls outside and the pool reaches the edge
         self.edge_pool = pool_at_edge
 
@@ -268,6 +272,12 @@ class Anatomy:
                 self.blobs.append(B(rng.uniform(0.3, 0.6), side * 0.9, 0.12, 0.3, j(0.3), inside_db=fluid, wall_px=3, wall_db=8))
             # diaphragm: a bright curved line deep
             self.blobs.append(B(0.95, j(0.2), 0.25, 1.4, 0.0, inside_db=0.0, wall_px=4, wall_db=14, kind="ring"))
+        # rib shadows: black bands along the beam from a bright rib down to the far edge
+        if rng.random() < 0.55:
+            for _ in range(int(rng.integers(1, 3))):
+                vc, ub, hw = rng.uniform(-0.9, 0.9), rng.uniform(0.04, 0.2), rng.uniform(0.06, 0.16)
+                self.blobs.append(B(ub, vc, 0.012, hw, 0.0, inside_db=12.0, kind="solid", soft=0.3))
+                self.shadows.append((ub + 0.01, vc, hw * 0.9))
         self.far_dark = None
         self.edge_pool = pool_at_edge
 
@@ -316,9 +326,13 @@ class Anatomy:
                 if bl.kind == "pool":  # near-field clutter hazes the top of the cavities
                     inside = bl.inside_db + self.haze_db * np.exp(-g.u / 0.15)
                 lev = lev * (1 - inner) + inner * inside
-        for u0, vc, hw in self.shadows:
-            sh = (g.u > u0) & (np.abs(g.v - vc) < hw)
-            lev = np.where(sh, -40.0, lev)
+        for u0, vc, hw in self.shadows:  # soft-edged, with a little reverberation left in them
+            sh = np.clip((hw - np.abs(g.v - vc)) / 0.04 + 0.5, 0, 1) * np.clip((g.u - u0) / 0.03, 0, 1)
+            lev = lev * (1 - sh) + sh * (-30.0 + 0.5 * self.texture)
+        if getattr(self, "lung", None) is not None:
+            side, v0, u0, u1 = self.lung
+            w_ = np.clip((side * g.v - v0) / 0.12, 0, 1) * np.clip((g.u - u0) / 0.06, 0, 1) * np.clip((u1 - g.u) / 0.06, 0, 1)
+            lev = lev * (1 - w_) + w_ * -32.0
         if getattr(self, "far_dark", None) is not None:
             lev = lev - np.clip((g.u - self.far_dark) / 0.08, 0, 1) * 22.0
         return lev
@@ -328,7 +342,7 @@ def lateral_rolloff_db(grid: RegionGrid) -> np.ndarray:
     """Sectors lose a few dB at the edge lines (weaker beams), as scanners show."""
     if isinstance(grid.region, Rectangle):
         return -4.0 * np.clip((np.abs(grid.v) - 0.93) / 0.07, 0, 1)
-    return -7.0 * np.clip((np.abs(grid.v) - 0.85) / 0.15, 0, 1) ** 1.5
+    return -12.0 * np.clip((np.abs(grid.v) - 0.86) / 0.14, 0, 1) ** 1.5
 
 
 def compress(level_db: np.ndarray, dynamic_range_db: float) -> np.ndarray:
