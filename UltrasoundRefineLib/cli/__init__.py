@@ -19,7 +19,9 @@ def _command_modules() -> list[str]:
     """Every module in this package registers its commands; a new command family is a new file."""
     import pkgutil
 
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    order = ["data", "masks", "workspace", "train", "experiment"]  # the method's order, for --help
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
 def build_parser() -> argparse.ArgumentParser:
