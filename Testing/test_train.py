@@ -215,6 +215,17 @@ def test_resume_after_kill_continues_from_the_checkpoint(pairs, tmp_path):
         train_model(pairs, None, RESUME_CONFIG.replace(epochs=saved + 2), seed=4, device="cpu", checkpoint_dir=tmp_path)
 
 
+def test_a_resumed_run_equals_an_uninterrupted_one(pairs, tmp_path):
+    """Data order, augmentation and torch are reseeded from (seed, epoch): resuming changes nothing."""
+    config = TINY.replace(epochs=2, patience=100)
+    straight = train_model(pairs, None, config, seed=5, device="cpu", checkpoint_dir=tmp_path / "a")
+    train_model(pairs, None, config.replace(epochs=1), seed=5, device="cpu", checkpoint_dir=tmp_path / "b")
+    resumed = train_model(pairs, None, config, seed=5, device="cpu", checkpoint_dir=tmp_path / "b")
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    a, b = straight.model.net.state_dict(), resumed.model.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sigterm_stops_cleanly_with_the_checkpoint_saved(tmp_path):
     proc = _start_runner(tmp_path, RESUME_CONFIG)
     try:

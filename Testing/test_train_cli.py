@@ -93,6 +93,19 @@ def test_pretrain_registers_the_model_with_test_metrics(workspace, pretrained):
         assert card["model_id"] in {m["id"] for m in ws.models()}
 
 
+def test_suggest_with_the_model_makes_the_next_round(workspace, pretrained):
+    """Iterative refinement: the model's predictions become suggestions, each with an uncertainty."""
+    from UltrasoundRefineLib.workspace import Workspace
+
+    model_id = json.loads((pretrained / "card.json").read_text())["model_id"]
+    assert main(["suggest", str(workspace["ws"]), "--model", model_id, "--device", "cpu", "--quiet"]) == 0
+    with Workspace.open(workspace["ws"], readonly=True) as ws:
+        latest = ws.suggestions(round=ws.latest_round())
+    assert latest and all(s.producer == f"model:{model_id}" for s in latest)
+    assert all(s.uncertainty is not None and 0 <= s.uncertainty <= 1 for s in latest)
+    assert all(s.quality == pytest.approx(1 - s.uncertainty, abs=1e-6) for s in latest)
+
+
 def test_finetune_then_predict_follows_the_automask_contract(workspace, pretrained, tmp_path, capsys):
     refined = tmp_path / "refined"
     code = main(["train", str(workspace["ws"]), "--stage", "finetune", "--from", str(pretrained),

@@ -138,7 +138,8 @@ def run(args) -> dict:
           f"{result['threshold']['mean']:.4f} ({data['seconds']:.0f} s)", file=sys.stderr)
 
     device = resolve_device(args.device)
-    pre_cfg = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}))
+    pre_cfg = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}),
+                                        **({"size": args.size} if args.size else {}))
     ft_cfg = FINETUNE_DEFAULTS.replace(**({"epochs": args.finetune_epochs} if args.finetune_epochs else {}))
     sc_cfg = SCRATCH_DEFAULTS.replace(**({"epochs": args.scratch_epochs} if args.scratch_epochs else {}))
 
@@ -220,7 +221,7 @@ def compare_inputs(args) -> dict:
     out = {"benchmark": "train_phantom --compare-inputs", "machine": machine(), "args": vars(args), "results": {}}
     for channels in args.channel_sets:
         inputs = tuple(channels.split(","))
-        cfg = PRETRAIN_DEFAULTS.replace(inputs=inputs, epochs=args.pretrain_epochs or 20)
+        cfg = PRETRAIN_DEFAULTS.replace(inputs=inputs, epochs=args.pretrain_epochs or 20, **({"size": args.size} if args.size else {}))
         dice = []
         for seed in range(args.repeats):
             res = pretrain(render_examples(train, cfg.size, inputs), config=cfg, seed=seed, device=args.device)
@@ -260,6 +261,7 @@ def main(argv=None) -> int:
     p.add_argument("--compare-inputs", action="store_true")
     p.add_argument("--channel-sets", nargs="*", default=["max,std,frame", "frame", "max", "max,std", "mean,std,frame"])
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--size", type=int, help="network input size (default: the library default)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     if args.quick:
