@@ -40,9 +40,14 @@ def loop_stem(path: str | Path) -> str:
     Only known extensions are removed: DICOM files are often named by UID (``1.2.840.1234``), and
     those dots are part of the name.
     """
+    return strip_extension(path, STEM_EXTENSIONS)
+
+
+def strip_extension(path: str | Path, extensions: tuple[str, ...]) -> str:
+    """The file name less the first of ``extensions`` (lower case, longest first) that it ends with."""
     name = Path(path).name
     lower = name.lower()
-    for ext in STEM_EXTENSIONS:
+    for ext in extensions:
         if lower.endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     return name

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from UltrasoundRefineLib.errors import InputError, OutputError
+from UltrasoundRefineLib.io.find import strip_extension
 from UltrasoundRefineLib.io.mask import read_mask
 
 MASK_EXTENSIONS = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
@@ -41,12 +42,7 @@ class ExportReport:
 
 def mask_stem(path: str | Path) -> str:
     """A mask file's name without its mask extension: it names the loop it belongs to."""
-    name = Path(path).name
-    lower = name.lower()
-    for ext in MASK_EXTENSIONS:
-        if lower.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return name
+    return strip_extension(path, MASK_EXTENSIONS)
 
 
 def _is_mask_file(path: Path) -> bool:
