@@ -341,6 +341,8 @@ def _run_parallel(first_wave, second_wave, args, finished, workers, automask_cac
     """First wave (auto-mask, pretrain, scratch) in parallel; each fine-tuning job is submitted as soon
     as the pretrained model of its repeat exists."""
     ctx = get_context("spawn")  # safe with CUDA and with torch's thread pools
+    # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending: dict[Future, RunJob] = {}
         waiting = list(second_wave)
