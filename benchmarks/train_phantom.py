@@ -141,6 +141,10 @@ def run(args) -> dict:
     pre_cfg = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}),
                                         **({"size": args.size} if args.size else {}))
     ft_cfg = FINETUNE_DEFAULTS.replace(**({"epochs": args.finetune_epochs} if args.finetune_epochs else {}))
+    if args.finetune_val_fraction is not None:
+        ft_cfg = ft_cfg.replace(val_fraction=args.finetune_val_fraction)
+    if args.finetune_lr is not None:
+        ft_cfg = ft_cfg.replace(lr=args.finetune_lr)
     sc_cfg = SCRATCH_DEFAULTS.replace(**({"epochs": args.scratch_epochs} if args.scratch_epochs else {}))
 
     t = time.perf_counter()
@@ -181,7 +185,16 @@ def run(args) -> dict:
         print(f"{name}: test Dice {s['dice_mean']:.4f} (sd {s['dice_sd']:.4f}, min {s['dice_min']:.4f}); "
               f"train {res.metrics['seconds']:.0f} s, {res.metrics['epochs_run']} epochs", file=sys.stderr)
 
-    pre = pretrain(pre_samples, config=pre_cfg, seed=args.seed, device=device, events=log)
+    if args.load_pretrained:  # for experiments on fine-tuning only; the reported run pretrains
+        from UltrasoundRefineLib.train.engine import TrainResult
+        from UltrasoundRefineLib.train.model import load_model
+
+        base = load_model(args.load_pretrained, device.device)
+        pre = TrainResult(model=base, history=[], metrics={"seconds": 0, "epochs_run": 0, "best_epoch": 0,
+                                                           "best_val_dice": None, "images_per_s": None})
+    else:
+        pre = pretrain(pre_samples, config=pre_cfg, seed=args.seed, device=device, events=log,
+                       out=args.save_pretrained)
     score("pretrain", pre)
     for strategy in args.strategies:
         ft = finetune(pre.model, human_samples, strategy=strategy, config=ft_cfg, seed=args.seed, device=device, events=log)
@@ -221,7 +234,8 @@ def compare_inputs(args) -> dict:
     out = {"benchmark": "train_phantom --compare-inputs", "machine": machine(), "args": vars(args), "results": {}}
     for channels in args.channel_sets:
         inputs = tuple(channels.split(","))
-        cfg = PRETRAIN_DEFAULTS.replace(inputs=inputs, epochs=args.pretrain_epochs or 20, **({"size": args.size} if args.size else {}))
+        cfg = PRETRAIN_DEFAULTS.replace(inputs=inputs, epochs=args.pretrain_epochs or 20, **({"size": args.size} if args.size else {}),
+                                        augment_strength=args.augment_strength)
         dice = []
         for seed in range(args.repeats):
             res = pretrain(render_examples(train, cfg.size, inputs), config=cfg, seed=seed, device=args.device)
@@ -261,6 +275,11 @@ def main(argv=None) -> int:
     p.add_argument("--compare-inputs", action="store_true")
     p.add_argument("--channel-sets", nargs="*", default=["max,std,frame", "frame", "max", "max,std", "mean,std,frame"])
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--augment-strength", type=float, default=1.0)
+    p.add_argument("--save-pretrained", type=Path, help="also save the pretrained model folder here")
+    p.add_argument("--load-pretrained", type=Path, help="skip pretraining: fine-tune this model (experiments only)")
+    p.add_argument("--finetune-val-fraction", type=float, help="override the fine-tuning validation share")
+    p.add_argument("--finetune-lr", type=float)
     p.add_argument("--size", type=int, help="network input size (default: the library default)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)

@@ -72,7 +72,7 @@ def _resolve_model(ws, ref: str) -> Path:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from UltrasoundRefineLib.errors import OutputError, UltrasoundRefineError
+    from UltrasoundRefineLib.errors import OutputError
     from UltrasoundRefineLib.train.config import TrainError
     from UltrasoundRefineLib.train.data import workspace_examples
     from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, SCRATCH_DEFAULTS
@@ -114,15 +114,10 @@ def run_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, args.threads))
     events = json_lines(sys.stdout) if args.json else ProgressBar(sys.stderr)
-    try:
-        result = train_model(
-            examples, None, config, init_from=init, strategy=args.strategy, stage=args.stage, seed=args.seed,
-            device=args.device, events=events, out=out, handle_sigterm=True, test_examples=test_examples or None,
-        )
-    except TrainError:
-        raise
-    except UltrasoundRefineError:
-        raise
+    result = train_model(
+        examples, None, config, init_from=init, strategy=args.strategy, stage=args.stage, seed=args.seed,
+        device=args.device, events=events, out=out, handle_sigterm=True, test_examples=test_examples or None,
+    )
     if result.stopped:
         return STOPPED_EXIT
     if not args.no_register:

@@ -47,6 +47,7 @@ class TrainConfig:
     patience: int = 8
     min_delta: float = 1e-4
     augment: bool = True
+    augment_strength: float = 1.0
     amp: bool = True
     log_every: int = 20
     loss: str = "dicece"

@@ -227,7 +227,7 @@ def train_model(
 
     from UltrasoundRefineLib.train.augment import build_augmentation
 
-    augment = build_augmentation(config.inputs, 1.0 if config.augment else 0.0)
+    augment = build_augmentation(config.inputs, config.augment_strength if config.augment else 0.0)
 
     fingerprint = _fingerprint(config, seed, strategy, stage, train, val, init)
     out_dir = Path(out) if out is not None else None

@@ -22,7 +22,7 @@ from UltrasoundRefineLib.train.strategy import STRATEGIES
 __all__ = ["pretrain", "finetune", "scratch", "STRATEGIES", "FINETUNE_DEFAULTS", "PRETRAIN_DEFAULTS"]
 
 #: Defaults per stage, measured on the phantom (benchmarks/train_phantom.py) on 2 CPU cores.
-PRETRAIN_DEFAULTS = TrainConfig(epochs=40, batch_size=16, lr=3e-3, patience=8)
+PRETRAIN_DEFAULTS = TrainConfig(epochs=80, batch_size=16, lr=3e-3, patience=12)
 FINETUNE_DEFAULTS = TrainConfig(epochs=30, batch_size=8, lr=1e-3, patience=10, min_steps_per_epoch=4, val_fraction=0.2)
 SCRATCH_DEFAULTS = TrainConfig(epochs=60, batch_size=8, lr=3e-3, patience=15, min_steps_per_epoch=4, val_fraction=0.2)
 
