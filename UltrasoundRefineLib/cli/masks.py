@@ -58,4 +58,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"summary": summary, "per_loop": score.per_stem, "missing": score.missing}, f, indent=2)
-    return 2 if score.missing else 0
+    return 0
