@@ -82,7 +82,7 @@ def build_data(n_accept: int, n_human: int, n_test: int, seed: int, min_dice: fl
     with ctx.Pool(workers) as pool:
         fixed = pool.map(_make, [(i, seed) for i in range(n_test + n_human)], chunksize=4)
         test, human = fixed[:n_test], fixed[n_test:]
-        accepted, reviewed, next_index = [], 0, n_test + n_human
+        accepted, seen, reviewed, next_index = [], [], 0, n_test + n_human
         while len(accepted) < n_accept:
             need = max(8, int((n_accept - len(accepted)) * 1.6))
             batch = pool.map(_make, [(i, seed) for i in range(next_index, next_index + need)], chunksize=4)
@@ -91,6 +91,7 @@ def build_data(n_accept: int, n_human: int, n_test: int, seed: int, min_dice: fl
                 if len(accepted) >= n_accept:
                     break
                 reviewed += 1
+                seen.append(item)
                 if item[4] >= min_dice:
                     accepted.append(item)
     accepted_dice = [a[4] for a in accepted]
@@ -98,6 +99,7 @@ def build_data(n_accept: int, n_human: int, n_test: int, seed: int, min_dice: fl
         "test": test,
         "human": human,
         "accepted": accepted,
+        "pool": seen,  # every loop the reviewer saw (accepted or not), for the next round
         "reviewed": reviewed,
         "seconds": time.perf_counter() - t0,
         "accepted_label_dice_mean": float(np.mean(accepted_dice)),
@@ -117,6 +119,7 @@ def run(args) -> dict:
     from UltrasoundRefineLib.train.data import render_examples
     from UltrasoundRefineLib.train.device import resolve_device
     from UltrasoundRefineLib.train.evaluate import evaluate_model
+    from UltrasoundRefineLib.train.engine import train_model
     from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, SCRATCH_DEFAULTS, finetune, pretrain, scratch
 
     t_start = time.perf_counter()
@@ -196,9 +199,51 @@ def run(args) -> dict:
         pre = pretrain(pre_samples, config=pre_cfg, seed=args.seed, device=device, events=log,
                        out=args.save_pretrained)
     score("pretrain", pre)
-    for strategy in args.strategies:
+    ft = None
+    for strategy in reversed(args.strategies):  # the first strategy last, so `ft` is its model
         ft = finetune(pre.model, human_samples, strategy=strategy, config=ft_cfg, seed=args.seed, device=device, events=log)
         score(f"pretrain+finetune:{strategy}", ft)
+    if args.rounds > 1 and args.strategies:
+        # Iterative refinement (step 4 -> step 2 -> step 3): the refined model's predictions on the same
+        # pool become the next round's suggestions, the simulated reviewer accepts those with Dice >= the
+        # bound, the model is trained further on them, then fine-tuned on the human masks again.
+        import torch as _torch
+
+        from UltrasoundRefineLib.train.model import mask_from_members, predict_probabilities
+
+        refined = ft
+        for rnd in range(2, args.rounds + 1):
+            t = time.perf_counter()
+            pool = render_examples([(x[1], x[2]) for x in data["pool"]], size, inputs, keep_masks=True)
+            accepted = []
+            for start in range(0, len(pool), 32):
+                chunk = pool[start : start + 32]
+                members = predict_probabilities(refined.model, _torch.from_numpy(np.stack([c.image for c in chunk]))).float().cpu()
+                for i, c in enumerate(chunk):
+                    mask = mask_from_members(members[:, i], c.geometry)
+                    from UltrasoundRefineLib.metrics import mask_metrics
+
+                    d = mask_metrics(mask, c.mask)["dice"]
+                    if d >= args.min_dice and len(accepted) < args.n_accept:
+                        accepted.append((c, mask, d))
+            suggest_s = time.perf_counter() - t
+            from UltrasoundRefineLib.train.data import Sample
+            from UltrasoundRefineLib.train.render import render_mask
+
+            samples = [Sample(c.image, render_mask(m, c.geometry), c.key + f":r{rnd}", c.geometry, c.inputs) for c, m, _ in accepted]
+            result.setdefault("rounds", []).append({
+                "round": rnd, "n_accepted": len(accepted), "n_reviewed": len(pool),
+                "accepted_label_dice_mean": float(np.mean([d for _, _, d in accepted])), "suggest_seconds": round(suggest_s, 1),
+            })
+            print(f"round {rnd}: {len(accepted)}/{len(pool)} model suggestions accepted, label Dice "
+                  f"{result['rounds'][-1]['accepted_label_dice_mean']:.4f}", file=sys.stderr)
+            re_cfg = pre_cfg.replace(epochs=args.round_epochs, lr=1e-3)
+            pre2 = train_model(samples, None, re_cfg, init_from=refined.model, strategy="full", stage="pretrain",
+                               seed=args.seed + rnd, device=device, events=log)
+            score(f"round{rnd}:pretrain", pre2)
+            refined = finetune(pre2.model, human_samples, strategy=args.strategies[0], config=ft_cfg, seed=args.seed + rnd,
+                               device=device, events=log)
+            score(f"round{rnd}:pretrain+finetune:{args.strategies[0]}", refined)
     if not args.no_scratch:
         sc = scratch(human_samples, config=sc_cfg, seed=args.seed, device=device, events=log)
         score("scratch (human only)", sc)
@@ -276,6 +321,8 @@ def main(argv=None) -> int:
     p.add_argument("--channel-sets", nargs="*", default=["max,std,frame", "frame", "max", "max,std", "mean,std,frame"])
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--augment-strength", type=float, default=1.0)
+    p.add_argument("--rounds", type=int, default=1, help="iterative refinement rounds (1: pretrain + fine-tune once)")
+    p.add_argument("--round-epochs", type=int, default=30, help="epochs of further training per extra round")
     p.add_argument("--save-pretrained", type=Path, help="also save the pretrained model folder here")
     p.add_argument("--load-pretrained", type=Path, help="skip pretraining: fine-tune this model (experiments only)")
     p.add_argument("--finetune-val-fraction", type=float, help="override the fine-tuning validation share")
