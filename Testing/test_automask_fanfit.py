@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.automask import suggest_mask
-from UltrasoundRefineLib.automask.fanfit import suggest_fanfit
+from UltrasoundRefineLib.automask.fanfit import ShapeFit, _Raster, fit_shape, suggest_fanfit
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask, region_from_dict
 from UltrasoundRefineLib.loop import Loop
 
@@ -193,15 +193,19 @@ PHANTOM_SEEDS = list(range(20))
 
 
 @pytest.fixture(scope="module")
-def phantom_results():
+def phantoms():
     phantom = pytest.importorskip("UltrasoundRefineLib.phantom")
+    return [phantom.make_phantom_loop(seed) for seed in PHANTOM_SEEDS]
+
+
+@pytest.fixture(scope="module")
+def phantom_results(phantoms):
     try:
         from UltrasoundRefineLib.automask.threshold import suggest_threshold
     except ImportError:
         suggest_threshold = None
     rows = []
-    for seed in PHANTOM_SEEDS:
-        p = phantom.make_phantom_loop(seed)
+    for seed, p in zip(PHANTOM_SEEDS, phantoms):
         t0 = time.perf_counter()
         s = suggest_fanfit(p.loop)
         dt = time.perf_counter() - t0
@@ -238,3 +242,142 @@ def test_phantom_quality_tracks_dice(phantom_results):
 def test_phantom_speed(phantom_results):
     t = np.array([r["seconds"] for r in phantom_results])
     assert np.median(t) < 1.0, t
+
+
+# ---- fit_shape: shape-constrained refinement of a predicted mask --------------------------------
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` exact area-averaging weights (each output pixel covers n_in/n_out inputs)."""
+    a = np.zeros((n_out, n_in))
+    step = n_in / n_out
+    for i in range(n_out):
+        lo, hi = i * step, (i + 1) * step
+        for j in range(int(math.floor(lo)), min(n_in, int(math.ceil(hi)))):
+            a[i, j] = min(hi, j + 1) - max(lo, j)
+    return a / step
+
+
+def degrade(truth: np.ndarray, *, seed: int = 0, size: int = 128, n_flip: int = 12) -> np.ndarray:
+    """What a network working at ``size`` px gives back on the loop's grid at best: the truth area-
+    averaged down to ``size`` on the longest side, bilinear back up (pixel centres aligned, as
+    ``train.render.unrender`` does: ``grid_mode=True`` is ``align_corners=False``), thresholded at 0.5,
+    and a few random edge pixels flipped."""
+    h, w = truth.shape
+    k = size / max(h, w)
+    hs, ws = max(1, round(h * k)), max(1, round(w * k))
+    small = _area_weights(h, hs) @ truth.astype(np.float64) @ _area_weights(w, ws).T
+    up = ndi.zoom(small, (h / hs, w / ws), order=1, grid_mode=True, mode="nearest")[:h, :w]
+    m = up >= 0.5
+    edge = np.flatnonzero((m & ~ndi.binary_erosion(m)) | (ndi.binary_dilation(m) & ~m))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(edge, size=min(n_flip, len(edge)), replace=False)
+    m.flat[pick] = ~m.flat[pick]
+    return m
+
+
+FIT_CASES = ["pointed", "flat_top", "tilted", "curvilinear", "far_centre", "clipped", "rectangle", "dual_rect", "dual_curvi"]
+
+
+@pytest.mark.parametrize("name", FIT_CASES)
+def test_fit_shape_sharpens_a_low_resolution_mask(name):
+    truth = regions_mask(CASES[name], SHAPE)
+    blurry = degrade(truth, seed=zlib.crc32(name.encode()) % 1000)
+    f = fit_shape(blurry)
+    assert isinstance(f, ShapeFit)
+    assert f.mask.shape == SHAPE and f.mask.dtype == bool
+    assert f.used and f.agreement >= 0.97, (name, f.model, f.agreement)
+    d0, d1 = dice(blurry, truth), dice(f.mask, truth)
+    assert d1 > d0 and d1 > 0.99, (name, d0, d1, f.model)
+    assert len(f.regions) == len(CASES[name])
+    assert [r.kind for r in sorted(f.regions, key=_cx)] == [r.kind for r in sorted(CASES[name], key=_cx)]
+    assert np.array_equal(f.mask, regions_mask(f.regions, SHAPE))
+    assert (f.model.startswith("dual:")) == (len(CASES[name]) == 2)
+    assert abs(f.agreement - np.count_nonzero(f.mask & blurry) / np.count_nonzero(f.mask | blurry)) < 1e-9
+
+
+def _blob(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = ndi.gaussian_filter(rng.normal(size=SHAPE), 12)
+    lab, _ = ndi.label(n > np.percentile(n, 60))
+    areas = np.bincount(lab.ravel())
+    areas[0] = 0
+    return lab == areas.argmax()
+
+
+def _star() -> np.ndarray:
+    yy, xx = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
+    return np.hypot(yy - 120, xx - 160) < 70 + 25 * np.sin(5 * np.arctan2(yy - 120, xx - 160))
+
+
+@pytest.mark.parametrize("make", [lambda: _blob(0), lambda: _blob(1), _star], ids=["blob0", "blob1", "star"])
+def test_fit_shape_leaves_a_non_fan_alone(make):
+    m = make()
+    f = fit_shape(m)
+    assert not f.used and f.agreement < 0.97, (f.model, f.agreement)
+    assert np.array_equal(f.mask, m) and f.mask is not m
+
+
+def test_fit_shape_threshold_empty_and_shape_checks():
+    truth = regions_mask(CASES["pointed"], SHAPE)
+    blurry = degrade(truth, seed=2)
+    f = fit_shape(blurry, min_agreement=1.0)  # no fit agrees perfectly with a blurry mask
+    assert not f.used and np.array_equal(f.mask, blurry) and 0.99 < f.agreement < 1.0 and f.regions
+    empty = fit_shape(np.zeros(SHAPE, bool))
+    assert not empty.used and not empty.mask.any() and empty.model == "none" and empty.agreement == 0.0
+    with pytest.raises(ValueError):
+        fit_shape(np.zeros((4,) + SHAPE, bool))
+    with pytest.raises(ValueError):
+        fit_shape(blurry, loop=Loop(np.zeros((2, 100, 120), np.uint8)))
+
+
+def test_fit_shape_is_deterministic_and_uses_the_box_prior():
+    regions = CASES["clipped"]
+    truth = regions_mask(regions, SHAPE)
+    blurry = degrade(truth, seed=4)
+    blurry[5:15, 250:300] = True  # a speck of text outside the scanner box, glued to nothing
+    loop = Loop(np.zeros((2,) + SHAPE, np.uint8))
+    loop.meta["us_regions"] = [{"x0": 44, "y0": 10, "x1": 276, "y1": 231}]
+    a, b = fit_shape(blurry, loop=loop), fit_shape(blurry, loop=loop)
+    assert np.array_equal(a.mask, b.mask) and a.regions == b.regions and a.agreement == b.agreement
+    assert a.used and dice(a.mask, truth) > 0.995
+    assert not a.mask[5:15, 250:300].any()
+
+
+def test_raster_draws_exactly_like_the_geometry():
+    r = _Raster(SHAPE)
+    for regions in CASES.values():
+        for region in regions:
+            assert np.array_equal(r.mask(region), region.mask(SHAPE))
+    s = Sector(150.3, 12.7, 33.3, 170.2, r_min=20.5, tilt_deg=-4.0, flat_top_y=30.2, far_center=(151.0, -3.0), clip=(60.5, 0.0, 250.5, 200.5))
+    assert np.array_equal(r.mask(s), s.mask(SHAPE))
+
+
+def test_fit_shape_speed():
+    times = []
+    for name in FIT_CASES:
+        blurry = degrade(regions_mask(CASES[name], SHAPE), seed=1)
+        best = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fit_shape(blurry)
+            best = min(best, time.perf_counter() - t0)
+        times.append(best)
+    assert np.median(times) < 0.2, times
+    assert max(times) < 0.6, times
+
+
+def test_phantom_fit_shape_on_low_resolution_masks(phantoms):
+    """The refinement the trained network's masks get: the phantom truths, degraded to 128 px and back."""
+    before, after, used = [], [], 0
+    for seed, p in zip(PHANTOM_SEEDS, phantoms):
+        blurry = degrade(p.truth, seed=seed)
+        f = fit_shape(blurry, loop=p.loop)
+        before.append(dice(blurry, p.truth))
+        after.append(dice(f.mask, p.truth))
+        used += f.used
+    before, after = np.array(before), np.array(after)
+    print(f"fit_shape on degraded phantom masks: mean Dice {before.mean():.4f} -> {after.mean():.4f}, used {used}/{len(after)}")
+    assert used >= 18
+    assert after.mean() > before.mean() and after.mean() > 0.995, (before, after)
+    assert np.all(after > 0.99), after
