@@ -83,3 +83,19 @@ def test_runs_resume_and_report(workspace, tmp_path):
         assert float(c["p"]) == pytest.approx(expected, rel=1e-9)
     assert json.loads(paths["json"].read_text())
     assert "<table" in paths["html"].read_text()
+
+
+def test_parallel_workers_with_shared_pretraining(workspace):
+    spec = _spec(["threshold", "threshold-pretrained", "threshold-pretrained+finetuned"])
+    spec.name, spec.shared_pretrain = "tiny-shared", True
+    result = run_experiment(workspace, spec, device="cpu", workers=2)
+    assert len(result.runs) == 6
+    # one pretraining serves every repeat ...
+    assert sorted(p.name for p in (result.root / "pretrained" / "threshold").iterdir()) == ["seed-0"]
+    # ... so the pretrained-only condition is scored once and copied, like the auto masks
+    pre = [r for r in result.runs if r["condition"] == "threshold-pretrained"]
+    assert pre[0]["dice"] == pre[1]["dice"] and pre[1].get("copied_from_seed") == 0
+    # the fine-tuned runs are real, separate runs with their own models
+    fine = {r["seed"]: r for r in result.runs if r["condition"] == "threshold-pretrained+finetuned"}
+    assert fine[0]["model_dir"] != fine[1]["model_dir"]
+    assert all((result.root / r["model_dir"] / "card.json").is_file() for r in fine.values())

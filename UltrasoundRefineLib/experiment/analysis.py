@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from UltrasoundRefineLib.experiment.runner import FIXED, VARIED, ExperimentRun
+from UltrasoundRefineLib.experiment.runner import ExperimentRun, variance_sources
 from UltrasoundRefineLib.experiment.spec import REFINED
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def analyse(result: ExperimentRun, workspace_path: str | Path, out_dir: str | Pa
 
     spec = result.spec
     rows = comparisons(result)
+    varied, fixed = variance_sources(spec)
     try:
         overlays = _overlays(result, Path(workspace_path))
     except Exception as e:  # the figures are a courtesy: never lose the statistics over them
@@ -97,8 +98,8 @@ def analyse(result: ExperimentRun, workspace_path: str | Path, out_dir: str | Pa
         alpha=spec.alpha,
         repeats=spec.repeats,
         paired=True,
-        varied=VARIED,
-        fixed=FIXED,
+        varied=varied,
+        fixed=fixed,
         runs=records,
         comparisons=rows,
         overlays=overlays,

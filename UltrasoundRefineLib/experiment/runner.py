@@ -28,19 +28,28 @@ log = logging.getLogger(__name__)
 
 Events = Callable[[dict], None]
 
-#: What a repeat varies and what it holds fixed: the report states both.
-VARIED = [
-    "network initialisation (seed)",
-    "training data order and augmentation draws (seed)",
-    "which human masks are drawn from the fine-tuning pool (seed; the same draw for every condition of a repeat)",
-    "the validation hold-out used for early stopping (seed)",
-]
-FIXED = [
-    "the test loops and their reference masks",
-    "the accepted suggestions used for pretraining",
-    "the pool of human masks the draws come from",
-    "threshold and fanfit are deterministic: their repeats give identical figures",
-]
+def variance_sources(spec: ExperimentSpec) -> tuple[list[str], list[str]]:
+    """What a repeat varies and what it holds fixed, in words for the report."""
+    varied = [
+        "training data order and augmentation draws (seed)",
+        "which human masks are drawn from the fine-tuning pool (seed; the same draw for every condition "
+        "of a repeat)",
+        "the validation hold-out used for early stopping (seed)",
+    ]
+    fixed = [
+        "the test loops and their reference masks",
+        "the accepted suggestions used for pretraining",
+        "the pool of human masks the draws come from",
+    ]
+    if spec.shared_pretrain:
+        varied.insert(0, "network initialisation of the human-only runs (seed)")
+        fixed.append(f"pretraining: one model per auto-mask method (seed {spec.base_seed}) serves every repeat, "
+                     "so the pretrained-only conditions give identical figures and the fine-tuned ones vary "
+                     "only in what comes after pretraining")
+    else:
+        varied.insert(0, "network initialisation, pretraining included (seed)")
+    fixed.append("threshold and fanfit are deterministic: their repeats give identical figures")
+    return varied, fixed
 
 
 class ExperimentError(UltrasoundRefineError):
@@ -217,13 +226,14 @@ def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, 
                                 out=run_dir / "model")
             model, history = result.model, [dict(h, stage="scratch") for h in result.history]
         else:
-            pre_dir = root_path / "pretrained" / cond.pretrain_on / f"seed-{seed}"
+            pre_seed = spec.pretrain_seed(seed)
+            pre_dir = root_path / "pretrained" / cond.pretrain_on / f"seed-{pre_seed}"
             if (pre_dir / "card.json").is_file():
                 base = load_model(pre_dir, device=device)
                 pre_history = json.loads((pre_dir / "history.json").read_text()) if (pre_dir / "history.json").is_file() else []
             else:
                 result = ft.pretrain(data.pretrain[cond.pretrain_on], config=_stage_config(spec, "pretrain"),
-                                     seed=seed, device=device, out=pre_dir)
+                                     seed=pre_seed, device=device, out=pre_dir)
                 base, pre_history = result.model, result.history
             history = [dict(h, stage="pretrain") for h in pre_history]
             if cond.finetune:
@@ -247,12 +257,12 @@ def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, 
 
 # --------------------------------------------------------------------------- the runner
 def default_workers(device: str) -> int:
-    """Processes to run at once. CPU: one per two cores (each run is itself multi-threaded).
-    GPU: several small models share the device."""
+    """Processes to run at once. CPU: one per core, each with one torch thread (small models scale
+    badly across threads: benchmarks/train_phantom.py). GPU: several small models share the device."""
     cores = os.cpu_count() or 1
     if device.startswith("cuda"):
         return 4
-    return max(1, cores // 2)
+    return max(1, min(cores, 8))
 
 
 def run_experiment(
@@ -263,6 +273,7 @@ def run_experiment(
     workers: int | None = None,
     events: Events | None = None,
 ) -> ExperimentRun:
+    """Run what is not done yet; returns every run of the spec (finished earlier or now)."""
     from UltrasoundRefineLib.train.device import resolve_device
 
     emit = events or (lambda e: None)
@@ -275,30 +286,21 @@ def run_experiment(
     root = workspace_path / "runs" / spec.name
     root.mkdir(parents=True, exist_ok=True)
     (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
-    workers = workers or default_workers(device_name)
+    workers = max(1, workers or default_workers(device_name))
     threads = max(1, (os.cpu_count() or 1) // workers) if not device_name.startswith("cuda") else None
 
     jobs = [RunJob(c, r, s) for c in spec.conditions for r, s in enumerate(spec.seeds())]
     done: dict[str, dict] = {}
     for job in jobs:
-        path = root / "runs" / job.condition.name / f"seed-{job.seed}" / "run.json"
+        path = _run_dir(root, job) / "run.json"
         if path.is_file():
             done[job.key] = json.loads(path.read_text())
     skipped = len(done)
     todo = [j for j in jobs if j.key not in done]
     emit({"event": "experiment_start", "runs": len(jobs), "to_run": len(todo), "skipped": skipped,
           "workers": workers, "device": device_name})
-    # Auto-mask conditions are deterministic: one evaluation serves every repeat.
-    first_wave = [j for j in todo if not (j.condition.finetune and j.condition.pretrain_on)]
-    second_wave = [j for j in todo if j.condition.finetune and j.condition.pretrain_on]
-    # A pretrain-only condition trains the shared model; schedule those first so fine-tuning reuses them.
-    first_wave.sort(key=lambda j: (j.condition.kind != "pretrain", j.condition.kind != "scratch", j.seed))
     start = time.perf_counter()
     spec_dict = spec.to_dict()
-
-    def args(job: RunJob) -> tuple:
-        return (str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat, job.seed, str(root),
-                device_name, threads)
 
     def finished(job: RunJob, record: dict) -> None:
         done[job.key] = record
@@ -306,15 +308,24 @@ def run_experiment(
               "dice": record["dice"], "seconds": record["seconds"], "done": len(done), "runs": len(jobs),
               "elapsed_s": round(time.perf_counter() - start, 1)})
 
-    automask_cache: dict[str, dict] = {}
-    if workers <= 1:
-        for job in first_wave + second_wave:
-            emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
-            finished(job, _run_or_copy(job, args, automask_cache, root))
+    def submit(pool, job: RunJob) -> Future:
+        emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
+        return pool.submit(run_job, str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat,
+                           job.seed, str(root), device_name, threads)
+
+    if workers == 1:
+        _schedule(spec, todo, done, root, _InlinePool(), 1, submit, finished)
     else:
-        _run_parallel(first_wave, second_wave, args, finished, workers, automask_cache, root, emit)
+        # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            _schedule(spec, todo, done, root, pool, workers, submit, finished)
     runs = [done[j.key] for j in jobs]
     return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=_machine(device_name))
+
+
+def _run_dir(root: Path, job: RunJob) -> Path:
+    return root / "runs" / job.condition.name / f"seed-{job.seed}"
 
 
 def _condition_dict(c: Condition) -> dict:
@@ -322,81 +333,83 @@ def _condition_dict(c: Condition) -> dict:
             "finetune": c.finetune, "scratch": c.scratch}
 
 
-def _run_or_copy(job: RunJob, args, automask_cache: dict, root: Path) -> dict:
-    """Run the job, except a deterministic auto-mask condition already scored: copy that result."""
-    method = job.condition.automask
-    if method and method in automask_cache:
-        record = dict(automask_cache[method], repeat=job.repeat, seed=job.seed)
-        run_dir = root / "runs" / job.condition.name / f"seed-{job.seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "run.json").write_text(json.dumps(record, indent=1, default=float))
-        return record
-    record = run_job(*args(job))
-    if method:
-        automask_cache[method] = record
-    return record
+class _InlinePool:
+    """``submit`` runs the job here and now: the one-worker case without a process pool."""
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # re-raised by fut.result() in the scheduler
+            fut.set_exception(e)
+        return fut
 
 
-def _run_parallel(first_wave, second_wave, args, finished, workers, automask_cache, root, emit) -> None:
-    """First wave (auto-mask, pretrain, scratch) in parallel; each fine-tuning job is submitted as soon
-    as the pretrained model of its repeat exists."""
-    ctx = get_context("spawn")  # safe with CUDA and with torch's thread pools
-    # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: dict[Future, RunJob] = {}
-        waiting = list(second_wave)
-        # one auto-mask evaluation per method; the other repeats copy it once it is done
-        automask_first: dict[str, RunJob] = {}
-        automask_rest: list[RunJob] = []
-        queue = []
-        for job in first_wave:
-            m = job.condition.automask
-            if m and m in automask_first:
-                automask_rest.append(job)
-                continue
-            if m:
-                automask_first[m] = job
-            queue.append(job)
-        pretrained: set[tuple[str, int]] = set()
-        pretrain_jobs = {(j.condition.pretrain_on, j.seed) for j in first_wave if j.condition.kind == "pretrain"}
-        for p in (root / "pretrained").glob("*/seed-*/card.json") if (root / "pretrained").is_dir() else []:
-            pretrained.add((p.parent.parent.name, int(p.parent.name.split("-")[1])))
+def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], root: Path, pool, workers: int,
+              submit, finished) -> None:
+    """Start jobs as their inputs allow: a deterministic condition runs once and its other repeats copy
+    it; a pretrained model is trained by one job only, the jobs that need it wait for it."""
+    running: dict[Future, RunJob] = {}
 
-        def submit_ready() -> None:
-            for job in list(waiting):
-                key = (job.condition.pretrain_on, job.seed)
-                if key in pretrained or key not in pretrain_jobs:
-                    # either the model exists, or no pretrain-only job will make it: the job trains it itself
-                    if key not in pretrained and any(
-                        (j.condition.pretrain_on, j.seed) == key for j in pending.values()
-                    ):
-                        continue  # another fine-tuning job of this repeat is training the shared model
-                    waiting.remove(job)
-                    pending[pool.submit(run_job, *args(job))] = job
-                    emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat,
-                          "seed": job.seed})
+    def model_key(job: RunJob) -> tuple[str, int] | None:
+        c = job.condition
+        return (c.pretrain_on, spec.pretrain_seed(job.seed)) if c.pretrain_on else None
 
-        for job in queue:
-            pending[pool.submit(run_job, *args(job))] = job
-            emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
-        submit_ready()
-        while pending:
-            finished_now, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+    def model_exists(key) -> bool:
+        return (root / "pretrained" / key[0] / f"seed-{key[1]}" / "card.json").is_file()
+
+    def state(job: RunJob) -> str:
+        c = job.condition
+        if spec.is_deterministic(c):
+            if any(r["condition"] == c.name for r in done.values()):
+                return "copy"
+            if any(j.condition.name == c.name for j in running.values()):
+                return "wait"
+        key = model_key(job)
+        if key and not model_exists(key) and any(model_key(j) == key for j in running.values()):
+            return "wait"  # another job is training the shared pretrained model
+        return "ready"
+
+    def priority(job: RunJob) -> int:
+        key = model_key(job)
+        trains_model = key is not None and not model_exists(key)
+        return 0 if trains_model else {"scratch": 1, "automask": 2}.get(job.condition.kind, 3)
+
+    while todo or running:
+        progressed = True
+        while progressed:
+            progressed = False
+            for job in sorted(todo, key=priority):
+                st = state(job)
+                if st == "copy":
+                    todo.remove(job)
+                    finished(job, _copy_deterministic(job, done, root))
+                    progressed = True
+                elif st == "ready" and len(running) < workers:
+                    todo.remove(job)
+                    running[submit(pool, job)] = job
+                    progressed = True
+                    break  # states change once a job runs: look again
+            for fut in [f for f in running if f.done()]:
+                job = running.pop(fut)
+                finished(job, fut.result())
+                progressed = True
+        if running:
+            finished_now, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished_now:
-                job = pending.pop(fut)
-                record = fut.result()
-                finished(job, record)
-                if job.condition.automask:
-                    automask_cache[job.condition.automask] = record
-                    for rest in [j for j in automask_rest if j.condition.automask == job.condition.automask]:
-                        automask_rest.remove(rest)
-                        finished(rest, _run_or_copy(rest, args, automask_cache, root))
-                if job.condition.pretrain_on:
-                    pretrained.add((job.condition.pretrain_on, job.seed))
-            submit_ready()
-        if waiting or automask_rest:
-            raise ExperimentError(f"{len(waiting) + len(automask_rest)} runs could not be scheduled")
+                job = running.pop(fut)
+                finished(job, fut.result())
+        elif todo:
+            raise ExperimentError(f"{len(todo)} runs could not be scheduled: {[j.key for j in todo]}")
+
+
+def _copy_deterministic(job: RunJob, done: dict[str, dict], root: Path) -> dict:
+    source = next(r for r in done.values() if r["condition"] == job.condition.name)
+    record = dict(source, repeat=job.repeat, seed=job.seed, copied_from_seed=source["seed"])
+    run_dir = _run_dir(root, job)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps(record, indent=1, default=float))
+    return record
 
 
 def _machine(device: str) -> dict:

@@ -5,6 +5,7 @@ Example::
 
     name = "my-archive"
     repeats = 5                  # runs per condition, seeds base_seed + 0 .. repeats - 1
+    shared_pretrain = false      # true: one pretraining per method serves every repeat (cheaper)
     human_masks = 10             # human masks drawn (per repeat) from the fine-tuning split
     baseline = "threshold"
     conditions = ["threshold", "fanfit", "human-only", "threshold-pretrained+finetuned"]
@@ -129,6 +130,9 @@ class ExperimentSpec:
     repeats: int = 5
     base_seed: int = 0
     human_masks: int = 10
+    #: True: one pretraining per auto-mask method (seed ``base_seed``) serves every repeat, and the
+    #: repeats vary only what comes after it. Much cheaper; the report says so.
+    shared_pretrain: bool = False
     baseline: str = "threshold"
     alpha: float = 0.05
     metric: str = "dice"
@@ -141,6 +145,14 @@ class ExperimentSpec:
 
     def seeds(self) -> list[int]:
         return [self.base_seed + r for r in range(self.repeats)]
+
+    def pretrain_seed(self, seed: int) -> int:
+        """The seed of the pretraining that the runs of repeat ``seed`` start from."""
+        return self.base_seed if self.shared_pretrain else seed
+
+    def is_deterministic(self, condition: Condition) -> bool:
+        """Conditions whose repeats all give the same result, so they are scored once."""
+        return condition.kind == "automask" or (condition.kind == "pretrain" and self.shared_pretrain)
 
     def condition(self, name: str) -> Condition:
         for c in self.conditions:
