@@ -11,8 +11,8 @@ import numpy as np
 import pydicom
 import pydicom.pixels
 import pytest
+from dicom_examples import bundled
 import SimpleITK as sitk
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -30,17 +30,6 @@ from UltrasoundRefineLib.io import Found, find_loops, loop_stem, read_loop
 
 PHI = ("Doe^Jane", "Doe", "Jane", "12345", "20240229", "Secret General Hospital", "ACC998877")
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
-
-
-def bundled(name: str) -> str:
-    """A pydicom test file that ships with the package (never downloaded); skip when absent."""
-    try:
-        path = get_testdata_file(name, download=False)
-    except Exception:  # noqa: BLE001
-        path = None
-    if not path:
-        pytest.skip(f"pydicom test file {name} not available offline")
-    return path
 
 
 def assert_no_phi(*texts: str) -> None:

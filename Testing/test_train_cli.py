@@ -136,14 +136,9 @@ def test_finetune_then_predict_follows_the_automask_contract(workspace, pretrain
 
 @pytest.mark.parametrize("name", ["SC_rgb_jpeg_gdcm.dcm", "MR_small.dcm"])
 def test_predict_on_pydicom_example_files(pretrained, tmp_path, name):
-    from pydicom.data import get_testdata_file
+    from dicom_examples import bundled
 
-    try:
-        path = get_testdata_file(name, download=False)
-    except Exception:  # noqa: BLE001
-        path = None
-    if not path:
-        pytest.skip(f"pydicom test file {name} not available offline")
+    path = bundled(name)
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True)
