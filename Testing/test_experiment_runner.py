@@ -99,3 +99,24 @@ def test_parallel_workers_with_shared_pretraining(workspace):
     fine = {r["seed"]: r for r in result.runs if r["condition"] == "threshold-pretrained+finetuned"}
     assert fine[0]["model_dir"] != fine[1]["model_dir"]
     assert all((result.root / r["model_dir"] / "card.json").is_file() for r in fine.values())
+
+
+def test_experiment_command_with_a_spec_file(workspace, tmp_path, capsys):
+    from UltrasoundRefineLib.cli import main
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'name = "cli"\nrepeats = 2\nhuman_masks = 2\nconditions = ["threshold", "human-only"]\n'
+        "[train]\nsize = 32\nepochs = 1\nbatch_size = 4\nmin_steps_per_epoch = 1\nval_fraction = 0.0\n"
+        "augment = false\n[scratch]\nepochs = 1\n"
+    )
+    out = tmp_path / "report"
+    assert main(["experiment", str(workspace), "--spec", str(spec), "--out", str(out), "--workers", "1",
+                 "--device", "cpu", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in lines].count("run_done") == 4
+    assert {p.name for p in out.iterdir()} >= {"report.html", "report.json", "runs.csv", "comparisons.csv"}
+    # a bad spec is a one-line error naming the file, exit 2
+    spec.write_text("repeats = 1\n")
+    assert main(["experiment", str(workspace), "--spec", str(spec), "--out", str(out)]) == 2
+    assert str(spec) in capsys.readouterr().err
