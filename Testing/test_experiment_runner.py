@@ -100,6 +100,20 @@ def test_parallel_workers_with_shared_pretraining(workspace):
     assert fine[0]["model_dir"] != fine[1]["model_dir"]
     assert all((result.root / r["model_dir"] / "card.json").is_file() for r in fine.values())
 
+    # the two deterministic conditions are compared loop by loop instead, against scipy
+    from scipy import stats
+
+    from UltrasoundRefineLib.experiment.analysis import comparisons, per_loop_notes
+
+    notes = per_loop_notes(result, comparisons(result))
+    assert len(notes) == 1 and notes[0].startswith("threshold-pretrained against threshold loop by loop")
+    a = next(r for r in result.runs if r["condition"] == "threshold-pretrained")["per_loop"]
+    b = next(r for r in result.runs if r["condition"] == "threshold")["per_loop"]
+    stems = sorted(a)
+    p = stats.ttest_rel([a[k]["dice"] for k in stems], [b[k]["dice"] for k in stems]).pvalue
+    assert f"paired t-test p = {p:.3g}" in notes[0]
+
+
 
 def test_experiment_command_with_a_spec_file(workspace, tmp_path, capsys):
     from UltrasoundRefineLib.cli import main

@@ -27,6 +27,34 @@ def comparisons(result: ExperimentRun):
                               pairs=spec.comparisons)
 
 
+def per_loop_notes(result: ExperimentRun, rows) -> list[str]:
+    """Two deterministic conditions (e.g. threshold vs fanfit) have no spread over repeats, so the
+    repeated-run test cannot judge them; their per-loop Dice over the same test loops can (paired t
+    over loops, with Wilcoxon as the check)."""
+    from UltrasoundRefineLib.stats import compare
+
+    spec = result.spec
+    notes = []
+    for row in rows:
+        a, b = spec.condition(row.a), spec.condition(row.b)
+        if not (spec.is_deterministic(a) and spec.is_deterministic(b)):
+            continue
+        la = next(r for r in result.runs if r["condition"] == a.name).get("per_loop", {})
+        lb = next(r for r in result.runs if r["condition"] == b.name).get("per_loop", {})
+        stems = sorted(set(la) & set(lb))
+        if len(stems) < 3:
+            continue
+        va, vb = [la[k][spec.metric] for k in stems], [lb[k][spec.metric] for k in stems]
+        t = compare(va, vb, test="paired", names=(a.name, b.name))
+        w = compare(va, vb, test="wilcoxon", names=(a.name, b.name))
+        notes.append(
+            f"{a.name} against {b.name} loop by loop (both are deterministic, so their repeats cannot be "
+            f"compared): mean {spec.metric} {t.mean_a:.4f} vs {t.mean_b:.4f} over the same {len(stems)} test "
+            f"loops, difference {t.difference:+.4f} (95% CI {t.ci_low:+.4f} to {t.ci_high:+.4f}), paired t-test "
+            f"p = {t.pvalue:.3g}, Wilcoxon p = {w.pvalue:.3g}. This judges these loops, not new data.")
+    return notes
+
+
 def _overlays(result: ExperimentRun, workspace_path: Path) -> list:
     """A few test loops (the baseline's worst, median and best) with the baseline's and the refined
     model's masks against the reference."""
@@ -104,7 +132,7 @@ def analyse(result: ExperimentRun, workspace_path: str | Path, out_dir: str | Pa
         comparisons=rows,
         overlays=overlays,
         machine=result.machine,
-        notes=[*(notes or []), f"Runs took {result.seconds:.0f} s in all ({result.skipped} were already done "
+        notes=[*(notes or []), *per_loop_notes(result, rows), f"Runs took {result.seconds:.0f} s in all ({result.skipped} were already done "
                                "and were not run again)."],
         extra_comparisons=list(spec.comparisons),
         metric=spec.metric,
