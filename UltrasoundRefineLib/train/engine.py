@@ -33,7 +33,9 @@ from monai.metrics import compute_dice
 from UltrasoundRefineLib.train.config import TrainConfig, TrainError
 from UltrasoundRefineLib.train.data import Prepared, prepare, split_validation
 from UltrasoundRefineLib.train.device import DeviceChoice, resolve_device
-from UltrasoundRefineLib.train.model import Model, atomic_torch_save, library_versions, load_model, save_model, load_weights
+from UltrasoundRefineLib.train.model import (
+    DEFAULT_POSTPROCESS, SHAPE_MIN_AGREEMENT, Model, atomic_torch_save, library_versions, load_model, load_weights, save_model,
+)
 from UltrasoundRefineLib.train.network import build_network, count_parameters, forward_logits, network_kwargs
 from UltrasoundRefineLib.train.strategy import StrategySetup, apply_strategy
 
@@ -404,9 +406,11 @@ def train_model(
             "render": "per-pixel temporal summaries of luminance (BT.601 for RGB), scaled to [0,1] "
             "(std / 64); MONAI Resize(size_mode='longest', mode='area' when shrinking) + SpatialPad(symmetric)",
             "output": "sigmoid > 0.5 of the mean over test-time augmentation (identity, mirror, gamma 0.8/1.25), "
-            "bilinear back to the loop's grid",
+            "bilinear back to the loop's grid; holes filled, specks dropped; the fitted scanner shape where it "
+            "agrees with the mask (IoU >= shape_min_agreement)",
         },
-        "postprocess": True,
+        "postprocess": DEFAULT_POSTPROCESS,
+        "shape_min_agreement": SHAPE_MIN_AGREEMENT,
         "training": {
             "stage": stage,
             "strategy": strategy if init is not None else ("scratch" if stage == "scratch" else "full"),

@@ -11,7 +11,9 @@ import torch
 
 from UltrasoundRefineLib.metrics import mask_metrics
 from UltrasoundRefineLib.train.data import render_examples
-from UltrasoundRefineLib.train.model import Model, mask_from_members, predict_probabilities, tta_uncertainty
+from UltrasoundRefineLib.train.model import (
+    Model, card_postprocess, mask_from_members, postprocess_mode, predict_probabilities, tta_uncertainty,
+)
 
 
 def summarise(values: Sequence[float]) -> dict:
@@ -26,13 +28,14 @@ def summarise(values: Sequence[float]) -> dict:
     }
 
 
-def evaluate_model(model: Model, examples: Sequence[Any], *, tta: bool = True, postprocess: bool | None = None, batch_size: int = 32) -> dict:
+def evaluate_model(model: Model, examples: Sequence[Any], *, tta: bool = True, postprocess: bool | str | None = None, batch_size: int = 32) -> dict:
     """``examples``: ``(loop, mask)`` pairs, phantoms (``loop``/``truth``) or samples rendered with
     ``keep_masks=True``. Returns per-example metrics (dice, iou, accuracy, hd95, uncertainty) and a
     summary (``dice_mean``, ``dice_sd``, ..., ``n``)."""
     samples = render_examples(examples, model.size, model.inputs, keep_masks=True)
-    if postprocess is None:
-        postprocess = bool(model.card.get("postprocess", True))
+    mode, min_agreement = card_postprocess(model.card)  # "shape" fits without the loops' DICOM boxes here
+    if postprocess is not None:
+        mode = postprocess_mode(postprocess)
     rows = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
@@ -41,7 +44,7 @@ def evaluate_model(model: Model, examples: Sequence[Any], *, tta: bool = True, p
         for i, s in enumerate(chunk):
             if s.mask is None:
                 raise ValueError(f"example {s.key} has no original-grid mask to score against")
-            pred = mask_from_members(members[:, i], s.geometry, postprocess)
+            pred = mask_from_members(members[:, i], s.geometry, mode, min_agreement=min_agreement)
             m = mask_metrics(pred, s.mask, s.spacing)
             m["uncertainty"] = tta_uncertainty(members[:, i], s.geometry)
             m["key"] = s.key
