@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -931,11 +931,15 @@ def _refine(regions: list[Region], target: np.ndarray, raster: _Raster) -> list[
 class ShapeFit:
     """The result of :func:`fit_shape`.
 
-    mask: bool ``(H, W)``: the fitted shape's mask when ``used``, else the input mask unchanged.
-    regions: the fitted geometry (one region, two for a dual view; empty when nothing could be fitted).
+    mask: bool ``(H, W)``: the fitted shape's mask when ``used``, else the input mask (clipped to the
+        loop's region boxes when it has any).
+    regions: the fitted geometry (one region, two for a dual view; empty when nothing could be fitted),
+        completed to the region boxes where the image had faded.
     model: the fitted model's name (``sector_pointed``, ``rectangle``, ``dual:...``; ``none``).
-    agreement: IoU of the fitted shape with the input mask (0 when nothing was fitted).
+    agreement: IoU of the fitted shape with the input mask (0 when nothing was fitted); with a loop,
+        over the pixels where the image shows something (see :func:`fit_shape`).
     used: whether the fitted shape replaced the input (``agreement >= min_agreement``).
+    box: what the region boxes did (``box_clip``, ``box_completed``; empty without boxes).
     """
 
     mask: np.ndarray
@@ -943,6 +947,7 @@ class ShapeFit:
     model: str
     agreement: float
     used: bool
+    box: dict = field(default_factory=dict)
 
 
 def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: float = 0.97, seed: int = 0) -> ShapeFit:
@@ -951,9 +956,19 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     shape agrees with the mask (IoU >= ``min_agreement``), return the exact shape instead of the
     blurry mask.
 
-    The mask takes the place of the evidence (no motion or texture step); ``loop``, when given, only
-    supplies the DICOM region boxes (``loop.meta["us_regions"]``) as a prior. Candidates and model
-    selection are those of :func:`suggest_fanfit`. Deterministic for a given ``seed``."""
+    The mask takes the place of the evidence (no motion or texture step); candidates and model
+    selection are those of :func:`suggest_fanfit`. ``loop``, when given, lends two things:
+
+    - its DICOM region boxes (:mod:`.boxfit`): the mask is clipped to them, and the fitted shape is
+      completed to them on a side where the image has faded to black before the box;
+    - its image: the agreement is measured only where the image shows something (temporal maximum
+      above :data:`.boxfit.DARK_RATIO` of the mask's mean), since where the image is black the mask
+      is a guess and only the geometry (and the box) can place the edge. When most of the mask is
+      black (a blank or synthetic loop), the agreement is over all pixels.
+
+    Deterministic for a given ``seed``."""
+    from UltrasoundRefineLib.automask.boxfit import DARK_RATIO, clip_to_boxes, complete_to_boxes
+
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"fit_shape needs a 2-D (H, W) mask, got shape {m.shape}")
@@ -961,7 +976,10 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     shape = m.shape
     if loop is not None and tuple(loop.shape) != shape:
         raise ValueError(f"mask shape {shape} does not match the loop's {tuple(loop.shape)}")
-    unchanged = ShapeFit(m.copy(), [], "none", 0.0, False)
+    m, box_info = clip_to_boxes(m, loop)
+    if box_info.get("box_clip") == "used":
+        m = ndi.binary_fill_holes(m)
+    unchanged = ShapeFit(m.copy(), [], "none", 0.0, False, box_info)
     if m.sum() < 64:
         return unchanged
     prior = _box_prior(loop, shape) if loop is not None else None
@@ -976,7 +994,14 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     fits, _, _, target = best
     raster = _Raster(shape)
     regions = _refine([f[1] for f in fits], target, raster)
+    regions, completed = complete_to_boxes(regions, loop)
+    box_info.update(completed)
     fitted = raster.union(regions)
     agreement = float(_iou(fitted, m))
+    if loop is not None:
+        image = loop.grey().max(axis=0)
+        visible = image > DARK_RATIO * float(image[m].mean())
+        if np.count_nonzero(visible & m) >= 0.5 * np.count_nonzero(m):  # else the image says too little
+            agreement = float(_iou(fitted & visible, m & visible))
     used = agreement >= min_agreement
-    return ShapeFit(fitted if used else m.copy(), regions, _model_name(fits), agreement, used)
+    return ShapeFit(fitted if used else m.copy(), regions, _model_name(fits), agreement, used, box_info)

@@ -1,0 +1,157 @@
+"""The scanner's region boxes as a constraint: clipping a mask to them, completing a fitted shape to
+them where the image has faded to black (``automask.boxfit``, used by ``fanfit.fit_shape``).
+
+Every case has an exact synthetic ground truth: a shape drawn by ``geometry``, an image that fades to
+black inside it the way a low-gain deep field or a dark side does, and the box a scanner would write
+(the shape's bounding box, ``BOX_MARGIN`` pixels out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from UltrasoundRefineLib.automask.boxfit import (
+    BOX_MARGIN, clip_to_boxes, complete_to_boxes, region_boxes,
+)
+from UltrasoundRefineLib.automask.fanfit import fit_shape
+from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
+from UltrasoundRefineLib.loop import Loop
+
+SHAPE = (240, 320)
+SECTOR = Sector(apex_x=160.0, apex_y=20.0, half_angle_deg=35.0, r_max=190.0)
+
+
+def dice(a, b) -> float:
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def box_of(mask: np.ndarray, grow=(2, 2, 2, 2)) -> dict:
+    rows, cols = np.nonzero(mask)
+    return {"x0": int(cols.min()) - grow[0], "y0": int(rows.min()) - grow[1],
+            "x1": int(cols.max()) + grow[2], "y1": int(rows.max()) + grow[3]}
+
+
+def polar(shape=SHAPE, apex=(160.0, 20.0)):
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+    return np.hypot(x - apex[0], y - apex[1]), np.degrees(np.arctan2(x - apex[0], y - apex[1]))
+
+
+def loop_of(brightness: np.ndarray, truth: np.ndarray, boxes: list[dict], seed: int = 0) -> Loop:
+    """Three frames of speckle (x0.6-1.4) on ``brightness`` inside ``truth``, black outside."""
+    rng = np.random.default_rng(seed)
+    frames = np.stack([np.clip(brightness * rng.uniform(0.6, 1.4, SHAPE), 0, 255) * truth for _ in range(3)])
+    loop = Loop(frames.astype(np.uint8))
+    loop.meta["us_regions"] = boxes
+    return loop
+
+
+def fading(truth: np.ndarray, fade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness 120 fading with ``fade`` (1 bright .. 0 black) and the mask a network would give:
+    the truth where the image is not black."""
+    brightness = 120.0 * np.clip(fade, 0, 1)
+    return brightness, truth & (brightness > 15)
+
+
+def test_deep_field_that_fades_to_black_is_completed_to_the_box():
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness, mask = fading(truth, (165 - r) / 45)  # bright to r=120, black from r=165 (truth to 190)
+    loop = loop_of(brightness, truth, [box_of(truth)])
+    assert dice(mask, truth) < 0.93
+    f = fit_shape(mask, loop=loop, min_agreement=0.95)
+    assert f.used and f.box.get("box_completed") == ["0:bottom"], f.box
+    assert dice(f.mask, truth) > 0.995
+    assert abs(f.regions[0].r_max - SECTOR.r_max) < 1.5
+    # without the loop (no box, no image) the fit can only follow the mask
+    alone = fit_shape(mask, min_agreement=0.0)
+    assert dice(alone.mask, truth) < 0.95
+
+
+def test_a_bright_edge_is_a_real_edge_even_under_a_loose_box():
+    truth = SECTOR.mask(SHAPE)
+    brightness = np.full(SHAPE, 120.0)
+    loose = box_of(truth, grow=(2, 2, 2, 14))  # the box reaches 14 px below the region
+    loop = loop_of(brightness, truth, [loose])
+    f = fit_shape(truth.copy(), loop=loop, min_agreement=0.95)
+    assert f.used and f.box.get("box_completed") == []
+    assert dice(f.mask, truth) > 0.995
+
+
+def test_a_dark_side_is_completed_to_the_box():
+    truth = SECTOR.mask(SHAPE)
+    _, theta = polar()
+    brightness, mask = fading(truth, (theta + 27) / 10)  # black beyond -27 degrees (the truth reaches -35)
+    loop = loop_of(brightness, truth, [box_of(truth)])
+    assert dice(mask, truth) < 0.97
+    f = fit_shape(mask, loop=loop, min_agreement=0.95)
+    assert f.used and "0:left" in f.box["box_completed"], f.box
+    assert dice(f.mask, truth) > 0.99
+    assert abs(f.regions[0].half_angle_deg - SECTOR.half_angle_deg) < 1.0
+
+
+def test_a_rectangle_fading_at_the_bottom_reaches_its_box():
+    rect = Rectangle(60, 30, 260, 200)
+    truth = rect.mask(SHAPE)
+    y = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]][0].astype(float)
+    brightness, mask = fading(truth, (185 - y) / 40)
+    loop = loop_of(brightness, truth, [box_of(truth)])
+    regions, info = complete_to_boxes([Rectangle(60, 30, 260, 170)], loop)
+    assert info["box_completed"] == ["0:bottom"]
+    assert abs(regions[0].y1 - rect.y1) <= 1.0
+    f = fit_shape(mask, loop=loop, min_agreement=0.95)
+    assert f.used and dice(f.mask, truth) > 0.995
+
+
+def test_no_boxes_no_change_and_too_big_a_gap_is_left_alone():
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness, mask = fading(truth, (165 - r) / 45)
+    short = Sector(160.0, 20.0, 35.0, 150.0)
+    no_box = loop_of(brightness, truth, [])
+    assert complete_to_boxes([short], no_box) == ([short], {})
+    # a box far below (more than a quarter of the region's height) is not this region's edge
+    far = loop_of(brightness, truth, [box_of(truth, grow=(2, 2, 2, 45))])
+    regions, info = complete_to_boxes([short], far)
+    assert regions == [short] and info["box_completed"] == []
+
+
+def test_clip_to_boxes_cuts_what_lies_outside_and_refuses_a_wrong_box():
+    truth = SECTOR.mask(SHAPE)
+    loop = loop_of(np.full(SHAPE, 120.0), truth, [box_of(truth)])
+    ecg = np.zeros(SHAPE, bool)
+    ecg[225:229, 20:300] = True  # a trace below the fan, touching nothing
+    clipped, info = clip_to_boxes(truth | ecg, loop)
+    assert info["box_clip"] == "used" and np.array_equal(clipped, truth)
+    assert info["box_clip_px"] == np.count_nonzero(ecg)
+    wrong = loop_of(np.full(SHAPE, 120.0), truth, [{"x0": 0, "y0": 0, "x1": 100, "y1": 100}])
+    same, info = clip_to_boxes(truth, wrong)
+    assert info["box_clip"] == "refused" and np.array_equal(same, truth)
+    kept, info = clip_to_boxes(truth, None)
+    assert info == {} and np.array_equal(kept, truth)
+
+
+def test_region_boxes_reads_and_sanitises():
+    loop = Loop(np.zeros((1,) + SHAPE, np.uint8))
+    loop.meta["us_regions"] = [
+        {"x0": 10, "y0": 20, "x1": 400, "y1": 100},  # clipped to the grid
+        {"x0": 5, "y0": 5, "x1": 8, "y1": 8},  # too small to be a region
+        {"x0": "?", "y0": 1},  # unreadable
+    ]
+    assert region_boxes(loop) == [(10.0, 20.0, 319.0, 100.0)]
+    assert region_boxes(None) == []
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_brightest_keeps_grid_meta_and_the_maximum(rgb):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 20, 30, 3) if rgb else (4, 20, 30), dtype=np.uint8)
+    loop = Loop(frames, spacing=(0.2, 0.3), meta={"us_regions": [{"x0": 1, "y0": 1, "x1": 20, "y1": 15}]})
+    b = loop.brightest()
+    assert b.n_frames == 1 and b.shape == loop.shape and b.spacing == loop.spacing and not b.is_rgb
+    assert b.meta == loop.meta and b.meta is not loop.meta
+    assert np.abs(b.grey()[0] - loop.grey().max(0)).max() <= 0.5
+
+
+def test_margin_constant_matches_the_phantoms_boxes():
+    # the phantom grows each box by 1-4 px (mean 2.5); BOX_MARGIN is the integer nearest below
+    assert BOX_MARGIN == 2.0

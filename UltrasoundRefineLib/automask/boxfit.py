@@ -1,0 +1,231 @@
+"""The scanner's region boxes as a constraint on a region mask or a fitted shape.
+
+Many DICOM files carry ``SequenceOfUltrasoundRegions``: a box per image region, drawn a few pixels
+outside it (``loop.meta["us_regions"]``). Two uses, both only where a loop has boxes:
+
+- :func:`clip_to_boxes`: nothing outside every box is image region. A network that took an ECG trace
+  or a caption beside the fan for the scan is cut back to the boxes. Refused (the mask is returned
+  unchanged) when the boxes would remove much of the mask: then the boxes are the wrong ones.
+- :func:`complete_to_boxes`: where the image fades to black before a fitted shape reaches its box
+  (low gain, a dark deep field, a dark side), the region's edge is invisible in the image and no
+  method that reads the image can place it; the box can. The shape is extended along that side until
+  it reaches the box (less the scanners' margin), but only when the image just inside the shape's
+  edge on that side has faded (a bright edge is a real edge, and the box merely loose there), the
+  pixels it adds are dark, and the gap is small next to the region.
+
+Measured on the phantom (``benchmarks/train_phantom.py``): see the model card's ``postprocess`` and
+:mod:`UltrasoundRefineLib.train.model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
+from UltrasoundRefineLib.loop import Loop
+
+BOX_MARGIN = 2.0  # px: scanners draw their region boxes about this far outside the region
+MIN_GAP = 3.0  # px: a gap smaller than this is the margin's own scatter, not a missing edge
+MAX_GAP_FRAC = 0.25  # at most this share of the region's extent is added on one side
+FADE_RATIO = 0.6  # the band inside the edge is faded when its mean is below this share of the region's
+DARK_RATIO = 0.25  # the added pixels are dark when their mean is below this share of the region's
+EDGE_BAND = 8  # px: the band inside an edge whose brightness says whether the edge has faded
+CLIP_KEEP = 0.9  # clip only when the boxes keep at least this share of the mask
+
+
+def region_boxes(loop: Loop | None) -> list[tuple[float, float, float, float]]:
+    """The loop's region boxes as ``(x0, y0, x1, y1)`` inclusive pixel bounds (may be empty)."""
+    boxes = loop.meta.get("us_regions") if loop is not None and isinstance(loop.meta, dict) else None
+    out = []
+    h, w = loop.shape if loop is not None else (0, 0)
+    for b in boxes or []:
+        try:
+            x0, y0, x1, y1 = (float(b[k]) for k in ("x0", "y0", "x1", "y1"))
+        except (KeyError, TypeError, ValueError):
+            continue
+        x0, x1 = max(0.0, min(x0, x1)), min(w - 1.0, max(x0, x1))
+        y0, y1 = max(0.0, min(y0, y1)), min(h - 1.0, max(y0, y1))
+        if x1 - x0 >= 8 and y1 - y0 >= 8:
+            out.append((x0, y0, x1, y1))
+    return out
+
+
+def _box_mask(box, shape) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    m[y0 : y1 + 1, x0 : x1 + 1] = True
+    return m
+
+
+def clip_to_boxes(mask: np.ndarray, loop: Loop | None) -> tuple[np.ndarray, dict]:
+    """``mask`` with everything outside the union of the loop's region boxes removed.
+
+    Returns ``(mask, info)``; unchanged when the loop has no boxes or when clipping would remove more
+    than ``1 - CLIP_KEEP`` of the mask (boxes that disagree that much with the image are not trusted)."""
+    mask = np.asarray(mask, bool)
+    boxes = region_boxes(loop)
+    if not boxes or not mask.any():
+        return mask, {}
+    inside = np.zeros(mask.shape, bool)
+    for b in boxes:
+        inside |= _box_mask(b, mask.shape)
+    clipped = mask & inside
+    removed = int(mask.sum() - clipped.sum())
+    if clipped.sum() < CLIP_KEEP * mask.sum():
+        return mask, {"box_clip": "refused", "box_clip_px": removed}
+    return clipped, {"box_clip": "used", "box_clip_px": removed}
+
+
+# ---------------------------------------------------------------------------------------------------
+# completion
+
+
+def _extent(m: np.ndarray, side: str) -> float | None:
+    """The outermost pixel index of ``m`` on ``side`` (None for an empty mask)."""
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if rows.size == 0:
+        return None
+    return {"bottom": rows.max(), "left": cols.min(), "right": cols.max(), "top": rows.min()}[side]
+
+
+def _target(box, side: str) -> float:
+    x0, y0, x1, y1 = box
+    return {"bottom": y1 - BOX_MARGIN, "left": x0 + BOX_MARGIN, "right": x1 - BOX_MARGIN}[side]
+
+
+def _reaches(m: np.ndarray, side: str, target: float) -> bool:
+    e = _extent(m, side)
+    if e is None:
+        return False
+    return e >= target if side in ("bottom", "right") else e <= target
+
+
+def _grow(region: Region, side: str, t: float, how: str = "edge") -> Region | None:
+    """``region`` extended on ``side`` by ``t >= 0``, or None when it cannot be moved that way.
+
+    ``how`` for a sector's left or right: ``"clip"`` moves the scanner clip on that side outwards by
+    ``t`` pixels (the rays stay); ``"edge"`` turns that side's ray outwards by ``t`` degrees (the half
+    angle grows by ``t / 2`` and the axis tilts by ``t / 2`` towards that side; positive angles turn
+    towards +x). Rectangles move the edge; a sector's bottom is its far arc's radius."""
+    if isinstance(region, Rectangle):
+        if side == "bottom":
+            return replace(region, y1=region.y1 + t)
+        if side == "left":
+            return replace(region, x0=region.x0 - t)
+        return replace(region, x1=region.x1 + t)
+    if not isinstance(region, Sector):
+        return None
+    if side == "bottom":
+        return replace(region, r_max=region.r_max + t)
+    if how == "clip":
+        if region.clip is None:
+            return None
+        x0, y0, x1, y1 = region.clip
+        return replace(region, clip=(x0 - t, y0, x1, y1) if side == "left" else (x0, y0, x1 + t, y1))
+    sign = -1.0 if side == "left" else 1.0
+    half = region.half_angle_deg + t / 2.0
+    if half >= 89.0:
+        return None
+    return replace(region, half_angle_deg=half, tilt_deg=region.tilt_deg + sign * t / 2.0)
+
+
+def _unclip(region: Region, side: str) -> Region:
+    """A sector without its scanner clip on ``side`` (left or right)."""
+    if not isinstance(region, Sector) or region.clip is None:
+        return region
+    x0, y0, x1, y1 = region.clip
+    return replace(region, clip=(-1e6, y0, x1, y1) if side == "left" else (x0, y0, 1e6, y1))
+
+
+def _band_inside(m: np.ndarray, side: str, width: int) -> np.ndarray:
+    """Where ``m`` meets ``side``: for the bottom, the ``width`` pixels above the lower edge in every
+    column; for left or right, the pixels within ``2 * width`` columns of the outermost one (a sector's
+    outermost point is a corner of its far arc, which is where a dark side shows)."""
+    band = np.zeros_like(m)
+    if side == "bottom":
+        cols = np.flatnonzero(m.any(0))
+        yb = m.shape[0] - 1 - np.argmax(m[::-1, cols], axis=0)
+        yy = np.arange(m.shape[0])[:, None]
+        band[:, cols] = (yy <= yb[None, :]) & (yy > yb[None, :] - width)
+        return band & m
+    cols = np.flatnonzero(m.any(0))
+    if side == "left":
+        band[:, cols.min() : cols.min() + 2 * width] = True
+    else:
+        band[:, max(0, cols.max() - 2 * width + 1) : cols.max() + 1] = True
+    return band & m
+
+
+def _solve(region: Region, side: str, target: float, shape, hi: float, how: str = "edge") -> Region | None:
+    """The smallest growth on ``side`` (bisection) at which the region reaches ``target``."""
+    top = _grow(region, side, hi, how)
+    if top is None or not _reaches(top.mask(shape), side, target):
+        return None
+    lo = 0.0
+    for _ in range(24):
+        mid = 0.5 * (lo + hi)
+        g = _grow(region, side, mid, how)
+        if g is not None and _reaches(g.mask(shape), side, target):
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 0.02:
+            break
+    return _grow(region, side, hi, how)
+
+
+def _extend(region: Region, side: str, target: float, gap: float, shape) -> Region | None:
+    """``region`` grown on ``side`` just enough to reach ``target`` (None when it cannot be)."""
+    if isinstance(region, Rectangle) or side == "bottom":
+        return _solve(region, side, target, shape, 3.0 * gap)
+    if isinstance(region, Sector) and region.clip is not None:
+        grown = _solve(region, side, target, shape, 3.0 * gap, "clip")  # the clip first: the rays may reach
+        if grown is not None:
+            return grown
+        region = _unclip(region, side)
+    return _solve(region, side, target, shape, 45.0)
+
+
+def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("bottom", "left", "right")) -> tuple[list[Region], dict]:
+    """Extend each fitted region to its region box on the sides where the image has faded to black.
+
+    Returns ``(regions, info)``; ``info["box_completed"]`` lists ``"<region index>:<side>"`` for each
+    extension made (empty when none)."""
+    boxes = region_boxes(loop)
+    if not boxes or not regions:
+        return list(regions), {}
+    shape = tuple(loop.shape)
+    image = loop.grey().max(axis=0)  # the brightest each pixel gets over the loop
+    out, done = [], []
+    for k, region in enumerate(regions):
+        m = region.mask(shape)
+        if not m.any():
+            out.append(region)
+            continue
+        overlaps = [int((m & _box_mask(b, shape)).sum()) for b in boxes]
+        box = boxes[int(np.argmax(overlaps))]
+        ref = float(image[m].mean())
+        for side in sides:
+            m = region.mask(shape)
+            e = _extent(m, side)
+            target = _target(box, side)
+            gap = (target - e) if side in ("bottom", "right") else (e - target)
+            rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+            size = (rows.max() - rows.min() + 1) if side == "bottom" else (cols.max() - cols.min() + 1)
+            if gap < MIN_GAP or gap > MAX_GAP_FRAC * size or ref <= 0:
+                continue
+            band = _band_inside(m, side, EDGE_BAND)
+            if not band.any() or image[band].mean() > FADE_RATIO * ref:
+                continue  # a bright edge: the region ends there, the box is loose
+            grown = _extend(region, side, target, gap, shape)
+            if grown is None:
+                continue
+            added = grown.mask(shape) & ~m
+            if added.any() and image[added].mean() > DARK_RATIO * ref:
+                continue  # the extension would cover visible content that the fit left out
+            region = grown
+            done.append(f"{k}:{side}")
+        out.append(region)
+    return out, {"box_completed": done}
