@@ -112,3 +112,20 @@ def test_finetuning_uses_every_human_mask_for_the_full_schedule():
     # a 2-of-10 hold-out stopped fine-tuning at epoch 2-5 (test Dice -0.004 on the phantom demo)
     assert FINETUNE_DEFAULTS.val_fraction == 0
     assert FINETUNE_DEFAULTS.epochs >= 30
+
+
+def test_evaluate_scores_exactly_what_predict_gives(phantoms, tmp_path):
+    """The test-set score sees the loop too (its brightest frame and region boxes kept beside the
+    rendered example), so what the benchmark and the report count is what ``predict`` writes."""
+    from UltrasoundRefineLib.metrics import mask_metrics
+    from UltrasoundRefineLib.train.data import render_examples
+
+    pairs = [(p.loop, p.truth) for p in phantoms[:3]]
+    train_model(pairs, None, TINY, seed=0, device="cpu", out=tmp_path / "m")
+    model = load_model(tmp_path / "m", device="cpu")
+    samples = render_examples(pairs, model.size, model.inputs, keep_masks=True)
+    assert all(s.loop is not None and s.loop.n_frames == 1 and s.loop.meta == loop.meta for s, (loop, _) in zip(samples, pairs))
+    assert render_examples(pairs[:1], model.size, model.inputs)[0].loop is None  # training examples stay light
+    rows = evaluate_model(model, pairs)["per_example"]
+    for row, (loop, truth) in zip(rows, pairs):
+        assert row["dice"] == pytest.approx(mask_metrics(predict_loop(model, loop).mask, truth)["dice"], abs=1e-6)

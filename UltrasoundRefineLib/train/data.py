@@ -31,6 +31,7 @@ class Sample:
     group: str | None = None
     mask: np.ndarray | None = None
     spacing: tuple[float, float] | None = None
+    loop: Loop | None = None  # with ``mask``: the loop's brightest frame and region boxes, for the shape fit
 
 
 @dataclass
@@ -92,8 +93,9 @@ def to_sample(example: Any, size: int, inputs: tuple[str, ...], keep_mask: bool 
     if isinstance(source, Loop):
         rendered = render_loop(source, size, inputs)
         group, spacing = source.group_key, source.spacing
+        context = source.brightest() if keep_mask else None
     elif isinstance(source, Rendered):
-        rendered, group, spacing = source, None, None
+        rendered, group, spacing, context = source, None, None, None
         if rendered.image.shape[-1] != size or tuple(rendered.inputs) != tuple(inputs):
             raise TrainError("a pre-rendered loop does not match this run's input size or channels")
     else:
@@ -113,6 +115,7 @@ def to_sample(example: Any, size: int, inputs: tuple[str, ...], keep_mask: bool 
         group=group,
         mask=mask if keep_mask else None,
         spacing=spacing,
+        loop=context,
     )
 
 

@@ -33,7 +33,7 @@ def evaluate_model(model: Model, examples: Sequence[Any], *, tta: bool = True, p
     ``keep_masks=True``. Returns per-example metrics (dice, iou, accuracy, hd95, uncertainty) and a
     summary (``dice_mean``, ``dice_sd``, ..., ``n``)."""
     samples = render_examples(examples, model.size, model.inputs, keep_masks=True)
-    mode, min_agreement = card_postprocess(model.card)  # "shape" fits without the loops' DICOM boxes here
+    mode, min_agreement = card_postprocess(model.card)
     if postprocess is not None:
         mode = postprocess_mode(postprocess)
     rows = []
@@ -44,7 +44,7 @@ def evaluate_model(model: Model, examples: Sequence[Any], *, tta: bool = True, p
         for i, s in enumerate(chunk):
             if s.mask is None:
                 raise ValueError(f"example {s.key} has no original-grid mask to score against")
-            pred = mask_from_members(members[:, i], s.geometry, mode, min_agreement=min_agreement)
+            pred = mask_from_members(members[:, i], s.geometry, mode, loop=s.loop, min_agreement=min_agreement)
             m = mask_metrics(pred, s.mask, s.spacing)
             m["uncertainty"] = tta_uncertainty(members[:, i], s.geometry)
             m["key"] = s.key
