@@ -155,3 +155,27 @@ def test_brightest_keeps_grid_meta_and_the_maximum(rgb):
 def test_margin_constant_matches_the_phantoms_boxes():
     # the phantom grows each box by 1-4 px (mean 2.5); BOX_MARGIN is the integer nearest below
     assert BOX_MARGIN == 2.0
+
+
+def test_faint_echoes_behind_a_bright_edge_still_reach_the_box():
+    """A bright pericardium, then a deep field of faint echoes (grey 1-4) down to the far arc: the
+    mask stops at the bright edge, the faint echoes beyond it say the region goes on."""
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness = np.where(r < 160, 100.0, np.where(r < 170, 200.0, 3.0))
+    loop = loop_of(brightness, truth, [box_of(truth)])
+    mask = truth & (r < 170)
+    f = fit_shape(mask, loop=loop, min_agreement=0.95)
+    assert f.used and f.box.get("box_completed") == ["0:bottom"], f.box
+    assert dice(f.mask, truth) > 0.995
+
+
+def test_a_sector_clipped_at_the_bottom_is_unclipped_to_reach_the_box():
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness, _ = fading(truth, (165 - r) / 45)
+    loop = loop_of(brightness, truth, [box_of(truth)])
+    clipped = Sector(160.0, 20.0, 35.0, 190.0, clip=(-1e6, -1e6, 1e6, 192.0))
+    regions, info = complete_to_boxes([clipped], loop)
+    assert info["box_completed"] == ["0:bottom"]
+    assert dice(regions_mask(regions, SHAPE), truth) > 0.995

@@ -9,9 +9,10 @@ outside it (``loop.meta["us_regions"]``). Two uses, both only where a loop has b
 - :func:`complete_to_boxes`: where the image fades to black before a fitted shape reaches its box
   (low gain, a dark deep field, a dark side), the region's edge is invisible in the image and no
   method that reads the image can place it; the box can. The shape is extended along that side until
-  it reaches the box (less the scanners' margin), but only when the image just inside the shape's
-  edge on that side has faded (a bright edge is a real edge, and the box merely loose there), the
-  pixels it adds are dark, and the gap is small next to the region.
+  it reaches the box (less the scanners' margin), but only when the pixels it adds are dark, the gap
+  is small next to the region, and the edge is not a real one: the image just inside it has faded,
+  or faint echoes lie just beyond it (a dark deep field behind a bright pericardium). A bright edge
+  with nothing beyond it is the region's edge, and the box merely loose there.
 
 Measured on the phantom (``benchmarks/train_phantom.py``): see the model card's ``postprocess`` and
 :mod:`UltrasoundRefineLib.train.model`.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
 from UltrasoundRefineLib.loop import Loop
@@ -33,6 +35,8 @@ FADE_RATIO = 0.6  # the band inside the edge is faded when its mean is below thi
 DARK_RATIO = 0.25  # the added pixels are dark when their mean is below this share of the region's
 EDGE_BAND = 8  # px: the band inside an edge whose brightness says whether the edge has faded
 CLIP_KEEP = 0.9  # clip only when the boxes keep at least this share of the mask
+FAINT = 2.0  # grey levels above the background (the median outside the boxes): a faint echo
+FAINT_SHARE = 0.05  # a strip beyond an edge with this share of faint echoes is still image region
 
 
 def region_boxes(loop: Loop | None) -> list[tuple[float, float, float, float]]:
@@ -105,10 +109,10 @@ def _reaches(m: np.ndarray, side: str, target: float) -> bool:
 def _grow(region: Region, side: str, t: float, how: str = "edge") -> Region | None:
     """``region`` extended on ``side`` by ``t >= 0``, or None when it cannot be moved that way.
 
-    ``how`` for a sector's left or right: ``"clip"`` moves the scanner clip on that side outwards by
-    ``t`` pixels (the rays stay); ``"edge"`` turns that side's ray outwards by ``t`` degrees (the half
-    angle grows by ``t / 2`` and the axis tilts by ``t / 2`` towards that side; positive angles turn
-    towards +x). Rectangles move the edge; a sector's bottom is its far arc's radius."""
+    ``how`` for a sector: ``"clip"`` moves the scanner clip on that side outwards by ``t`` pixels (the
+    rays and the arc stay); ``"edge"`` grows the far arc's radius (bottom) or turns that side's ray
+    outwards by ``t`` degrees (the half angle grows by ``t / 2`` and the axis tilts by ``t / 2`` towards
+    that side; positive angles turn towards +x). Rectangles move the edge."""
     if isinstance(region, Rectangle):
         if side == "bottom":
             return replace(region, y1=region.y1 + t)
@@ -117,13 +121,14 @@ def _grow(region: Region, side: str, t: float, how: str = "edge") -> Region | No
         return replace(region, x1=region.x1 + t)
     if not isinstance(region, Sector):
         return None
-    if side == "bottom":
-        return replace(region, r_max=region.r_max + t)
     if how == "clip":
         if region.clip is None:
             return None
         x0, y0, x1, y1 = region.clip
-        return replace(region, clip=(x0 - t, y0, x1, y1) if side == "left" else (x0, y0, x1 + t, y1))
+        moved = {"left": (x0 - t, y0, x1, y1), "right": (x0, y0, x1 + t, y1), "bottom": (x0, y0, x1, y1 + t)}
+        return replace(region, clip=moved[side])
+    if side == "bottom":
+        return replace(region, r_max=region.r_max + t)
     sign = -1.0 if side == "left" else 1.0
     half = region.half_angle_deg + t / 2.0
     if half >= 89.0:
@@ -132,11 +137,11 @@ def _grow(region: Region, side: str, t: float, how: str = "edge") -> Region | No
 
 
 def _unclip(region: Region, side: str) -> Region:
-    """A sector without its scanner clip on ``side`` (left or right)."""
+    """A sector without its scanner clip on ``side``."""
     if not isinstance(region, Sector) or region.clip is None:
         return region
     x0, y0, x1, y1 = region.clip
-    return replace(region, clip=(-1e6, y0, x1, y1) if side == "left" else (x0, y0, 1e6, y1))
+    return replace(region, clip={"left": (-1e6, y0, x1, y1), "right": (x0, y0, 1e6, y1), "bottom": (x0, y0, x1, 1e6)}[side])
 
 
 def _band_inside(m: np.ndarray, side: str, width: int) -> np.ndarray:
@@ -178,14 +183,14 @@ def _solve(region: Region, side: str, target: float, shape, hi: float, how: str 
 
 def _extend(region: Region, side: str, target: float, gap: float, shape) -> Region | None:
     """``region`` grown on ``side`` just enough to reach ``target`` (None when it cannot be)."""
-    if isinstance(region, Rectangle) or side == "bottom":
+    if isinstance(region, Rectangle):
         return _solve(region, side, target, shape, 3.0 * gap)
     if isinstance(region, Sector) and region.clip is not None:
-        grown = _solve(region, side, target, shape, 3.0 * gap, "clip")  # the clip first: the rays may reach
+        grown = _solve(region, side, target, shape, 3.0 * gap, "clip")  # the clip first: the shape may reach
         if grown is not None:
             return grown
         region = _unclip(region, side)
-    return _solve(region, side, target, shape, 45.0)
+    return _solve(region, side, target, shape, 3.0 * gap if side == "bottom" else 45.0)
 
 
 def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("bottom", "left", "right")) -> tuple[list[Region], dict]:
@@ -198,6 +203,10 @@ def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("botto
         return list(regions), {}
     shape = tuple(loop.shape)
     image = loop.grey().max(axis=0)  # the brightest each pixel gets over the loop
+    inside_any = np.zeros(shape, bool)
+    for b in boxes:
+        inside_any |= _box_mask(b, shape)
+    background = float(np.median(image[~inside_any])) if (~inside_any).any() else 0.0
     out, done = [], []
     for k, region in enumerate(regions):
         m = region.mask(shape)
@@ -216,15 +225,20 @@ def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("botto
             size = (rows.max() - rows.min() + 1) if side == "bottom" else (cols.max() - cols.min() + 1)
             if gap < MIN_GAP or gap > MAX_GAP_FRAC * size or ref <= 0:
                 continue
-            band = _band_inside(m, side, EDGE_BAND)
-            if not band.any() or image[band].mean() > FADE_RATIO * ref:
-                continue  # a bright edge: the region ends there, the box is loose
             grown = _extend(region, side, target, gap, shape)
             if grown is None:
                 continue
             added = grown.mask(shape) & ~m
-            if added.any() and image[added].mean() > DARK_RATIO * ref:
+            if not added.any() or image[added].mean() > DARK_RATIO * ref:
                 continue  # the extension would cover visible content that the fit left out
+            band = _band_inside(m, side, EDGE_BAND)
+            faded = band.any() and image[band].mean() <= FADE_RATIO * ref
+            if not faded:
+                # a bright edge ends the region (the box is loose there) unless faint echoes lie just
+                # beyond it: a dark deep field behind a bright structure (the pericardium, a wall)
+                strip = added & ndi.binary_dilation(m, iterations=EDGE_BAND)
+                if not strip.any() or (image[strip] > background + FAINT).mean() < FAINT_SHARE:
+                    continue
             region = grown
             done.append(f"{k}:{side}")
         out.append(region)

@@ -22,7 +22,8 @@ Steps:
 
 ``fit_shape(mask)`` runs steps 3 and 4 on a given mask (a network's prediction, blurry from its low
 resolution) taken as clean evidence, polishes the chosen shape's parameters to sub-pixel accuracy
-against the mask's edges, and returns the exact shape where it agrees with the mask.
+against the mask's edges, and returns the exact shape where it agrees with the mask; given the loop,
+it also uses the loop's region boxes (:mod:`.boxfit`) where the image has faded to black.
 """
 
 from __future__ import annotations
