@@ -68,8 +68,9 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
 def run_demo_cmd(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.demo import run_demo
 
+    # the demo prints its own progress lines; --json adds the events on stdout
     paths = run_demo(args.out, quick=args.quick, device=args.device, workers=args.workers,
-                     events=_events(args.json))
+                     events=_events(True) if args.json else None)
     print(f"report: {paths['html']}", file=sys.stderr)
     if "model" in paths:
         print(f"refined model: {paths['model']} (use: ultrasound-refine predict --model {paths['model']} ...)",

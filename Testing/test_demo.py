@@ -1,0 +1,64 @@
+"""The README's main job end to end: ``ultrasound-refine demo --quick`` (phantom, auto masks, simulated
+review, pretraining, fine-tuning, repeated runs, statistics, report, the refined model), then
+``predict`` with the model it leaves behind. The quick size: about 40 s on 2 CPU cores."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from UltrasoundRefineLib.experiment.spec import DEFAULT_CONDITIONS, REFINED
+from UltrasoundRefineLib.demo import QUICK_SIZE
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "UltrasoundRefineLib", "demo", "--quick", "--out", str(out / "d")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "d", proc
+
+
+def test_demo_writes_the_report_the_csvs_and_the_model(demo):
+    out, proc = demo
+    for name in ("report.html", "report.json", "runs.csv", "comparisons.csv", "model/weights.pt", "model/card.json"):
+        assert (out / name).is_file(), name
+    assert f"report: {out / 'report.html'}" in proc.stderr
+    with open(out / "runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert list(runs[0]) == ["condition", "repeat", "seed", "dice", "iou", "accuracy", "hd95", "seconds"]
+    conditions = {r["condition"] for r in runs}
+    assert REFINED in conditions and set(DEFAULT_CONDITIONS) <= conditions
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in runs)
+    with open(out / "comparisons.csv", newline="") as f:
+        comparisons = list(csv.DictReader(f))
+    assert list(comparisons[0]) == ["a", "b", "test", "statistic", "p", "p_holm", "effect_size", "n_a", "n_b"]
+    report = json.loads((out / "report.json").read_text())
+    assert report and "PATIENT" not in (out / "report.html").read_text().upper().replace("PATIENTS", "")
+
+
+def test_demo_prints_each_run_once(demo):
+    import re
+
+    _, proc = demo
+    lines = [ln for ln in proc.stderr.splitlines() if re.search(r"\brun \d+/\d+:", ln)]
+    total = int(re.search(r"run \d+/(\d+):", lines[0]).group(1))
+    assert total == len(DEFAULT_CONDITIONS) * QUICK_SIZE.repeats
+    assert len(lines) == total, lines  # one line per run, not one from the demo and one from the CLI
+
+
+def test_the_demo_model_predicts_with_the_automask_contract(demo, tmp_path):
+    out, _ = demo
+    loops = sorted((out / "phantom" / "loops").glob("*.dcm"))[:2]
+    proc = subprocess.run([sys.executable, "-m", "UltrasoundRefineLib", "predict", "--model", str(out / "model"),
+                           *map(str, loops), "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert len(summary["loops"]) == 2 and not summary["failed"]
+    for loop in loops:
+        assert (tmp_path / "p" / f"{loop.stem}.nrrd").is_file()
