@@ -29,7 +29,7 @@ from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
 from UltrasoundRefineLib.loop import Loop
 
 BOX_MARGIN = 2.0  # px: scanners draw their region boxes about this far outside the region
-MIN_GAP = 3.0  # px: a gap smaller than this is the margin's own scatter, not a missing edge
+MIN_GAP = 5.0  # px: a shorter gap is the margin's own scatter (margins vary by a few px), not a missing edge
 MAX_GAP_FRAC = 0.25  # at most this share of the region's extent is added on one side
 FADE_RATIO = 0.6  # the band inside the edge is faded when its mean is below this share of the region's
 DARK_RATIO = 0.25  # the added pixels are dark when their mean is below this share of the region's
