@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Union
 
 import numpy as np
+
+
+@lru_cache(maxsize=8)
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(y, x)`` of an image (read-only; shape fitting draws thousands of masks)."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    y.flags.writeable = False
+    x.flags.writeable = False
+    return y, x
 
 
 @dataclass(frozen=True)
@@ -40,14 +50,29 @@ class Sector:
     kind = "sector"
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
-        h, w = shape
-        y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+        y, x = _grid((int(shape[0]), int(shape[1])))
         dx, dy = x - self.apex_x, y - self.apex_y
-        r = np.hypot(dx, dy)
-        theta = np.degrees(np.arctan2(dx, dy))  # 0 = straight down, + towards +x
-        m = (np.abs(theta - self.tilt_deg) <= self.half_angle_deg) & (dy > 0) & (r >= self.r_min)
+        m = dy > 0
+        if self.half_angle_deg + abs(self.tilt_deg) < 90.0:
+            # between the two side rays: the angle from straight down (+ towards +x) is within
+            # tilt +- half exactly when the point lies on the inner side of both rays (no arctan needed)
+            # (pixels within rounding of a ray are decided by the angle itself, as the definition says)
+            lo, hi = math.radians(self.tilt_deg - self.half_angle_deg), math.radians(self.tilt_deg + self.half_angle_deg)
+            c_lo = dx * math.cos(lo) - dy * math.sin(lo)
+            c_hi = dx * math.cos(hi) - dy * math.sin(hi)
+            wedge = (c_lo >= 0) & (c_hi <= 0)
+            near = (np.abs(c_lo) < 1e-6) | (np.abs(c_hi) < 1e-6)
+            if near.any():
+                theta = np.degrees(np.arctan2(dx[near], dy[near]))
+                wedge[near] = np.abs(theta - self.tilt_deg) <= self.half_angle_deg
+            m &= wedge
+        else:
+            theta = np.degrees(np.arctan2(dx, dy))  # 0 = straight down, + towards +x
+            m &= np.abs(theta - self.tilt_deg) <= self.half_angle_deg
+        if self.r_min > 0:
+            m &= dx * dx + dy * dy >= self.r_min**2
         fx, fy = self.far_center if self.far_center is not None else (self.apex_x, self.apex_y)
-        m &= np.hypot(x - fx, y - fy) <= self.r_max
+        m &= (x - fx) ** 2 + (y - fy) ** 2 <= self.r_max**2
         if self.flat_top_y is not None:
             m &= y >= self.flat_top_y
         if self.clip is not None:
@@ -71,8 +96,7 @@ class Rectangle:
     kind = "rectangle"
 
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
-        h, w = shape
-        y, x = np.mgrid[0:h, 0:w]
+        y, x = _grid((int(shape[0]), int(shape[1])))
         return (x >= self.x0) & (x <= self.x1) & (y >= self.y0) & (y <= self.y1)
 
     def to_dict(self) -> dict:
