@@ -134,3 +134,21 @@ def test_experiment_command_with_a_spec_file(workspace, tmp_path, capsys):
     spec.write_text("repeats = 1\n")
     assert main(["experiment", str(workspace), "--spec", str(spec), "--out", str(out)]) == 2
     assert str(spec) in capsys.readouterr().err
+
+
+def test_worker_processes_get_one_library_thread_each(monkeypatch):
+    """Workers sharing few cores: numpy's and scipy's BLAS pools sized to the worker's share, unless the
+    user chose; the parent's environment is left as it was."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from UltrasoundRefineLib.experiment.runner import _worker_threads
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    with _worker_threads(1), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        child = pool.submit(os.environ.get, "OPENBLAS_NUM_THREADS").result()
+        user = pool.submit(os.environ.get, "MKL_NUM_THREADS").result()
+    assert child == "1" and user == "3"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"

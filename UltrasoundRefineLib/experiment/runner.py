@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -318,10 +319,32 @@ def run_experiment(
     else:
         # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with _worker_threads(threads), ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             _schedule(spec, todo, done, root, pool, workers, submit, finished)
     runs = [done[j.key] for j in jobs]
     return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=_machine(device_name))
+
+
+#: The numerical libraries' own thread pools (numpy's and scipy's OpenBLAS, OpenMP): a worker that
+#: fits shapes with 2 BLAS threads on a 2-core machine takes the core of the worker training beside it.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def _worker_threads(threads: int | None):
+    """While the worker processes start (they inherit the environment), their libraries' thread pools
+    get ``threads`` threads each, unless the user set these variables."""
+    if not threads:
+        yield
+        return
+    added = [k for k in _THREAD_VARIABLES if k not in os.environ]
+    for k in added:
+        os.environ[k] = str(threads)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def _run_dir(root: Path, job: RunJob) -> Path:
