@@ -148,7 +148,7 @@ def test_worker_processes_get_one_library_thread_each(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")
     with _worker_threads(1), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        child = pool.submit(os.environ.get, "OPENBLAS_NUM_THREADS").result()
-        user = pool.submit(os.environ.get, "MKL_NUM_THREADS").result()
+        child = pool.submit(os.getenv, "OPENBLAS_NUM_THREADS").result()
+        user = pool.submit(os.getenv, "MKL_NUM_THREADS").result()
     assert child == "1" and user == "3"
     assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
