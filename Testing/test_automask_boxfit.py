@@ -99,6 +99,23 @@ def test_a_guess_into_the_black_past_a_bright_edge_is_not_fitted():
     assert dice(whole.mask, truth) < 0.98
 
 
+def test_without_boxes_the_mask_is_all_there_is_to_go_by_in_the_black():
+    """No region boxes: nothing but the mask says how far a dark deep field goes, so the shape is fitted
+    to all of it (a mask that knew the region keeps it)."""
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness, _ = fading(truth, (165 - r) / 45)
+    no_box = loop_of(brightness, truth, [])
+    f = fit_shape(truth.copy(), loop=no_box, min_agreement=0.95)
+    assert f.used and f.fitted_to == "mask"
+    assert dice(f.mask, truth) > 0.995
+    # with the box, the visible part is fitted and the box completes the deep field
+    boxed = loop_of(brightness, truth, [box_of(truth)])
+    g = fit_shape(truth.copy(), loop=boxed, min_agreement=0.95)
+    assert g.used and g.fitted_to == "visible" and g.box["box_completed"] == ["0:bottom"]
+    assert dice(g.mask, truth) > 0.995
+
+
 def test_a_dark_side_is_completed_to_the_box():
     truth = SECTOR.mask(SHAPE)
     _, theta = polar()

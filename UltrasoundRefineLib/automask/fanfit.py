@@ -968,15 +968,16 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     - its image. Where the image is black (temporal maximum below :data:`.boxfit.DARK_RATIO` of the
       mask's mean) the mask is a guess: a network cannot see an edge there, and one fine-tuned on a
       few masks with dark deep fields guesses a region reaching into the black beyond a bright edge.
-      So the shape is first fitted to the part of the mask the image shows (holes filled), and only
-      the boxes decide how far it goes into the black; when that fit does not agree, the whole mask
-      is fitted. The agreement is measured only where the image shows something (when most of the
+      So where the loop has region boxes, the shape is first fitted to the part of the mask the image
+      shows (holes filled), and only the boxes decide how far it goes into the black; when that fit
+      does not agree, or without boxes (then the mask's guess is the only word on the black), the
+      whole mask is fitted. The agreement is measured only where the image shows something (when most of the
       mask is black, a blank or synthetic loop, over all pixels). Measured on the phantom demo's 50
       test loops with its five fine-tuned models: the visible part first 0.981 mean Dice, the whole
       mask only 0.976, the fit with the better agreement 0.976.
 
     Deterministic for a given ``seed``."""
-    from UltrasoundRefineLib.automask.boxfit import clip_to_boxes
+    from UltrasoundRefineLib.automask.boxfit import clip_to_boxes, region_boxes
 
     m = np.asarray(mask)
     if m.ndim != 2:
@@ -992,7 +993,8 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     if m.sum() < 64:
         return unchanged
     visible = _visible(m, loop)
-    seen = _seen_part(m, visible)
+    # only where boxes can carry the shape into the black: without them, the mask's guess is all there is
+    seen = _seen_part(m, visible) if region_boxes(loop) else None
     fit = None
     if seen is not None:
         fit = _fit_mask(seen, m, visible, loop, seed, box_info)
