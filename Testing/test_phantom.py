@@ -187,6 +187,28 @@ def test_generation_is_fast():
     assert (time.perf_counter() - t) / 3 < 0.5
 
 
+def test_write_phantom_in_several_processes_writes_the_same_files(tmp_path):
+    serial = write_phantom(tmp_path / "serial", 4, seed=5, n_frames=2, size=(96, 128))
+    parallel = write_phantom(tmp_path / "parallel", 4, seed=5, n_frames=2, size=(96, 128), workers=2)
+    assert [p.name for p in parallel] == [p.name for p in serial]
+    for sub in ("loops", "truth"):
+        names = sorted(p.name for p in (tmp_path / "serial" / sub).iterdir())
+        assert names == sorted(p.name for p in (tmp_path / "parallel" / sub).iterdir()) and names
+        for name in names:
+            assert (tmp_path / "serial" / sub / name).read_bytes() == (tmp_path / "parallel" / sub / name).read_bytes(), name
+
+
+def test_errors_raised_in_a_worker_process_reach_the_parent_whole():
+    import pickle
+
+    from UltrasoundRefineLib.errors import InputError, OutputError
+    from UltrasoundRefineLib.workspace.errors import UnknownItemError
+
+    for err in (OutputError("/out/x.dcm", "cannot write"), InputError("a.dcm", "not DICOM"), UnknownItemError("ws", "no item 3")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.path == err.path and back.reason == err.reason
+
+
 def test_write_phantom(tmp_path):
     paths = write_phantom(tmp_path, 3, seed=5, n_frames=3)
     assert [p.name for p in paths] == ["phantom_0000.dcm", "phantom_0001.dcm", "phantom_0002.dcm"]

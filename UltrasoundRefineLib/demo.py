@@ -9,6 +9,7 @@ again over the same folder picks up where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -75,7 +76,7 @@ def prepare_workspace(out: Path, size: DemoSize, events: Events) -> Path:
     if len(loops) != n_total:
         start = time.perf_counter()
         _say(f"[demo] writing {n_total} phantom loops to {phantom_dir}")
-        write_phantom(phantom_dir, n_total, SEED)
+        write_phantom(phantom_dir, n_total, SEED, workers=min(os.cpu_count() or 1, 8))
         events({"event": "phantom", "loops": n_total, "seconds": round(time.perf_counter() - start, 1)})
     ws_path = out / "workspace"
     ws = Workspace.open(ws_path) if (ws_path / "workspace.db").is_file() else Workspace.create(ws_path)

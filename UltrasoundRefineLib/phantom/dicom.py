@@ -102,10 +102,9 @@ def phantom_dataset(p, index: int = 0) -> Dataset:
     return ds
 
 
-def write_phantom_set(out_dir, n: int, seed: int, **kw) -> list[Path]:
-    """``loops/phantom_NNNN.dcm`` plus ``truth/phantom_NNNN.nrrd`` and ``.json`` for ``n`` loops."""
-    from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
-
+def write_phantom_set(out_dir, n: int, seed: int, *, workers: int = 1, **kw) -> list[Path]:
+    """``loops/phantom_NNNN.dcm`` plus ``truth/phantom_NNNN.nrrd`` and ``.json`` for ``n`` loops;
+    ``workers`` > 1 writes them in that many processes (the files are the same: each loop has its own seed)."""
     out = Path(out_dir)
     loops_dir, truth_dir = out / "loops", out / "truth"
     try:
@@ -113,33 +112,47 @@ def write_phantom_set(out_dir, n: int, seed: int, **kw) -> list[Path]:
         truth_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(out, f"cannot create the phantom folders ({e.strerror or e})") from None
-    paths = []
-    for i in range(int(n)):
-        s = loop_seed(seed, i)
-        p = make_phantom_loop(s, **kw)
-        stem = f"phantom_{i:04d}"
-        p.loop.stem = stem
-        path = loops_dir / f"{stem}.dcm"
-        ds = phantom_dataset(p, i)
-        try:
-            ds.save_as(path, enforce_file_format=True)
-        except OSError as e:
-            raise OutputError(path, f"cannot write the DICOM file ({e.strerror or e})") from None
-        write_mask(p.truth, truth_dir / f"{stem}.nrrd", like=p.loop)
-        info = {
-            "stem": stem,
-            "seed": s,
-            "set_seed": int(seed),
-            "index": i,
-            "shape": list(p.loop.shape),
-            "n_frames": p.loop.n_frames,
-            "spacing_mm": list(p.loop.spacing),
-            "frame_time_ms": p.loop.frame_time_ms,
-            "regions": [r.to_dict() for r in p.regions],
-            "layout": p.layout,
-            "us_regions": p.us_regions,
-            "fake_phi": p.phi,  # fake; listed so PHI-hygiene tests can look for leaks
-        }
-        (truth_dir / f"{stem}.json").write_text(json.dumps(info, indent=1))
-        paths.append(path)
-    return paths
+    jobs = [(str(out), int(seed), i, kw) for i in range(int(n))]
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers == 1:
+        return [_write_one(job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(_write_one, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def _write_one(job) -> Path:
+    """One phantom loop and its truth files (a worker process's task)."""
+    from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
+
+    out, seed, i, kw = job
+    loops_dir, truth_dir = Path(out) / "loops", Path(out) / "truth"
+    s = loop_seed(seed, i)
+    p = make_phantom_loop(s, **kw)
+    stem = f"phantom_{i:04d}"
+    p.loop.stem = stem
+    path = loops_dir / f"{stem}.dcm"
+    ds = phantom_dataset(p, i)
+    try:
+        ds.save_as(path, enforce_file_format=True)
+    except OSError as e:
+        raise OutputError(path, f"cannot write the DICOM file ({e.strerror or e})") from None
+    write_mask(p.truth, truth_dir / f"{stem}.nrrd", like=p.loop)
+    info = {
+        "stem": stem,
+        "seed": s,
+        "set_seed": int(seed),
+        "index": i,
+        "shape": list(p.loop.shape),
+        "n_frames": p.loop.n_frames,
+        "spacing_mm": list(p.loop.spacing),
+        "frame_time_ms": p.loop.frame_time_ms,
+        "regions": [r.to_dict() for r in p.regions],
+        "layout": p.layout,
+        "us_regions": p.us_regions,
+        "fake_phi": p.phi,  # fake; listed so PHI-hygiene tests can look for leaks
+    }
+    (truth_dir / f"{stem}.json").write_text(json.dumps(info, indent=1))
+    return path
