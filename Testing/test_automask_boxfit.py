@@ -13,7 +13,7 @@ import pytest
 from UltrasoundRefineLib.automask.boxfit import (
     BOX_MARGIN, clip_to_boxes, complete_to_boxes, region_boxes,
 )
-from UltrasoundRefineLib.automask.fanfit import fit_shape
+from UltrasoundRefineLib.automask.fanfit import _seen_part, fit_shape
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
 
@@ -29,6 +29,12 @@ def box_of(mask: np.ndarray, grow=(2, 2, 2, 2)) -> dict:
     rows, cols = np.nonzero(mask)
     return {"x0": int(cols.min()) - grow[0], "y0": int(rows.min()) - grow[1],
             "x1": int(cols.max()) + grow[2], "y1": int(rows.max()) + grow[3]}
+
+
+def box_mask(box: dict) -> np.ndarray:
+    m = np.zeros(SHAPE, bool)
+    m[box["y0"] : box["y1"] + 1, box["x0"] : box["x1"] + 1] = True
+    return m
 
 
 def polar(shape=SHAPE, apex=(160.0, 20.0)):
@@ -97,6 +103,27 @@ def test_a_guess_into_the_black_past_a_bright_edge_is_not_fitted():
     # fitted to all of the mask, the shape follows the guess
     whole = fit_shape(guess, min_agreement=0.0)
     assert dice(whole.mask, truth) < 0.98
+
+
+def test_a_dark_band_along_a_side_inside_the_visible_part_stays_in_the_region():
+    """A shadow along one side near the apex: black, open to the outside (so no hole to fill), but inside
+    the convex hull of what the image shows. A mask that covers it keeps it."""
+    truth = SECTOR.mask(SHAPE)
+    r, theta = polar()
+    band = (theta > 27) & (r > 30) & (r < 110)  # the right side's upper half, 8 degrees wide
+    brightness = np.where(band, 0.0, 120.0)
+    loop = loop_of(brightness, truth, [box_of(truth)])
+    visible = truth & (brightness > 0)
+    # what the shape is fitted to: the visible part and the band (it lies between visible pixels)
+    seen = _seen_part(truth, visible)
+    assert seen is None or dice(seen, truth) > 0.998
+    guess = truth | (box_mask(box_of(truth)) & (np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]][0] > 200))  # and a guess below
+    seen = _seen_part(guess, visible)
+    assert seen is not None and dice(seen, truth) > 0.998 and np.count_nonzero(truth & ~seen) == 0
+    f = fit_shape(guess, loop=loop, min_agreement=0.95)
+    assert f.used and f.fitted_to == "visible"
+    assert dice(f.mask, truth) > 0.995
+    assert abs(f.regions[0].half_angle_deg - SECTOR.half_angle_deg) < 1.0
 
 
 def test_without_boxes_the_mask_is_all_there_is_to_go_by_in_the_black():
