@@ -231,12 +231,18 @@ def test_phantom_still_frames(phantom_results):
     assert d.mean() > 0.95, d
 
 
-def test_phantom_quality_tracks_dice(phantom_results):
-    from scipy.stats import spearmanr
-
-    q = [r["quality"] for r in phantom_results]
-    d = [r["dice"] for r in phantom_results]
-    assert spearmanr(q, d)[0] > 0.3
+def test_quality_ranks_a_shape_no_scanner_draws_below_a_sector():
+    """An L-shaped blob of speckle is no scanner's region: no shape fits its hull, so it ranks below a sector."""
+    sector, _ = render(CASES["pointed"], seed=3, holes=False, distractors=False)
+    ell = np.zeros(SHAPE, bool)
+    ell[40:200, 40:110] = True
+    ell[150:200, 40:280] = True
+    blob = sector.frames.copy()
+    blob[:] = np.where(ell, sector.frames.max(), 0).astype(np.uint8)
+    blob[:, ell] = np.random.default_rng(0).integers(20, 200, size=(blob.shape[0], int(ell.sum())))
+    q_sector = suggest_fanfit(sector).quality
+    q_blob = suggest_fanfit(Loop(blob)).quality
+    assert q_sector > 0.9 and q_blob < q_sector - 0.1, (q_sector, q_blob)
 
 
 def test_phantom_speed(phantom_results):

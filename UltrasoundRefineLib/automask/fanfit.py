@@ -684,57 +684,47 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 # entry points
 
 
-def suggest_fanfit(
-    loop: Loop,
-    *,
-    max_frames: int = 32,
-    motion_thresh: float = 0.5,
-    texture_thresh: float = 1.0,
-    sat_thresh: float = 60.0,
-    density_win: int = 5,
-    min_frac: float = 0.02,
-    penalty_px: float = 15.0,
-    gap_px: int = 12,
-    use_box_prior: bool = True,
-    seed: int = 0,
-) -> MaskSuggestion:
-    """Fit the scanner's image region (sector, flat-top sector, curvilinear fan, rectangle, dual view)."""
+def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0.97, seed: int = 0) -> MaskSuggestion:
+    """The scanner's image region (sector, flat-top sector, curvilinear fan, rectangle, dual view, an
+    M-mode strip with its reference sector), from the evidence real scans offer (:mod:`.evidence`).
+
+    Per area (each image region box, or the whole frame without boxes): the noise-floor evidence
+    without strokes, its convex hull (the dark parts of the region along its edge come back), then
+    the geometric shape fitted to that hull (:func:`fit_shape`) where the two agree, else the hull.
+
+    Quality: how well a scanner shape agrees with the hull, lowered where the evidence fills little of
+    the hull (a region with much black inside is a guess there) and for implausible sizes.
+    """
+    from UltrasoundRefineLib.automask import evidence
+
     t0 = time.perf_counter()
-    shape = loop.shape
-    rng = np.random.default_rng(seed)
-    ev, ev_info = _evidence(
-        loop, max_frames=max_frames, motion_thresh=motion_thresh, texture_thresh=texture_thresh, sat_thresh=sat_thresh
-    )
-    prior = _box_prior(loop, shape) if use_box_prior else None
-    clean, comps = _components(ev, prior, density_win=density_win, min_frac=min_frac)
-    details: dict = {"evidence": ev_info, "box_prior": prior is not None}
-    if not comps:
-        details.update(model="none", regions=[], seconds=round(time.perf_counter() - t0, 4))
-        return MaskSuggestion(np.zeros(shape, bool), 0.0, METHOD, details)
-
-    best = _select(ev, comps, prior, rng, gap_px=gap_px, penalty_px=penalty_px)
-    if best is None:
-        details.update(model="none", regions=[], seconds=round(time.perf_counter() - t0, 4))
-        return MaskSuggestion(clean, 0.05, METHOD, details)
-
-    fits, mask, err, clean = best
-    regions = [f[1] for f in fits]
-
-    # quality: agreement of shape and evidence, the side-line inlier fraction, plausibility
-    iou = _iou(mask, clean)
-    inl = [f[2].get("side_inlier_fraction", 1.0) for f in fits]
-    area_frac = mask.mean()
-    plaus = 1.0 if 0.08 < area_frac < 0.85 else 0.5
-    quality = float(np.clip(iou * (0.7 + 0.3 * min(inl)) * plaus, 0.0, 1.0))
-
-    details.update(
-        model=_model_name(fits),
-        regions=[r.to_dict() for r in regions],
-        fits=[f[2] for f in fits],
-        evidence_iou=round(float(iou), 4),
-        disagree_px=err,
-        seconds=round(time.perf_counter() - t0, 4),
-    )
+    ev = evidence.gather(loop, max_frames=max_frames)
+    mask = np.zeros(loop.shape, bool)
+    parts, fills, agreements = [], [], []
+    for area in ev.areas:
+        for found in evidence.side_by_side_parts(evidence.region_in_area(ev, area)):
+            if not found.any():
+                continue
+            hull = evidence.convex_hull(found)
+            fit = fit_shape(hull, min_agreement=min_agreement, seed=seed)
+            mask |= fit.mask if fit.used else hull
+            fills.append(float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1)))
+            agreements.append(fit.agreement)
+            parts.append({"model": fit.model if fit.used else "hull", "agreement": round(fit.agreement, 4),
+                          "regions": [r.to_dict() for r in fit.regions] if fit.used else [],
+                          "fill": round(fills[-1], 4)})
+    frac = float(mask.mean())
+    details = {"evidence": ev.info, "box_prior": len(ev.areas) > 1 or not ev.areas[0].all(), "parts": parts, "fraction": round(frac, 4),
+               "model": "+".join(p["model"] for p in parts) or "none",
+               "regions": [r for p in parts for r in p["regions"]]}
+    if not parts:
+        details["seconds"] = round(time.perf_counter() - t0, 4)
+        return MaskSuggestion(mask, 0.0, METHOD, details)
+    plausible = 1.0 if 0.05 < frac < 0.9 else 0.5
+    # the shape's agreement is the stronger cue (a hull no scanner shape fits is wrong somewhere);
+    # a hull the evidence fills poorly is a guess across much black
+    quality = float(np.clip(min(agreements) * (0.6 + 0.4 * min(fills)) * plausible, 0.0, 1.0))
+    details["seconds"] = round(time.perf_counter() - t0, 4)
     return MaskSuggestion(mask, quality, METHOD, details)
 
 

@@ -1,0 +1,103 @@
+"""Evidence from what real scans show (noise floor, motion, strokes, region boxes), against exact
+synthetic truth: a fan a probe in air draws one grey level above a black screen, with text around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from UltrasoundRefineLib.automask import evidence, suggest_mask
+from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
+from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import mask_metrics
+from UltrasoundRefineLib.regions import UltrasoundRegion, image_regions
+
+SHAPE = (240, 320)
+
+
+def dice(a, b) -> float:
+    return mask_metrics(a, b)["dice"]
+FAN = Sector(apex_x=160, apex_y=20, half_angle_deg=40, r_max=200, flat_top_y=30)
+
+
+def air_fan(*, floor=1, text=True, n_frames=1, seed=0):
+    """A fan whose inside is the scanner's noise floor (``floor`` grey levels, sparse faint speckle)
+    on a background of exact zero, with bright burned-in text blocks and a thin trace outside."""
+    rng = np.random.default_rng(seed)
+    truth = FAN.mask(SHAPE)
+    frames = np.zeros((n_frames, *SHAPE), np.uint8)
+    for t in range(n_frames):
+        inside = np.full(SHAPE, floor, np.int32)
+        inside += (rng.random(SHAPE) < 0.03) * rng.integers(1, 12, SHAPE)  # sparse faint speckle
+        frames[t][truth] = inside[truth]
+    if text:
+        for y0, x0 in ((4, 4), (4, 250), (200, 4)):
+            block = rng.random((8, 50)) < 0.5  # strokes of "characters"
+            frames[:, y0 : y0 + 8, x0 : x0 + 50][:, block] = 255
+        frames[:, 225, 20:300] = 200  # a one-pixel trace along the bottom
+    return Loop(frames), truth
+
+
+def test_background_level_is_the_screen_not_the_region():
+    image = np.full(SHAPE, 1.0)  # the region fills most of the frame at level 1 ...
+    image[:3], image[-3:], image[:, :3], image[:, -3:] = 0, 0, 0, 0  # ... framed by a black screen
+    bg, noise = evidence.background_level(image)
+    assert bg == 0.0 and noise == evidence.FLOOR_MARGIN
+
+
+@pytest.mark.parametrize("method", ["fanfit", "threshold"])
+def test_a_fan_one_grey_level_above_the_screen_is_found(method):
+    loop, truth = air_fan()
+    s = suggest_mask(loop, method)
+    floor = 0.97 if method == "fanfit" else 0.9
+    assert dice(s.mask, truth) > floor, dice(s.mask, truth)
+
+
+def test_naive_threshold_misses_the_air_fan():
+    """The reason for the noise floor: a fixed threshold of 10 sees only speckle dots."""
+    loop, truth = air_fan()
+    s = suggest_mask(loop, "threshold", threshold=10.0)
+    assert dice(s.mask, truth) < 0.5
+
+
+def test_static_text_in_a_loop_is_not_region():
+    """In a loop, pixels that never change (text, traces) are not evidence, however bright."""
+    loop, truth = air_fan(n_frames=6, seed=2)
+    ev = evidence.gather(loop)
+    assert ev.moving is not None
+    found = evidence.region_in_area(ev, ev.areas[0])
+    assert not found[4:12, 4:54].any() and not found[225, 20:300].any()
+    assert dice(suggest_mask(loop, "fanfit").mask, truth) > 0.97
+
+
+def test_region_boxes_bound_the_search_and_waveform_boxes_are_outside():
+    loop, truth = air_fan()
+    loop.meta["us_regions"] = [
+        {"x0": 20, "y0": 18, "x1": 300, "y1": 222, "spatial_format": 1, "data_type": 1},
+        {"x0": 10, "y0": 223, "x1": 310, "y1": 235, "spatial_format": 4, "data_type": 10},  # ECG strip
+    ]
+    regions = image_regions(loop)
+    assert [r.data_type_name for r in regions] == ["tissue"]
+    s = suggest_mask(loop, "fanfit")
+    assert s.details["box_prior"] is True
+    assert dice(s.mask, truth) > 0.97
+    assert not s.mask[223:].any()
+
+
+def test_two_views_side_by_side_are_two_regions():
+    left, right = Rectangle(20, 30, 150, 210), Rectangle(170, 30, 300, 210)
+    truth = regions_mask([left, right], SHAPE)
+    rng = np.random.default_rng(1)
+    frame = np.where(truth, rng.integers(1, 120, SHAPE), 0).astype(np.uint8)
+    s = suggest_mask(Loop(frame[None]), "fanfit")
+    assert dice(s.mask, truth) > 0.98
+    assert len(s.details["parts"]) == 2
+
+
+def test_region_records_from_reader_dicts():
+    r = UltrasoundRegion.from_dict({"x0": 50, "y0": 10, "x1": 5, "y1": 90, "spatial_format": 2, "data_type": "2"})
+    assert (r.x0, r.x1, r.spatial_format_name, r.data_type_name, r.is_image) == (5, 50, "M-mode", "color flow", True)
+    assert UltrasoundRegion.from_dict({"x0": 0, "y0": 0, "x1": 3, "y1": 90}) is None  # too thin
+    assert UltrasoundRegion.from_dict({"x0": "a"}) is None
+    assert not UltrasoundRegion(0, 0, 99, 20, 4, 10).is_image  # an ECG trace
+    assert not UltrasoundRegion(0, 0, 99, 20, 1, 13).is_image  # a grey bar

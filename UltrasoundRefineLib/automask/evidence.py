@@ -1,0 +1,209 @@
+"""Evidence of where a scanner draws its image region, from what real scans show.
+
+A real screen is mostly a flat background with text, bars, ECG traces and logos on it; the image
+region is where the scanner paints acquired data, and that data is rarely flat, even where it is
+black:
+
+- **The background level** is the commonest grey of the frame's outer ring: screens are framed by
+  their flat background colour, while the region may cover most of the frame (a fan filling a still).
+- **The noise floor**: inside a black fan (probe held in air, fluid, a dark far field) the scanner
+  still draws its noise floor, a grey level or two above the background, or sparse faint speckle.
+  So "any grey above the background" marks the region, dark or bright, where an intensity threshold
+  finds nothing.
+- **Motion**: in a cine loop speckle changes from frame to frame while text, bars and logos do not.
+- **Strokes**: text, ticks, calipers and ECG traces are thin: an opening with a disk a little wider
+  than a stroke removes them, while the region, a large convex blob, stays.
+- **Region boxes** (``Loop.regions``): the scanner's own bounding boxes of its data regions; where a
+  loop has them, nothing outside them is image region, and each box holds at most one region.
+
+The region itself is convex (a sector, a fan with a curved top is nearly so, a rectangle), so the
+convex hull of the evidence restores the dark parts of the region that touch its edge, which no
+threshold sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.regions import image_regions
+
+FLOOR_MARGIN = 0.5  # grey levels above the background that count as signal (8-bit data is integer)
+NOISE_MAX = 8.0  # ring pixels within this many levels of the background are its noise, not graphics
+NOISE_PERCENTILE = 99.0
+RING_FRAC = 0.01  # width of the outer ring that tells the background, as a share of the frame
+STROKE_FRAC = 0.004  # opening radius as a share of the frame's diagonal: wider than text strokes
+SIDE_OVERLAP = 0.3  # parts whose columns overlap less than this share of the narrower stand side by side
+BOX_MARGIN = 2  # px: scanners draw their region boxes about this far outside the region
+COMPANION = 0.05  # other components at least this share of the largest may be parts of the same region
+ROUGH_MIN = 0.3  # speckle: at least this share of pixels differ from their neighbours both ways
+ROUGH_SHARE = 0.6  # a companion is as speckled as the main part, within this share
+MIN_AREA_FRAC = 0.01  # a region covers at least this share of its area (the frame or its box)
+
+
+@dataclass
+class Evidence:
+    """What a loop shows, reduced to the few images the region finder reads.
+
+    brightest / darkest: ``(H, W)`` float32 grey maximum and minimum over the frames;
+    background: the screen's background grey level; signal: bool ``(H, W)``, pixels above the noise
+    floor (brighter than the background in some frame); moving: bool ``(H, W)`` pixels that change over
+    the loop, ``None`` for a still frame; areas: bool masks, one per place a region may be (a region
+    box, or the whole frame without boxes)."""
+
+    brightest: np.ndarray
+    darkest: np.ndarray
+    background: float
+    signal: np.ndarray
+    moving: np.ndarray | None
+    areas: list[np.ndarray] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def background_level(image: np.ndarray) -> tuple[float, float]:
+    """The commonest grey level of the frame's outer ring (rounded to an integer level), and the
+    noise floor around it: how far the ring's near-background pixels stray from it (lossy JPEG and
+    video leave a few grey levels of ringing on a black screen)."""
+    h, w = image.shape
+    k = max(2, int(round(RING_FRAC * min(h, w))))
+    ring = np.concatenate([image[:k].ravel(), image[-k:].ravel(), image[:, :k].ravel(), image[:, -k:].ravel()])
+    levels = np.clip(np.rint(ring), 0, 255).astype(np.int64)
+    bg = float(np.bincount(levels, minlength=256).argmax())
+    near = np.abs(ring - bg)
+    near = near[near <= NOISE_MAX]
+    noise = float(np.percentile(near, NOISE_PERCENTILE)) if near.size else 0.0
+    return bg, max(FLOOR_MARGIN, noise)
+
+
+def gather(loop: Loop, *, max_frames: int = 64) -> Evidence:
+    """The evidence of one loop (evenly spaced frames are plenty for its projections)."""
+    frames = loop.frames
+    if frames.shape[0] > max_frames:
+        frames = frames[np.linspace(0, frames.shape[0] - 1, max_frames).round().astype(int)]
+    grey = Loop(frames=frames).grey()
+    brightest, darkest = grey.max(axis=0), grey.min(axis=0)
+    bg, floor = background_level(brightest)
+    # any grey above the background is signal (a fan in air may sit one level above it); the noise
+    # floor only sets how much change is motion, since compression noise flickers on a still screen
+    signal = np.abs(brightest - bg) > FLOOR_MARGIN
+    moving = None
+    if grey.shape[0] > 1:
+        moving = (brightest - darkest) > 2.0 * floor
+        if moving.mean() < 0.005:  # identical frames: a still shown as a loop
+            moving = None
+    areas = region_areas(loop) or [np.ones(loop.shape, bool)]
+    info = {"background_level": bg, "noise_floor": round(floor, 2), "signal_fraction": round(float(signal.mean()), 4),
+            "n_frames_used": int(grey.shape[0]), "n_areas": len(areas)}
+    return Evidence(brightest, darkest, bg, signal, moving, areas, info)
+
+
+def region_areas(loop: Loop) -> list[np.ndarray]:
+    """One bool mask per image-region box of the loop (grown by the scanners' margin); none without."""
+    h, w = loop.shape
+    areas = []
+    for region in image_regions(loop):
+        a = np.zeros((h, w), bool)
+        x0, y0, x1, y1 = region.pixel_bounds((h, w), grow=BOX_MARGIN)
+        a[y0 : y1 + 1, x0 : x1 + 1] = True
+        areas.append(a)
+    return areas
+
+
+def image_area(loop: Loop) -> np.ndarray | None:
+    """The union of the loop's image-region boxes, or None when it has none."""
+    areas = region_areas(loop)
+    return np.logical_or.reduce(areas) if areas else None
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = int(radius)
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return x * x + y * y <= r * r + r
+
+
+def roughness(image: np.ndarray, m: np.ndarray) -> float:
+    """Share of a mask's pixels that differ from both their right and their lower neighbour: near 1
+    for speckle, low for text, logos and bars (flat strokes, flat or one-way graded fills)."""
+    dx = np.zeros(image.shape, bool)
+    dy = np.zeros(image.shape, bool)
+    dx[:, :-1] = np.abs(np.diff(image, axis=1)) > FLOOR_MARGIN
+    dy[:-1] = np.abs(np.diff(image, axis=0)) > FLOOR_MARGIN
+    n = np.count_nonzero(m)
+    return float(np.count_nonzero(dx & dy & m) / n) if n else 0.0
+
+
+def _keep_region_parts(m: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The largest speckled component, and others nearly as speckled and not tiny next to it (the
+    parts of a region that a black band splits, two views side by side)."""
+    labels, n = ndi.label(m)
+    if n <= 1:
+        return m
+    sizes = np.bincount(labels.ravel())[1:]
+    rough = {k: roughness(image, labels == k) for k in np.flatnonzero(sizes >= COMPANION * sizes.max()) + 1}
+    # the main part is the largest of the speckled ones: a big text panel is not the region
+    main = max(rough, key=lambda k: (rough[k] >= ROUGH_MIN, sizes[k - 1]))
+    keep = [k for k in rough if k == main or rough[k] >= ROUGH_SHARE * rough[main]]
+    return np.isin(labels, keep)
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a mask's pixels (their corners), as a mask."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    if not mask.any():
+        return mask.copy()
+    edge = mask & ~ndi.binary_erosion(mask)
+    ys, xs = np.nonzero(edge)
+    pts = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]).astype(float)
+    try:
+        hull = ConvexHull(pts)
+    except (QhullError, ValueError):
+        return mask.copy()
+    rows = slice(int(ys.min()), int(ys.max()) + 1)
+    cols = slice(int(xs.min()), int(xs.max()) + 1)
+    y, x = np.mgrid[rows, cols]
+    inside = np.ones(y.shape, bool)
+    for a, b, c in hull.equations:  # a*x + b*y + c <= 0 inside
+        inside &= a * x + b * y + c <= 1e-9
+    out = np.zeros(mask.shape, bool)
+    out[rows, cols] = inside
+    return out | mask
+
+
+def side_by_side_parts(found: np.ndarray) -> list[np.ndarray]:
+    """The evidence split into views that stand side by side (a dual view: two images, each its own
+    region); parts above and below each other (a band split off by black) stay one region."""
+    labels, n = ndi.label(found)
+    if n <= 1:
+        return [found]
+    spans = [(sl[1].start, sl[1].stop, k) for k, sl in enumerate(ndi.find_objects(labels), start=1)]
+    spans.sort()
+    groups: list[list] = []
+    for x0, x1, k in spans:
+        if groups:
+            g0, g1, _ = groups[-1][0], groups[-1][1], None
+            overlap = min(x1, g1) - max(x0, g0)
+            if overlap > SIDE_OVERLAP * min(x1 - x0, g1 - g0):
+                groups[-1] = [min(x0, g0), max(x1, g1), groups[-1][2] + [k]]
+                continue
+        groups.append([x0, x1, [k]])
+    return [np.isin(labels, ks) for _, _, ks in groups]
+
+
+def region_in_area(ev: Evidence, area: np.ndarray) -> np.ndarray:
+    """The region's evidence in one area: signal (or motion) without strokes, its large parts, filled."""
+    h, w = area.shape
+    diag = float(np.hypot(h, w))
+    signal = ev.signal & area
+    if ev.moving is not None:
+        # in a loop, a static bright pixel is graphics unless it is next to moving ones
+        signal &= ev.moving | ndi.binary_dilation(ev.moving, iterations=3)
+    r = max(2, int(round(STROKE_FRAC * diag)))
+    solid = ndi.binary_opening(signal, structure=_disk(r))
+    m = _keep_region_parts(solid, ev.brightest)
+    if m.sum() < MIN_AREA_FRAC * area.sum():
+        return np.zeros_like(area)
+    return ndi.binary_fill_holes(m)
