@@ -450,6 +450,31 @@ def test_truncated_dicom(tmp_path):
     assert_no_phi(str(e.value))
 
 
+@pytest.mark.parametrize("encoding", ["explicit_le", "implicit_le", "rle"])
+def test_stray_sequence_delimiter_after_the_pixel_data_is_read(tmp_path, encoding):
+    """Some writers leave an (FFFE,E0DD) item after the pixel data (as in orthanc-tests' Issue164.dcm);
+    plain pydicom decodes such files, so our own checks must not refuse them."""
+    frames = synthetic_frames(False, t=2, h=8, w=10)
+    ds = us_dataset(frames, rgb=False)
+    kwargs = {}
+    if encoding == "implicit_le":
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        kwargs = {"implicit_vr": True, "little_endian": True}
+    elif encoding == "rle":
+        ds.compress(RLELossless, generate_instance_uid=False)
+    path = save(ds, tmp_path / f"stray_{encoding}.dcm", **kwargs)
+    with open(path, "ab") as f:
+        f.write(bytes.fromhex("FEFFDDE0") + b"\x00\x00\x00\x00")  # (FFFE,E0DD), length 0, little endian
+    assert pydicom.dcmread(path).pixel_array.shape == frames.shape  # the rule: pydicom reads it
+    loop = read_loop(path)
+    np.testing.assert_array_equal(loop.frames, frames)
+    # a file cut inside its pixel data is still refused, delimiter or not
+    cut = tmp_path / f"cut_{encoding}.dcm"
+    cut.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(InputError, match="truncated"):
+        read_loop(cut)
+
+
 def test_dicom_without_pixel_data(tmp_path):
     ds = us_dataset(synthetic_frames(False), rgb=False)
     del ds.PixelData

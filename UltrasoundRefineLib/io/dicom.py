@@ -155,13 +155,23 @@ def _looks_like_dicom(ds: Dataset) -> bool:
 
 
 def _truncated(ds: Dataset, caught: list) -> bool:
-    """pydicom reads a cut-short file without complaint; spot it from what it left behind."""
+    """pydicom reads a cut-short file without complaint; spot it from what it left behind: an end-of-file
+    warning, or a last data element whose value is shorter than its header says.
+
+    Only evidence of a cut counts: anything else this check trips over is for the decoder to judge, so a
+    file plain pydicom decodes is never refused here.
+    """
     if any("end of file" in str(w.message).lower() or "eof" in str(w.message).lower() for w in caught):
         return True
-    tags = list(ds.keys())
+    # Item and delimiter tags (FFFE,xxxx) are not data elements: some writers leave a stray sequence
+    # delimiter after the pixel data, which pydicom keeps as a top-level element with no VR. Look past them.
+    tags = [t for t in ds.keys() if t.group != 0xFFFE]
     if not tags:
         return False
-    raw = ds.get_item(tags[-1])
+    try:
+        raw = ds.get_item(tags[-1], keep_deferred=True)  # as read: no value conversion
+    except Exception:  # noqa: BLE001 - not evidence of a cut
+        return False
     length = getattr(raw, "length", None)
     value = getattr(raw, "value", None)
     if getattr(raw, "is_undefined_length", False) or length in (None, 0xFFFFFFFF):
