@@ -1,12 +1,15 @@
 """Reading loops into :class:`~UltrasoundRefineLib.loop.Loop` and writing masks."""
 
 from UltrasoundRefineLib.io.dicom import read_dicom
-from UltrasoundRefineLib.io.find import Found, find_loops, loop_stem, read_loop
-from UltrasoundRefineLib.io.images import IMAGE_EXTENSIONS, read_image
+from UltrasoundRefineLib.io.find import Found, find_loops, read_loop
+from UltrasoundRefineLib.io.images import read_image
 from UltrasoundRefineLib.io.mask import read_mask, write_mask
+from UltrasoundRefineLib.io.naming import IMAGE_EXTENSIONS, loop_stem
+from UltrasoundRefineLib.io.registry import READERS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "READERS",
     "Found",
     "find_loops",
     "loop_stem",
@@ -16,3 +19,4 @@ __all__ = [
     "read_mask",
     "write_mask",
 ]
+

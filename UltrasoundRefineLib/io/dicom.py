@@ -29,6 +29,8 @@ from pydicom.uid import (
 
 from UltrasoundRefineLib.errors import InputError
 from UltrasoundRefineLib.io.images import file_sha256_key, to_uint8
+from UltrasoundRefineLib.io.naming import dicom_by_name, loop_stem
+from UltrasoundRefineLib.io.sniff import has_dicom_preamble
 from UltrasoundRefineLib.loop import Loop
 
 #: Fixed key of the keyed hash behind ``group_key``: stable across runs and machines, so the same
@@ -51,7 +53,6 @@ NON_IMAGE_SOP_PREFIXES = (
 _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
 }
-_DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNITS_CM = 3
 _SPATIAL_FORMAT = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
@@ -64,16 +65,6 @@ _DATA_TYPE = {
 }
 # VRs whose values may identify someone; scrubbed from any message we pass on.
 _PHI_VRS = {"PN", "DA", "DT", "TM", "LO", "SH", "AE", "UI", "ST", "LT", "UT", "CS"}
-
-
-def has_dicom_preamble(path: str | Path) -> bool:
-    """True when the file has the standard 128-byte preamble followed by ``DICM``."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def media_storage_sop_class(path: str | Path) -> str | None:
@@ -445,8 +436,6 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
     spacing = _spacing(ds, regions, meta)
     frame_time = _frame_time_ms(ds, meta)
 
-    from UltrasoundRefineLib.io.find import loop_stem  # late: find imports this module
-
     try:
         return Loop(
             frames=np.ascontiguousarray(frames),
@@ -462,12 +451,8 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
         raise InputError(path, f"unsupported image shape ({e})") from None
 
 
-def dicom_by_extension(path: str | Path) -> bool:
-    """Files without a preamble are tried as DICOM only when their name allows it."""
-    name = Path(path).name.lower()
-    suffix = Path(name).suffix[1:]
-    # no extension, or a UID-style name (1.2.840.113619.2.55) whose "extension" is a number
-    return name.endswith(_DICOM_EXTENSIONS) or "." not in name.lstrip(".") or suffix.isdigit()
+#: Files without a preamble are tried as DICOM only when their name allows it (kept for callers).
+dicom_by_extension = dicom_by_name
 
 
 __all__ = [

@@ -7,22 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from UltrasoundRefineLib.errors import InputError
-from UltrasoundRefineLib.io.dicom import (
-    dicom_by_extension,
-    has_dicom_preamble,
-    is_non_image_sop_class,
-    media_storage_sop_class,
-    read_dicom,
+from UltrasoundRefineLib.io.dicom import is_non_image_sop_class, media_storage_sop_class
+from UltrasoundRefineLib.io.naming import (  # noqa: F401 - loop_stem, strip_extension, STEM_EXTENSIONS: kept importable here
+    STEM_EXTENSIONS,
+    is_segmentation,
+    loop_stem,
+    strip_extension,
 )
-from UltrasoundRefineLib.io.images import IMAGE_EXTENSIONS, image_format, read_image
+from UltrasoundRefineLib.io.registry import claim, read_with
 from UltrasoundRefineLib.loop import Loop
 
-#: Extensions stripped from a file name to make its stem; longest match wins, so ``x.nii.gz`` -> ``x``.
-STEM_EXTENSIONS = tuple(
-    sorted(set(IMAGE_EXTENSIONS) | {".dcm", ".dicom", ".dic", ".seg.nrrd", ".seg.nhdr"}, key=len, reverse=True)
-)
-#: Slicer segmentations: NRRD by extension, but masks, never loops.
-_SEGMENTATION_EXTENSIONS = (".seg.nrrd", ".seg.nhdr")
+_UNKNOWN = "(not DICOM or a known image format)"
 
 
 @dataclass
@@ -34,49 +29,29 @@ class Found:
     skipped: list[Path] = field(default_factory=list)  # files inside folders that are not loops
 
 
-def loop_stem(path: str | Path) -> str:
-    """The file name without its known extension(s): ``a/b.nii.gz`` -> ``b``.
-
-    Only known extensions are removed: DICOM files are often named by UID (``1.2.840.1234``), and
-    those dots are part of the name.
-    """
-    return strip_extension(path, STEM_EXTENSIONS)
-
-
-def strip_extension(path: str | Path, extensions: tuple[str, ...]) -> str:
-    """The file name less the first of ``extensions`` (lower case, longest first) that it ends with."""
-    name = Path(path).name
-    lower = name.lower()
-    for ext in extensions:
-        if lower.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def _is_segmentation(path: Path) -> bool:
-    return path.name.lower().endswith(_SEGMENTATION_EXTENSIONS)
-
-
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _classify(path: Path) -> str:
-    """'loop', 'dicomdir', 'segmentation', 'non-image-dicom' or 'unknown' (reads at most the file meta)."""
-    if _is_segmentation(path):
+def _classify(path: Path, explicit: bool) -> str:
+    """'loop', 'dicomdir', 'segmentation', 'non-image-dicom' or 'unknown' (reads at most the file meta).
+
+    ``explicit``: named by the user, so weak name claims count (an extension-less file is tried as DICOM).
+    """
+    if is_segmentation(path):
         return "segmentation"
     if path.name.upper() == "DICOMDIR":
         return "dicomdir"
-    if has_dicom_preamble(path):
+    found = claim(path, explicit=explicit)
+    if found is None:
+        return "unknown"
+    if found.reader == "dicom" and found.by == "content":
         sop = media_storage_sop_class(path)
         if sop == "1.2.840.10008.1.3.10":
             return "dicomdir"
-        return "non-image-dicom" if is_non_image_sop_class(sop) else "loop"
-    if image_format(path) is not None:
-        return "loop"
-    if path.name.lower().endswith((".dcm", ".dicom", ".dic")):
-        return "loop"  # no preamble, but named DICOM: read_loop tries it
-    return "unknown"
+        if is_non_image_sop_class(sop):
+            return "non-image-dicom"
+    return "loop"
 
 
 def _sort_key(path: Path) -> tuple:
@@ -116,7 +91,7 @@ def find_loops(inputs) -> Found:
                         f = Path(root) / name
                         if _is_hidden(name) or not f.is_file():
                             continue
-                        if _classify(f) == "loop":
+                        if _classify(f, explicit=False) == "loop":
                             loops_here += 1
                             add(f)
                         else:
@@ -127,7 +102,7 @@ def find_loops(inputs) -> Found:
             if loops_here == 0:
                 found.errors.append(InputError(p, "contains no loops"))
             continue
-        kind = _classify(p)
+        kind = _classify(p, explicit=True)
         if kind == "loop":
             add(p)
         elif kind == "dicomdir":
@@ -136,10 +111,8 @@ def find_loops(inputs) -> Found:
             found.errors.append(InputError(p, "a segmentation (.seg.nrrd), not a loop"))
         elif kind == "non-image-dicom":
             found.errors.append(InputError(p, "a DICOM object without images (report, plan, waveform, ...)"))
-        elif dicom_by_extension(p):
-            add(p)  # extension-less, no preamble: read_loop tries it as DICOM and says if it is not
         else:
-            found.errors.append(InputError(p, f"unknown file type '{p.suffix or p.name}' (not DICOM or a known image format)"))
+            found.errors.append(InputError(p, f"unknown file type '{p.suffix or p.name}' {_UNKNOWN}"))
 
     found.files.sort(key=_sort_key)
     found.skipped = sorted(set(found.skipped), key=_sort_key)
@@ -147,7 +120,8 @@ def find_loops(inputs) -> Found:
 
 
 def read_loop(path: str | Path) -> Loop:
-    """Read any supported file as a :class:`Loop`: DICOM by content first, then by extension.
+    """Read any supported file as a :class:`Loop`, with the reader that claims it (content first, then
+    extension, then the DICOM name rule; see :mod:`UltrasoundRefineLib.io.registry`).
 
     Every problem with the file becomes an :class:`InputError` naming the file and the reason.
     """
@@ -161,12 +135,9 @@ def read_loop(path: str | Path) -> Loop:
             f.read(1)
     except OSError as e:
         raise InputError(path, f"cannot read the file ({e.strerror or e})") from None
-    if _is_segmentation(path):
+    if is_segmentation(path):
         raise InputError(path, "a segmentation (.seg.nrrd), not a loop")
-    if has_dicom_preamble(path):
-        return read_dicom(path)
-    if image_format(path) is not None:
-        return read_image(path)
-    if dicom_by_extension(path):
-        return read_dicom(path)  # no preamble: pydicom tries with force, and we check what it found
-    raise InputError(path, f"unknown file type '{path.suffix or path.name}' (not DICOM or a known image format)")
+    found = claim(path, explicit=True)
+    if found is None:
+        raise InputError(path, f"unknown file type '{path.suffix or path.name}' {_UNKNOWN}")
+    return read_with(found.reader, path)

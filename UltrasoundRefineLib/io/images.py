@@ -13,23 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from UltrasoundRefineLib.errors import InputError
+from UltrasoundRefineLib.io.naming import IMAGE_EXTENSIONS, loop_stem, matching_extension
 from UltrasoundRefineLib.loop import Loop
-
-#: Extension (lower case, compound ones included) -> format name, for the formats read here.
-IMAGE_EXTENSIONS: dict[str, str] = {
-    ".nrrd": "nrrd",
-    ".nhdr": "nrrd",
-    ".nii": "nifti",
-    ".nii.gz": "nifti",
-    ".mha": "metaimage",
-    ".mhd": "metaimage",
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".bmp": "bmp",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-}
 
 #: Formats whose pixels carry no trustworthy physical size: SimpleITK reports 1.0 for them.
 _FLAT_FORMATS = {"png", "jpeg", "bmp", "tiff"}
@@ -52,11 +37,8 @@ def file_sha256_key(path: str | Path, extra: bytes | None = None) -> str:
 
 def image_format(path: str | Path) -> str | None:
     """The format name for a file this module reads, by extension; ``None`` for others."""
-    name = Path(path).name.lower()
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if name.endswith(ext) and len(name) > len(ext):
-            return IMAGE_EXTENSIONS[ext]
-    return None
+    ext = matching_extension(path, IMAGE_EXTENSIONS)
+    return IMAGE_EXTENSIONS[ext] if ext else None
 
 
 def to_uint8(arr: np.ndarray, colour: bool, bits: int | None = None) -> tuple[np.ndarray, dict]:
@@ -168,8 +150,6 @@ def read_image(path: str | Path) -> Loop:
 
     detached = any(path.name.lower().endswith(ext) for ext in _DETACHED)
     key = file_sha256_key(path, extra=np.ascontiguousarray(arr).tobytes() if detached else None)
-    from UltrasoundRefineLib.io.find import loop_stem  # late: find imports this module
-
     try:
         return Loop(
             frames=np.ascontiguousarray(arr),

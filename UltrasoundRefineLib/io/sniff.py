@@ -1,0 +1,28 @@
+"""What a file's first bytes say it is: content beats the name, so a DICOM named ``.jpg`` still reaches
+the right reader. Byte checks only, no reader imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Enough for every check here: DICOM's 128-byte preamble and ``DICM``.
+HEAD_BYTES = 132
+
+
+def read_head(path: str | Path, n: int = HEAD_BYTES) -> bytes:
+    """The first ``n`` bytes of the file; empty when it cannot be read (the reader says why)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def is_dicom_head(head: bytes) -> bool:
+    """The standard 128-byte preamble followed by ``DICM``."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def has_dicom_preamble(path: str | Path) -> bool:
+    """True when the file has the standard 128-byte preamble followed by ``DICM``."""
+    return is_dicom_head(read_head(path))
