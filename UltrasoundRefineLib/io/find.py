@@ -17,7 +17,7 @@ from UltrasoundRefineLib.io.naming import (  # noqa: F401 - loop_stem, strip_ext
 from UltrasoundRefineLib.io.registry import claim, read_with
 from UltrasoundRefineLib.loop import Loop
 
-_UNKNOWN = "(not DICOM or a known image format)"
+_UNKNOWN = "(not DICOM, a video or a known image format)"
 
 
 @dataclass

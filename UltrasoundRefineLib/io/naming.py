@@ -27,13 +27,16 @@ IMAGE_EXTENSIONS: dict[str, str] = {
     ".tiff": "tiff",
 }
 
+#: Video clips (scanner exports, screen recordings), decoded by FFmpeg through PyAV.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".mpg", ".mpeg")
+
 #: Slicer segmentations: NRRD by extension, but masks, never loops.
 SEGMENTATION_EXTENSIONS = (".seg.nrrd", ".seg.nhdr")
 
 #: Extensions stripped from a file name to make its stem; longest match wins, so ``x.nii.gz`` -> ``x``.
 STEM_EXTENSIONS = tuple(
     sorted(
-        set(IMAGE_EXTENSIONS) | set(DICOM_EXTENSIONS) | set(SEGMENTATION_EXTENSIONS),
+        set(IMAGE_EXTENSIONS) | set(DICOM_EXTENSIONS) | set(VIDEO_EXTENSIONS) | set(SEGMENTATION_EXTENSIONS),
         key=len,
         reverse=True,
     )

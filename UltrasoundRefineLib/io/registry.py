@@ -1,9 +1,10 @@
 """Which reader reads a file: every format registered by name with how it claims a file.
 
 A reader is ``"module:function"`` taking a path and returning a :class:`~UltrasoundRefineLib.loop.Loop`,
-imported only when a file of its kind is read. A new format is one entry here plus its module.
+imported only when a file of its kind is read (PyAV, say, costs nothing until a clip turns up). A new
+format is one entry here plus its module.
 
-Claims, strongest first: the file's content (DICOM preamble), then its
+Claims, strongest first: the file's content (DICOM preamble, video container magic), then its
 extension, then a weaker name rule that only files named explicitly are tried on (an extension-less
 file in a folder is far more often a README than a DICOM).
 """
@@ -18,10 +19,11 @@ from typing import Callable
 from UltrasoundRefineLib.io.naming import (
     DICOM_EXTENSIONS,
     IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
     dicom_by_name,
     matching_extension,
 )
-from UltrasoundRefineLib.io.sniff import is_dicom_head, read_head
+from UltrasoundRefineLib.io.sniff import is_dicom_head, is_video_head, read_head
 from UltrasoundRefineLib.loop import Loop
 
 
@@ -42,6 +44,7 @@ READERS: dict[str, Reader] = {
     "dicom": Reader(
         "UltrasoundRefineLib.io.dicom:read_dicom", DICOM_EXTENSIONS, sniff=is_dicom_head, guess=dicom_by_name
     ),
+    "video": Reader("UltrasoundRefineLib.io.video:read_video", VIDEO_EXTENSIONS, sniff=is_video_head),
     "image": Reader("UltrasoundRefineLib.io.images:read_image", tuple(IMAGE_EXTENSIONS)),
 }
 
