@@ -742,3 +742,31 @@ def test_find_loops_errors(tmp_path):
     assert "no such" in reasons["b.txt"]
     assert found.skipped == [only_text / "a.txt"]
     assert all(str(e).startswith(e.path + ": ") for e in found.errors)
+
+
+# --------------------------------------------------------------------------------------------------
+# the development set: real scans, read from ../shared/devset (never copied into the repository)
+
+DEVSET = Path(__file__).resolve().parents[1].parent / "shared" / "devset"
+
+
+def test_every_devset_file_reads_on_its_mask_grid():
+    """Each real file reads with read_loop, on the (H, W) grid its reference mask was drawn on."""
+    from PIL import Image
+
+    if not (DEVSET / "files").is_dir():
+        pytest.skip(f"no development set at {DEVSET} (real scans live outside the repository)")
+    files = sorted(p for p in (DEVSET / "files").iterdir() if p.is_file())
+    assert files
+    assert find_loops([DEVSET / "files"]).files == files
+    wrong = {}
+    for path in files:
+        try:
+            loop = read_loop(path)
+        except InputError as e:
+            wrong[path.name] = e.reason
+            continue
+        mask = np.asarray(Image.open(DEVSET / "masks" / f"{loop.stem}.png"))
+        if loop.shape != mask.shape[:2]:
+            wrong[path.name] = f"loop {loop.shape} vs mask {mask.shape[:2]}"
+    assert wrong == {}
