@@ -211,8 +211,11 @@ def suggest_threshold(
         thr = bg + float(fraction) * (float(np.percentile(proj, 99.5)) - bg)
         thr_source = "fraction"
     elif threshold == "floor":
+        # distance from the background, so that a light screen (a white report page around the image)
+        # works as a black one does
         bg, _ = background_level(inside)
-        thr = bg + FLOOR_MARGIN
+        proj = np.abs(proj - bg) if area is None else np.where(area, np.abs(proj - bg), 0.0)
+        thr = FLOOR_MARGIN
         thr_source = "floor"
     elif isinstance(threshold, str):
         if threshold != "otsu":
