@@ -35,7 +35,12 @@ FLOOR_MARGIN = 0.5  # grey levels above the background that count as signal (8-b
 NOISE_MAX = 8.0  # ring pixels within this many levels of the background are its noise, not graphics
 NOISE_PERCENTILE = 99.0
 RING_FRAC = 0.01  # width of the outer ring that tells the background, as a share of the frame
+CANDIDATE_MARGINS = (FLOOR_MARGIN, 2.5, 6.5)  # grey levels above the background, tried in turn
+STATIC_BRIGHT = 24.0  # grey levels above the background: brighter pixels that never change are graphics
+SPARSE_SIGMA_FRAC = 0.01  # smoothing of sparse speckle into a density, as a share of the diagonal
+SPARSE_DENSITY = 0.02  # share of faint pixels nearby that marks sparse speckle
 STROKE_FRAC = 0.004  # opening radius as a share of the frame's diagonal: wider than text strokes
+SIDE_VIEW = 0.25  # a second view is at least this share of the first; a smaller part beside it is a sliver
 SIDE_OVERLAP = 0.3  # parts whose columns overlap less than this share of the narrower stand side by side
 BOX_MARGIN = 2  # px: scanners draw their region boxes about this far outside the region
 COMPANION = 0.05  # other components at least this share of the largest may be parts of the same region
@@ -190,20 +195,85 @@ def side_by_side_parts(found: np.ndarray) -> list[np.ndarray]:
                 groups[-1] = [min(x0, g0), max(x1, g1), groups[-1][2] + [k]]
                 continue
         groups.append([x0, x1, [k]])
-    return [np.isin(labels, ks) for _, _, ks in groups]
+    parts = [np.isin(labels, ks) for _, _, ks in groups]
+    if len(parts) == 1:
+        return parts
+    # a sliver beside the region (the region cut by a line drawn over it) is not a second view
+    sizes = [int(p.sum()) for p in parts]
+    views = [p for p, n in zip(parts, sizes) if n >= SIDE_VIEW * max(sizes)]
+    slivers = [p for p, n in zip(parts, sizes) if n < SIDE_VIEW * max(sizes)]
+    if len(views) == 1:
+        return [np.logical_or.reduce(parts)]
+    for sliver in slivers:
+        cx = np.nonzero(sliver)[1].mean()
+        nearest = min(range(len(views)), key=lambda i: abs(np.nonzero(views[i])[1].mean() - cx))
+        views[nearest] = views[nearest] | sliver
+    return views
 
 
-def region_in_area(ev: Evidence, area: np.ndarray) -> np.ndarray:
-    """The region's evidence in one area: signal (or motion) without strokes, its large parts, filled."""
+def area_background(ev: Evidence, area: np.ndarray) -> float:
+    """The background level around one area: the ring of its bounding box (a region box on a light
+    report page is still black inside), the frame's own for the whole frame."""
+    if area.all():
+        return ev.background
+    rows, cols = np.nonzero(area)
+    return background_level(ev.brightest[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])[0]
+
+
+def sparse_in_area(ev: Evidence, area: np.ndarray) -> np.ndarray:
+    """The region as sparse faint speckle marks it (a fan in air drawn at the background's own level):
+    where signal pixels are dense enough once smoothed, without the bright strokes of text."""
     h, w = area.shape
     diag = float(np.hypot(h, w))
-    signal = ev.signal & area
+    bg = area_background(ev, area)
+    level = np.abs(ev.brightest - bg)
+    faint = (level > FLOOR_MARGIN) & (level <= STATIC_BRIGHT) & area
+    # the faint edges of bright strokes (anti-aliased text) are not speckle
+    faint &= ~ndi.binary_dilation(level > STATIC_BRIGHT, iterations=2)
+    density = ndi.gaussian_filter(faint.astype(np.float32), SPARSE_SIGMA_FRAC * diag)
+    m = (density > SPARSE_DENSITY) & area
+    m = ndi.binary_opening(m, structure=_disk(max(2, int(round(STROKE_FRAC * diag)))))
+    m = _keep_region_parts(m, ev.brightest)
+    if m.sum() < MIN_AREA_FRAC * area.sum():
+        return np.zeros_like(area)
+    return ndi.binary_fill_holes(m)
+
+
+def region_in_area(ev: Evidence, area: np.ndarray, *, margin: float = FLOOR_MARGIN, static_dim: bool = False) -> np.ndarray:
+    """The region's evidence in one area: pixels more than ``margin`` grey levels from the background,
+    without strokes, its large speckled parts, filled.
+
+    In a loop, a pixel that never changes is graphics unless it is next to moving ones; with
+    ``static_dim`` only a bright one is (a black part of the region, drawn at its noise floor, does not
+    move either: a sweep of a probe in air)."""
+    h, w = area.shape
+    diag = float(np.hypot(h, w))
+    bg = area_background(ev, area)
+    signal = (np.abs(ev.brightest - bg) > margin) & area
     if ev.moving is not None:
-        # in a loop, a static bright pixel is graphics unless it is next to moving ones
-        signal &= ev.moving | ndi.binary_dilation(ev.moving, iterations=3)
+        near_motion = ev.moving | ndi.binary_dilation(ev.moving, iterations=3)
+        if static_dim:
+            signal &= near_motion | (np.abs(ev.brightest - bg) <= STATIC_BRIGHT)
+        else:
+            signal &= near_motion
     r = max(2, int(round(STROKE_FRAC * diag)))
     solid = ndi.binary_opening(signal, structure=_disk(r))
     m = _keep_region_parts(solid, ev.brightest)
     if m.sum() < MIN_AREA_FRAC * area.sum():
         return np.zeros_like(area)
     return ndi.binary_fill_holes(m)
+
+
+def candidates(ev: Evidence, area: np.ndarray):
+    """``(label, evidence mask)`` for each reading of one area worth fitting: the noise floor and
+    higher margins (lossy compression rings a few grey levels around text and edges, and those rings
+    can join the region to the text), with and without dim static pixels in a loop."""
+    gates = (False, True) if ev.moving is not None else (False,)
+    for margin in CANDIDATE_MARGINS:
+        for static_dim in gates:
+            found = region_in_area(ev, area, margin=margin, static_dim=static_dim)
+            if found.any():
+                yield {"margin": margin, "static_dim": static_dim}, found
+    found = sparse_in_area(ev, area)
+    if found.any():
+        yield {"sparse": True}, found

@@ -50,7 +50,8 @@ MAX_TILT_DEG = 12.0  # steered sectors lean a few degrees, not more
 # fit_shape: a predicted mask is clean evidence
 FIT_MIN_FRAC = 0.02  # components smaller than this share of the image are specks, not regions
 FIT_GAP_PX = 0  # no extending the components down: a clean mask has no dark far field to bridge
-FIT_PENALTY_PX = 15.0  # criterion penalty per shape parameter, in disagreeing pixels
+FIT_PENALTY_PX = 15.0
+SPARSE_FALLBACK = 0.5  # suggest_fanfit reads sparse speckle only when no other reading scored this much  # criterion penalty per shape parameter, in disagreeing pixels
 
 
 def _slopes(lo_deg: float, hi_deg: float) -> tuple[float, float]:
@@ -688,44 +689,61 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
     """The scanner's image region (sector, flat-top sector, curvilinear fan, rectangle, dual view, an
     M-mode strip with its reference sector), from the evidence real scans offer (:mod:`.evidence`).
 
-    Per area (each image region box, or the whole frame without boxes): the noise-floor evidence
-    without strokes, its convex hull (the dark parts of the region along its edge come back), then
-    the geometric shape fitted to that hull (:func:`fit_shape`) where the two agree, else the hull.
+    Per area (each image region box, or the whole frame without boxes), for each candidate reading
+    of the evidence (:func:`.evidence.candidates`): the views side by side, each one's convex hull
+    (the dark parts of the region along its edge come back), the geometric shape fitted to that hull
+    (:func:`fit_shape`) where the two agree, else the hull. The candidate with the best score wins.
 
-    Quality: how well a scanner shape agrees with the hull, lowered where the evidence fills little of
-    the hull (a region with much black inside is a guess there) and for implausible sizes.
+    Score and quality: how well a scanner shape agrees with the hull, lowered where the evidence
+    fills little of the hull (a region with much black inside is a guess there) and, for the whole
+    mask, for implausible sizes.
     """
     from UltrasoundRefineLib.automask import evidence
 
     t0 = time.perf_counter()
     ev = evidence.gather(loop, max_frames=max_frames)
     mask = np.zeros(loop.shape, bool)
-    parts, fills, agreements = [], [], []
+    parts, scores = [], []
     for area in ev.areas:
-        for found in evidence.side_by_side_parts(evidence.region_in_area(ev, area)):
-            if not found.any():
-                continue
-            hull = evidence.convex_hull(found)
-            fit = fit_shape(hull, min_agreement=min_agreement, seed=seed)
-            mask |= fit.mask if fit.used else hull
-            fills.append(float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1)))
-            agreements.append(fit.agreement)
-            parts.append({"model": fit.model if fit.used else "hull", "agreement": round(fit.agreement, 4),
-                          "regions": [r.to_dict() for r in fit.regions] if fit.used else [],
-                          "fill": round(fills[-1], 4)})
+        best = None
+        for reading, found in evidence.candidates(ev, area):
+            if reading.get("sparse") and best is not None and best[0] >= SPARSE_FALLBACK:
+                break  # sparse speckle is the last resort, for a region nothing else found
+            fitted = [_fit_part(part, min_agreement, seed) for part in evidence.side_by_side_parts(found)]
+            score = min(f[3] for f in fitted)
+            if best is None or score > best[0]:
+                best = (score, reading, fitted)
+        if best is None:
+            continue
+        score, reading, fitted = best
+        scores.append(min(f[3] for f in fitted))
+        for part_mask, info, _, _ in fitted:
+            mask |= part_mask
+            parts.append({**info, "reading": reading})
     frac = float(mask.mean())
-    details = {"evidence": ev.info, "box_prior": len(ev.areas) > 1 or not ev.areas[0].all(), "parts": parts, "fraction": round(frac, 4),
-               "model": "+".join(p["model"] for p in parts) or "none",
+    details = {"evidence": ev.info, "box_prior": not ev.areas[0].all() or len(ev.areas) > 1, "parts": parts,
+               "fraction": round(frac, 4), "model": "+".join(p["model"] for p in parts) or "none",
                "regions": [r for p in parts for r in p["regions"]]}
+    details["seconds"] = round(time.perf_counter() - t0, 4)
     if not parts:
-        details["seconds"] = round(time.perf_counter() - t0, 4)
         return MaskSuggestion(mask, 0.0, METHOD, details)
     plausible = 1.0 if 0.05 < frac < 0.9 else 0.5
-    # the shape's agreement is the stronger cue (a hull no scanner shape fits is wrong somewhere);
-    # a hull the evidence fills poorly is a guess across much black
-    quality = float(np.clip(min(agreements) * (0.6 + 0.4 * min(fills)) * plausible, 0.0, 1.0))
-    details["seconds"] = round(time.perf_counter() - t0, 4)
-    return MaskSuggestion(mask, quality, METHOD, details)
+    return MaskSuggestion(mask, float(np.clip(min(scores) * plausible, 0.0, 1.0)), METHOD, details)
+
+
+def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.ndarray, dict, float, float]:
+    """One view's mask (the fitted shape, or the hull where no shape agrees), what was fitted, the
+    shape's agreement with the hull (a hull no scanner shape fits is wrong somewhere) and the view's
+    quality: that agreement, lowered where the evidence fills little of the hull (a guess across
+    much black)."""
+    from UltrasoundRefineLib.automask.evidence import convex_hull
+
+    hull = convex_hull(found)
+    fit = fit_shape(hull, min_agreement=min_agreement, seed=seed)
+    fill = float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1))
+    info = {"model": fit.model if fit.used else "hull", "agreement": round(fit.agreement, 4),
+            "regions": [r.to_dict() for r in fit.regions] if fit.used else [], "fill": round(fill, 4)}
+    return (fit.mask if fit.used else hull), info, fit.agreement, fit.agreement * (0.6 + 0.4 * fill)
 
 
 # ----------------------------------------------------------------------------------------------
