@@ -84,54 +84,6 @@ def _box_prior(loop: Loop, shape: tuple[int, int]) -> np.ndarray | None:
     return m
 
 
-def _evidence(loop: Loop, *, max_frames: int, motion_thresh: float, texture_thresh: float, sat_thresh: float):
-    """Per-pixel evidence (float in [0, 1]) that a pixel shows ultrasound data."""
-    frames = loop.frames
-    t = frames.shape[0]
-    if t > max_frames:
-        frames = frames[np.linspace(0, t - 1, max_frames).round().astype(int)]
-        t = max_frames
-    if loop.is_rgb:
-        rgb = frames.astype(np.float32)
-        grey = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-        sat = (rgb.max(-1) - rgb.min(-1)).max(0)
-    else:
-        grey = frames.astype(np.float32)
-        sat = None
-
-    # texture: local high-pass energy, averaged over a few frames (speckle is rough, bars are smooth)
-    idx = np.linspace(0, t - 1, min(t, 4)).round().astype(int)
-    tex = np.zeros(grey.shape[1:], np.float32)
-    for i in idx:
-        f = grey[i]
-        hp = np.abs(f - ndi.uniform_filter(f, 3))
-        tex += ndi.uniform_filter(hp, 5)
-    tex /= len(idx)
-
-    info = {"n_frames_used": int(t)}
-    # the texture window reaches a few pixels past the region's edge; requiring the pixel itself to be
-    # brighter than the background (the commonest grey level) keeps the evidence edge sharp
-    g0 = grey[idx].max(0)
-    hist = np.bincount(np.clip(g0, 0, 255).astype(np.uint8).ravel(), minlength=256)
-    bg = float(np.argmax(hist))
-    info["background_level"] = bg
-    rough = (tex > texture_thresh) & (g0 > bg + 0.5)
-    if t > 1:
-        motion = np.abs(np.diff(grey, axis=0)).max(0)  # any change between consecutive frames
-        moving = motion > motion_thresh
-        ev = moving.astype(np.float32)
-        info["moving_fraction"] = float(moving.mean())
-        if moving.mean() < 0.01:  # a "loop" of identical frames: treat as a still frame
-            ev = rough.astype(np.float32)
-            info["static_loop"] = True
-    else:
-        ev = rough.astype(np.float32)
-    if sat is not None and t == 1:
-        # saturated colour that is smooth is a colour bar or a header, not B-mode or Doppler
-        ev[(sat > sat_thresh) & (tex < 3 * texture_thresh)] = 0.0
-    return ev, info
-
-
 def _components(ev: np.ndarray, prior: np.ndarray | None, *, density_win: int, min_frac: float, open_iter: int = 2):
     """Clean the evidence: local density, opening, large components, holes filled."""
     h, w = ev.shape
@@ -751,7 +703,7 @@ def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.nd
 
 REFINE_TAU = 0.5  # px: softness of the edges while polishing
 REFINE_BAND = 3  # px either side of an edge that the polish looks at
-REFINE_ITERS = 25  # Levenberg-Marquardt steps at most (it converges in about ten)
+REFINE_ITERS = 25  # residual evaluations at most (it converges in about ten)
 REFINE_SCALE = 0.3  # residual scale of the robust loss
 
 
@@ -844,19 +796,6 @@ def _soft(region: Region, names: list[str], x: np.ndarray, y: np.ndarray, tau: f
     return soft, jac
 
 
-def _normal_equations(jac: np.ndarray, wt: np.ndarray, res: np.ndarray, chunk: int = 512):
-    """``J^T W J`` and ``J^T W r``, summed over row blocks: one product of a few thousand rows is
-    big enough for OpenBLAS to start its threads, which on a busy machine costs ~20x the sum."""
-    a = np.zeros((jac.shape[1], jac.shape[1]))
-    g = np.zeros(jac.shape[1])
-    for k in range(0, len(jac), chunk):
-        j, w = jac[k : k + chunk], wt[k : k + chunk]
-        jw = j * w[:, None]
-        a += j.T @ jw
-        g += jw.T @ res[k : k + chunk]
-    return a, g
-
-
 def _refine(regions: list[Region], target: np.ndarray, raster: _Raster) -> list[Region]:
     """Polish the chosen regions' parameters to sub-pixel accuracy: least squares between their soft
     masks and the evidence on the pixels near either's edges (a robust loss, so a few wrong pixels do
@@ -899,34 +838,23 @@ def _refine(regions: list[Region], target: np.ndarray, raster: _Raster) -> list[
             jacs.append(jac * others[:, None])
         return 1.0 - miss - t, np.concatenate(jacs, axis=1)
 
-    def cost(res):  # soft-L1: a wrong pixel costs about its distance, not its square
-        return float(np.sum(2.0 * REFINE_SCALE**2 * (np.sqrt(1.0 + (res / REFINE_SCALE) ** 2) - 1.0)))
+    cache: dict = {}
 
-    # Levenberg-Marquardt on the robust cost (reweighted each step): a handful of small normal equations
-    p = p0
-    res, jac = evaluate(p)
-    c = cost(res)
-    lam = 1e-3
-    for _ in range(REFINE_ITERS):
-        wt = 1.0 / np.sqrt(1.0 + (res / REFINE_SCALE) ** 2)
-        a, g = _normal_equations(jac, wt, res)
-        try:
-            step = np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-9), -g)
-        except np.linalg.LinAlgError:
-            break
-        p_new = np.clip(p + step, lo, hi)
-        res_new, jac_new = evaluate(p_new)
-        c_new = cost(res_new)
-        if np.isfinite(c_new) and c_new < c:
-            done = c - c_new < 1e-6 * c or np.max(np.abs(p_new - p)) < 1e-4
-            p, res, jac, c = p_new, res_new, jac_new, c_new
-            lam = max(lam / 3.0, 1e-7)
-            if done:
-                break
-        else:
-            lam *= 4.0
-            if lam > 1e6:
-                break
+    def residuals(p):
+        cache["p"], (cache["res"], cache["jac"]) = p.copy(), evaluate(p)
+        return cache["res"]
+
+    def jacobian(p):
+        if "p" not in cache or not np.array_equal(cache["p"], p):
+            residuals(p)
+        return cache["jac"]
+
+    # soft-L1: a wrong pixel costs about its distance, not its square
+    try:
+        p = least_squares(residuals, p0, jac=jacobian, bounds=(lo, hi), loss="soft_l1", f_scale=REFINE_SCALE,
+                          max_nfev=REFINE_ITERS, x_scale="jac", method="trf").x
+    except (ValueError, np.linalg.LinAlgError):
+        return regions
     k, polished = 0, []
     for r, (_, names) in zip(regions, packed):
         polished.append(_unpack(r, p[k : k + len(names)], names))
