@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from UltrasoundRefineLib.regions import UltrasoundRegion, loop_regions
+
 
 @dataclass
 class Loop:
@@ -55,6 +57,12 @@ class Loop:
     def shape(self) -> tuple[int, int]:
         """``(H, W)``: the pixel grid every mask of this loop lives on."""
         return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    @property
+    def regions(self) -> list[UltrasoundRegion]:
+        """The scanner's region boxes (DICOM SequenceOfUltrasoundRegions) as typed records, read from
+        ``meta["us_regions"]``; empty when the source carries none."""
+        return loop_regions(self)
 
     @property
     def is_rgb(self) -> bool:

@@ -89,10 +89,17 @@ def image_regions(loop) -> list[UltrasoundRegion]:
     """The boxes that hold image region, on the frame, without one that merely repeats another."""
     h, w = loop.shape
     out: list[UltrasoundRegion] = []
-    for r in loop_regions(loop):
+    for r in loop.regions:
         if not r.is_image or r.x0 >= w or r.y0 >= h:
             continue
         if any(r.pixel_bounds((h, w)) == o.pixel_bounds((h, w)) for o in out):
             continue
         out.append(r)
     return out
+
+
+def image_boxes(loop, grow: int = 0) -> list[tuple[int, int, int, int]]:
+    """The image-region boxes as ``(x0, y0, x1, y1)`` inclusive pixel bounds on the loop's frame,
+    grown by ``grow`` px (the scanners' margin) and clipped to it."""
+    shape = loop.shape
+    return [r.pixel_bounds(shape, grow=grow) for r in image_regions(loop)]

@@ -1,7 +1,7 @@
 """The scanner's region boxes as a constraint on a region mask or a fitted shape.
 
 Many DICOM files carry ``SequenceOfUltrasoundRegions``: a box per image region, drawn a few pixels
-outside it (``loop.meta["us_regions"]``). Two uses, both only where a loop has boxes:
+outside it (:func:`UltrasoundRefineLib.regions.image_boxes`). Two uses, both only where a loop has boxes:
 
 - :func:`clip_to_boxes`: nothing outside every box is image region. A network that took an ECG trace
   or a caption beside the fan for the scan is cut back to the boxes. Refused (the mask is returned
@@ -27,6 +27,7 @@ from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.regions import image_boxes
 
 BOX_MARGIN = 2.0  # px: scanners draw their region boxes about this far outside the region
 MIN_GAP = 5.0  # px: a shorter gap is the margin's own scatter (margins vary by a few px), not a missing edge
@@ -40,20 +41,10 @@ FAINT_SHARE = 0.05  # a strip beyond an edge with this share of faint echoes is 
 
 
 def region_boxes(loop: Loop | None) -> list[tuple[float, float, float, float]]:
-    """The loop's region boxes as ``(x0, y0, x1, y1)`` inclusive pixel bounds (may be empty)."""
-    boxes = loop.meta.get("us_regions") if loop is not None and isinstance(loop.meta, dict) else None
-    out = []
-    h, w = loop.shape if loop is not None else (0, 0)
-    for b in boxes or []:
-        try:
-            x0, y0, x1, y1 = (float(b[k]) for k in ("x0", "y0", "x1", "y1"))
-        except (KeyError, TypeError, ValueError):
-            continue
-        x0, x1 = max(0.0, min(x0, x1)), min(w - 1.0, max(x0, x1))
-        y0, y1 = max(0.0, min(y0, y1)), min(h - 1.0, max(y0, y1))
-        if x1 - x0 >= 8 and y1 - y0 >= 8:
-            out.append((x0, y0, x1, y1))
-    return out
+    """The loop's image-region boxes as ``(x0, y0, x1, y1)`` inclusive pixel bounds (may be empty)."""
+    if loop is None:
+        return []
+    return [tuple(float(v) for v in box) for box in image_boxes(loop)]
 
 
 def _box_mask(box, shape) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.loop import Loop
-from UltrasoundRefineLib.regions import image_regions
+from UltrasoundRefineLib.regions import image_boxes
 
 FLOOR_MARGIN = 0.5  # grey levels above the background that count as signal (8-bit data is integer)
 NOISE_MAX = 8.0  # ring pixels within this many levels of the background are its noise, not graphics
@@ -107,11 +107,9 @@ def gather(loop: Loop, *, max_frames: int = 64) -> Evidence:
 
 def region_areas(loop: Loop) -> list[np.ndarray]:
     """One bool mask per image-region box of the loop (grown by the scanners' margin); none without."""
-    h, w = loop.shape
     areas = []
-    for region in image_regions(loop):
-        a = np.zeros((h, w), bool)
-        x0, y0, x1, y1 = region.pixel_bounds((h, w), grow=BOX_MARGIN)
+    for x0, y0, x1, y1 in image_boxes(loop, grow=BOX_MARGIN):
+        a = np.zeros(loop.shape, bool)
         a[y0 : y1 + 1, x0 : x1 + 1] = True
         areas.append(a)
     return areas

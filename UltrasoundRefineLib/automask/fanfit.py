@@ -1,29 +1,28 @@
 """Geometric fan fit: the "more complicated algorithm" that the threshold baseline is compared with.
 
-Why a fit: a threshold mask has the holes of dark blood pools and the leaks of burned-in text. The
-scanner's image region, though, is always one of a few shapes (``geometry.Sector`` with a pointed or
-flat apex or a curved top, ``geometry.Rectangle``, or two of them side by side). Fitting such a shape
-to noisy evidence restores the exact edges where the evidence is weak.
+Why a fit: the scanner's image region is always one of a few shapes (``geometry.Sector`` with a
+pointed or flat apex or a curved top, ``geometry.Rectangle``, or two of them side by side), while
+what a scan shows of it is patchy: black fluid, a black far field or a probe held in air leave its
+edges invisible in places, and text, ticks and traces lie against them. Fitting the shape to the
+evidence restores the exact edges where the evidence is weak.
 
-Steps:
+:func:`suggest_fanfit` (step 1):
 
-1. Evidence of "ultrasound here": pixels that change over time (speckle moves, overlays do not),
-   and, for still frames, pixels that are locally rough (speckle) and not saturated static colour.
-2. Cleaning: local density of evidence, the large connected components, holes filled; the DICOM
-   region boxes (``loop.meta["us_regions"]``) clip the evidence when present.
-3. Candidates for each component: the sides by RANSAC lines through the row extents (dents from dark
-   pools and bumps from ticks become outliers), apex = their intersection, far arc by a robust circle
-   fit (centred on the apex or free), top by the top boundary (pointed, flat, curved), vertical clips
-   where the sides run straight down; a rectangle from robust extents; dual view by splitting at a
-   valley in the column profile.
-4. Selection: the candidate with the fewest disagreeing pixels with the evidence plus a penalty per
-   parameter; the quality score is the agreement of the chosen shape with the evidence, lowered by
-   poor side-line inlier fractions and implausible shapes.
+1. Evidence (:mod:`.evidence`): the noise floor above the screen's background, motion, strokes
+   removed, per area (each image-region box of the loop, or the whole frame), read several ways
+   (:func:`.evidence.candidates`).
+2. Per reading: the views side by side, each one's convex hull (the dark parts of the region along
+   its edge come back), the shape fitted to the hull (:func:`fit_shape`) where the two agree.
+3. Selection: the reading whose views score best (the shape's agreement with the hull, lowered where
+   the evidence fills little of it); that score is the quality.
 
-``fit_shape(mask)`` runs steps 3 and 4 on a given mask (a network's prediction, blurry from its low
-resolution) taken as clean evidence, polishes the chosen shape's parameters to sub-pixel accuracy
-against the mask's edges, and returns the exact shape where it agrees with the mask; given the loop,
-it also uses the loop's region boxes (:mod:`.boxfit`) where the image has faded to black.
+:func:`fit_shape` fits the shape to a clean mask (a network's prediction, blurry from its low
+resolution): candidates for each component (the sides by RANSAC lines through the row extents, apex
+= their intersection, far arc by a robust circle fit, top pointed, flat or curved, vertical clips; a
+rectangle from robust extents; a dual view split at a valley in the column profile), the candidate
+with the fewest disagreeing pixels plus a penalty per parameter, then a sub-pixel polish by
+``scipy.optimize.least_squares``; given the loop, it also uses the loop's region boxes
+(:mod:`.boxfit`) where the image has faded to black.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from scipy.optimize import least_squares
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.regions import image_boxes
 
 METHOD = "fanfit"
 BOX_GROW = 2.0  # scanners' region boxes sit about this far outside the region
@@ -63,23 +63,11 @@ def _slopes(lo_deg: float, hi_deg: float) -> tuple[float, float]:
 
 
 def _box_prior(loop: Loop, shape: tuple[int, int]) -> np.ndarray | None:
-    """Union of the DICOM ultrasound region boxes as a bool mask, or None when there are none."""
-    boxes = loop.meta.get("us_regions") if isinstance(loop.meta, dict) else None
-    if not boxes:
-        return None
-    h, w = shape
+    """Union of the loop's image-region boxes as a bool mask, or None when there are none."""
     m = np.zeros(shape, dtype=bool)
-    for b in boxes:
-        try:
-            x0, y0, x1, y1 = (int(round(float(b[k]))) for k in ("x0", "y0", "x1", "y1"))
-        except (KeyError, TypeError, ValueError):
-            continue
-        x0, x1 = max(0, min(x0, x1)), min(w - 1, max(x0, x1))
-        y0, y1 = max(0, min(y0, y1)), min(h - 1, max(y0, y1))
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            continue
+    for x0, y0, x1, y1 in image_boxes(loop):
         m[y0 : y1 + 1, x0 : x1 + 1] = True
-    if m.sum() < 0.02 * h * w:  # a box that small is not the image region
+    if m.sum() < 0.02 * shape[0] * shape[1]:  # a box that small is not the image region
         return None
     return m
 

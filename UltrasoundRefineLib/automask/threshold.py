@@ -11,7 +11,7 @@ The quality score says how much to trust the mask, from cues that need no ground
   convex; bites taken by dark pools and leaks along overlays make the mask concave;
 - stability: IoU between the masks at 0.7x and 1.4x the threshold; a mask whose edge sits on a
   gradual fade (low gain, deep field) moves with the threshold, one on a crisp region edge does not;
-- agreement with the DICOM ultrasound region boxes (``loop.meta["us_regions"]``) when present: the
+- agreement with the scanner's image-region boxes (:mod:`UltrasoundRefineLib.regions`) when present: the
   mask's bounding box should fill the box; a short mask (lost deep field) or a wide one (leak) does not;
 - a plausible size (a region covers roughly 8-80% of the screen).
 """
@@ -25,6 +25,7 @@ from scipy.spatial import ConvexHull, QhullError
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.automask.evidence import FLOOR_MARGIN, background_level, image_area
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.regions import image_boxes
 
 METHOD = "threshold"
 PROJECTIONS = ("max", "mean", "std")
@@ -126,23 +127,10 @@ def solidity(mask: np.ndarray) -> float:
     return acc / total
 
 
-def _box_agreement(mask: np.ndarray, us_regions) -> float | None:
-    """IoU of the mask's bounding box with the union box of the tissue regions; None without boxes."""
-    if not us_regions:
-        return None
+def _box_agreement(mask: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> float | None:
+    """IoU of the mask's bounding box with the union of the image-region boxes; None without boxes."""
     h, w = mask.shape
-    boxes = []
-    for r in us_regions:
-        try:
-            if r.get("data_type") not in (None, 1) or r.get("spatial_format") not in (None, 1):
-                continue  # colour-flow boxes, M-mode and spectral strips are not the image region
-            x0, y0, x1, y1 = (int(r[k]) for k in ("x0", "y0", "x1", "y1"))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            continue
-        x0, x1 = max(min(x0, x1), 0), min(max(x0, x1), w - 1)
-        y0, y1 = max(min(y0, y1), 0), min(max(y0, y1), h - 1)
-        if (x1 - x0) * (y1 - y0) >= 0.02 * h * w:
-            boxes.append((x0, y0, x1, y1))
+    boxes = [b for b in boxes if (b[2] - b[0]) * (b[3] - b[1]) >= 0.02 * h * w]
     if not boxes:
         return None
     box = np.zeros_like(mask)
@@ -251,7 +239,7 @@ def suggest_threshold(
     lo = _mask_at(proj, thr * 0.7, **params)
     hi = _mask_at(proj, thr * 1.4 + 1.0, **params)
     stab = _iou(lo, hi)
-    box = _box_agreement(mask, loop.meta.get("us_regions") if isinstance(loop.meta, dict) else None)
+    box = _box_agreement(mask, image_boxes(loop))
     size_ok = float(np.clip(min((frac - min_fraction) / 0.06, (0.9 - frac) / 0.1, 1.0), 0.0, 1.0))
     sol_term = float(np.clip((sol - 0.75) / 0.23, 0.0, 1.0))
     stab_term = float(np.clip((stab - 0.6) / 0.38, 0.0, 1.0))
