@@ -237,3 +237,28 @@ def test_write_phantom(tmp_path):
         assert (x1 - x0) <= (cols.max() - cols.min()) + 10  # slightly larger, not the whole image
         assert tissue[0].PhysicalUnitsXDirection == 3
         assert abs(tissue[0].PhysicalDeltaX * 10 - info["spacing_mm"][1]) < 1e-6
+
+
+def test_realism_off_is_the_base_phantom_and_on_keeps_the_truth():
+    from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
+
+    seen = set()
+    for i in range(16):
+        base = make_phantom_loop(loop_seed(0, i), n_frames=3)
+        real = make_phantom_loop(loop_seed(0, i), n_frames=3, realism=True)
+        assert np.array_equal(base.truth, real.truth)
+        applied = real.layout["realism"]
+        seen.update(applied)
+        if "air" in applied:
+            # a probe in air: below the ring-down bands the fan is its noise floor, a few grey levels at most
+            inside = real.truth & ~real.overlays["text"]
+            rows = np.nonzero(real.truth.any(axis=1))[0]
+            deep = inside.copy()
+            deep[: rows[0] + 30] = False
+            grey = real.loop.grey()
+            assert np.median(grey[:, deep]) <= 4 and np.median(base.loop.grey()[:, deep]) > 10
+        if "no_boxes" in applied:
+            assert real.loop.meta["us_regions"] == []
+        if not applied:
+            assert np.array_equal(base.loop.frames, real.loop.frames)
+    assert {"air", "dark_far_field", "lossy", "no_boxes"} <= seen, seen

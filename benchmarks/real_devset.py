@@ -1,11 +1,25 @@
 """How good are the auto masks on real scans? Dice per file and overall on ../shared/devset.
 
     python benchmarks/real_devset.py [--devset ../shared/devset] [--out benchmarks/results/real_devset.json]
+    python benchmarks/real_devset.py --train     # also the trained models (about 20 min on 2 cores)
 
 Scores, against the dev set's masks of the image region: the naive peer baseline of the dev set's
 README (grey maximum over frames > 10, largest component, holes filled), ``threshold`` and
 ``fanfit``, each file read with ``read_loop`` as a user's would be; and Spearman's rho between each
 method's quality score and its Dice (a review that puts likely-wrong masks first needs it positive).
+With ``--train`` it also scores the trained models, each file's mask being what ``predict`` writes
+(test-time augmentation, then the shape fit with the loop's region boxes), and the network's own
+mask before the shape fit beside it:
+
+- **phantom-only**: pretrained on the phantom's accepted ``fanfit`` suggestions alone (a simulated
+  reviewer accepts a suggestion whose Dice against the phantom's truth is at least 0.9); the phantom
+  has what real scans add (``phantom.realism``) unless ``--plain-phantom``;
+- **the method, k-fold**: the files are split into folds by source repository (files of one source
+  often share a scanner, so no scanner is on both sides); per fold, pretrained on the phantom's
+  accepted suggestions plus the training folds' accepted ``fanfit`` suggestions (the reviewer decides
+  with the dev-set masks), fine-tuned on the training folds' dev-set masks as the human masks (at most
+  16), and scored on the held-out fold.
+
 Writes JSON with the machine named. The dev set is never copied into the repository: without it the
 benchmark says so and exits 2.
 """
@@ -20,10 +34,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# idle OpenMP threads sleep rather than spin (2 shared cores); set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 from PIL import Image
-from scipy import ndimage
-from scipy.stats import spearmanr
+from scipy import ndimage  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,6 +51,9 @@ from UltrasoundRefineLib.io import loop_stem, read_loop  # noqa: E402
 from UltrasoundRefineLib.metrics import mask_metrics  # noqa: E402
 
 METHODS = ("threshold", "fanfit")
+MIN_DICE = 0.9  # the simulated reviewer accepts a suggestion at least this close to the truth
+MAX_HUMAN = 16  # human masks per fold at most
+N_FOLDS = 4
 DEFAULT_DEVSET = ROOT.parent / "shared" / "devset"
 
 
@@ -50,13 +70,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_devset.json")
+    ap.add_argument("--train", action="store_true", help="also the phantom-only model and the method by k-fold")
+    ap.add_argument("--phantom", type=int, default=160, help="phantom loops the reviewer sees (--train)")
+    ap.add_argument("--plain-phantom", action="store_true",
+                    help="the base phantom, without what real scans add (phantom.realism) (--train)")
+    ap.add_argument("--pretrain-epochs", type=int, default=None, help="override the pretraining default (--train)")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     files_dir, masks_dir = args.devset / "files", args.devset / "masks"
     if not files_dir.is_dir() or not masks_dir.is_dir():
         print(f"no dev set at {args.devset} (needs files/ and masks/): nothing to score", file=sys.stderr)
         return 2
 
-    rows, failures = [], {}
+    rows, failures, loops, truths, suggestions = [], {}, {}, {}, {}
     for path in sorted(files_dir.iterdir()):
         stem = loop_stem(path)
         truth = np.asarray(Image.open(masks_dir / f"{stem}.png")) > 0
@@ -69,23 +95,36 @@ def main(argv=None) -> int:
             print(f"{stem[:52]:52s} unreadable: {e.reason}", flush=True)
             continue
         row = {"file": stem, "read": True, "frames": loop.n_frames, "read_seconds": round(time.perf_counter() - t, 3)}
+        loops[stem], truths[stem] = loop, truth
         row["naive"] = {"dice": mask_metrics(naive_mask(loop), truth)["dice"]}
         for method in METHODS:
             t = time.perf_counter()
             s = suggest_mask(loop, method)
             row[method] = {"dice": mask_metrics(s.mask, truth)["dice"], "quality": s.quality,
                            "seconds": round(time.perf_counter() - t, 3), "model": s.details.get("model")}
+            if method == "fanfit":
+                suggestions[stem] = s.mask  # what the simulated reviewer sees (--train)
         rows.append(row)
         print(f"{stem[:52]:52s} naive {row['naive']['dice']:.3f}  "
               + "  ".join(f"{m} {row[m]['dice']:.3f} (q {row[m]['quality']:.2f})" for m in METHODS), flush=True)
 
+    trained = train_and_score(args, loops, truths, suggestions) if args.train else {}
+    for r in rows:
+        for name, per_file in trained.get("per_file", {}).items():
+            if r["file"] in per_file:
+                r[name] = per_file[r["file"]]
+            elif name not in r:
+                r[name] = {"dice": 0.0}  # unreadable: scored 0, as for the other methods
+
     summary = {}
-    for method in ("naive", *METHODS):
+    for method in ("naive", *METHODS, *trained.get("per_file", {})):
         d = np.array([r[method]["dice"] for r in rows])
         entry = {"mean": float(d.mean()), "median": float(np.median(d)), "min": float(d.min()),
                  "n_below_0.80": int((d < 0.80).sum()), "n_at_least_0.95": int((d >= 0.95).sum())}
+        if any("dice_network_only" in r[method] for r in rows):
+            entry["network_only_mean"] = float(np.mean([r[method].get("dice_network_only", 0.0) for r in rows]))
         q = [r[method].get("quality") for r in rows if r["read"]]
-        if method != "naive" and len(set(q)) > 1:
+        if method in METHODS and len(set(q)) > 1:
             rho, p = spearmanr(q, [r[method]["dice"] for r in rows if r["read"]])
             entry["spearman_quality_dice"] = {"rho": float(rho), "pvalue": float(p)}
         summary[method] = entry
@@ -96,6 +135,7 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "summary": summary,
+        "training": trained.get("info"),
         "per_file": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,13 +144,76 @@ def main(argv=None) -> int:
     tmp.replace(args.out)
 
     print(f"\n{len(rows)} dev-set files on {platform.platform()}, {os.cpu_count()} CPUs")
-    print(f"{'method':10s} {'mean':>6s} {'median':>6s} {'min':>6s} {'<0.80':>5s} {'>=0.95':>6s} {'rho(q,Dice)':>11s}")
+    print(f"{'method':12s} {'mean':>6s} {'median':>6s} {'min':>6s} {'<0.80':>5s} {'>=0.95':>6s} {'rho(q,Dice)':>11s}")
     for method, e in summary.items():
         rho = e.get("spearman_quality_dice", {}).get("rho", float("nan"))
-        print(f"{method:10s} {e['mean']:6.3f} {e['median']:6.3f} {e['min']:6.3f} {e['n_below_0.80']:5d} "
+        print(f"{method:12s} {e['mean']:6.3f} {e['median']:6.3f} {e['min']:6.3f} {e['n_below_0.80']:5d} "
               f"{e['n_at_least_0.95']:6d} {rho:11.3f}")
     print(f"wrote {args.out}")
     return 0
+
+
+def folds_by_source(stems: list[str], k: int) -> list[list[str]]:
+    """Files grouped by source repository (the part of the name before ``__``), groups dealt to k
+    folds, largest first, each to the fold with the fewest files so far."""
+    groups: dict[str, list[str]] = {}
+    for stem in stems:
+        groups.setdefault(stem.split("__", 1)[0], []).append(stem)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for _, members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        min(folds, key=len).extend(members)
+    return [sorted(f) for f in folds if f]
+
+
+def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
+    """The phantom-only model and the method by k-fold (see the module docstring)."""
+    import torch
+
+    from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
+    from UltrasoundRefineLib.train.evaluate import evaluate_model
+    from UltrasoundRefineLib.train.finetune import PRETRAIN_DEFAULTS, finetune, pretrain
+
+    t0 = time.perf_counter()
+    config = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}))
+    phantom, seen = [], 0
+    for i in range(args.phantom):
+        p = make_phantom_loop(loop_seed(args.seed, i), realism=not args.plain_phantom)
+        s = suggest_mask(p.loop, "fanfit")
+        seen += 1
+        if mask_metrics(s.mask, p.truth)["dice"] >= MIN_DICE:
+            phantom.append((p.loop, s.mask))
+    print(f"phantom: {len(phantom)}/{seen} fanfit suggestions accepted ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    def score(model, stems) -> dict:
+        examples = [(loops[s], truths[s]) for s in stems]
+        full = evaluate_model(model, examples)["per_example"]
+        alone = evaluate_model(model, examples, postprocess="basic")["per_example"]
+        return {s: {"dice": f["dice"], "dice_network_only": a["dice"]} for s, f, a in zip(stems, full, alone)}
+
+    per_file: dict[str, dict] = {}
+    stems = sorted(loops)
+    res = pretrain(phantom, config=config, seed=args.seed)
+    per_file["phantom-only"] = score(res.model, stems)
+    info = {"phantom_accepted": len(phantom), "phantom_seen": seen, "phantom_realism": not args.plain_phantom, "pretrain_config": config.to_dict(),
+            "phantom_only_train_seconds": res.metrics["seconds"], "folds": []}
+    print(f"phantom-only model: {np.mean([v['dice'] for v in per_file['phantom-only'].values()]):.3f}", flush=True)
+
+    per_file["method"] = {}
+    for k, held_out in enumerate(folds_by_source(stems, N_FOLDS)):
+        train = [s for s in stems if s not in held_out]
+        accepted = [(loops[s], suggestions[s]) for s in train
+                    if mask_metrics(suggestions[s], truths[s])["dice"] >= MIN_DICE]
+        human = [(loops[s], truths[s]) for s in train[:MAX_HUMAN]]
+        base = pretrain(phantom + accepted, config=config, seed=args.seed)
+        tuned = finetune(base.model, human, seed=args.seed)
+        per_file["method"].update(score(tuned.model, held_out))
+        info["folds"].append({"held_out": held_out, "accepted_auto_masks": len(accepted), "human_masks": len(human),
+                              "pretrain_seconds": base.metrics["seconds"], "finetune_seconds": tuned.metrics["seconds"]})
+        print(f"fold {k}: {np.mean([per_file['method'][s]['dice'] for s in held_out]):.3f} on {len(held_out)} files "
+              f"({len(accepted)} accepted auto masks, {len(human)} human)", flush=True)
+    info["seconds"] = round(time.perf_counter() - t0, 1)
+    info["torch_threads"] = torch.get_num_threads()
+    return {"per_file": per_file, "info": info}
 
 
 if __name__ == "__main__":

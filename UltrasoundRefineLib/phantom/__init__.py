@@ -123,8 +123,11 @@ def make_phantom_loop(
     size: tuple[int, int] = (240, 320),
     rgb: bool | None = None,
     doppler: bool | None = None,
+    realism: bool = False,
 ) -> PhantomLoop:
-    """One synthetic echo loop; ``layout`` in ``LAYOUT_KINDS`` or ``None`` (drawn at random)."""
+    """One synthetic echo loop; ``layout`` in ``LAYOUT_KINDS`` or ``None`` (drawn at random).
+    ``realism``: also what real scans add (:mod:`.realism`: a probe in air, a black far field, lossy
+    compression, absent or whole-screen region boxes); off, the loop is the same as without it."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     h, w = int(size[0]), int(size[1])
@@ -207,11 +210,15 @@ def make_phantom_loop(
         rows, cols = np.nonzero(dop["box"])
         doppler_box = (int(cols.min() + g.sl[1].start), int(rows.min() + g.sl[0].start), int(cols.max() + g.sl[1].start), int(rows.max() + g.sl[0].start))
     us_regions = _us_region_boxes(rng, lay, doppler_box)
-
     layout_dict = lay.to_dict()
+    if realism:
+        from UltrasoundRefineLib.phantom.realism import apply_realism
+
+        us_regions, layout_dict["realism"] = apply_realism(seed, frames, truth, ov_mask, us_regions)
+
     layout_dict["views"] = [an.view for an in anatomies]
     layout_dict["seed"] = int(seed)
-    key = hashlib.sha256(f"phantom-v1-{int(seed)}-{layout}-{n_frames}-{h}x{w}-{rgb}-{doppler}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"phantom-v1-{int(seed)}-{layout}-{n_frames}-{h}x{w}-{rgb}-{doppler}{'-real' if realism else ''}".encode()).hexdigest()[:16]
     loop = Loop(
         frames=frames,
         spacing=(lay.spacing_mm, lay.spacing_mm),
