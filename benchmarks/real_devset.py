@@ -75,6 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--plain-phantom", action="store_true",
                     help="the base phantom, without what real scans add (phantom.realism) (--train)")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="override the pretraining default (--train)")
+    ap.add_argument("--save-models", type=Path, default=None, help="keep the trained models in this folder (--train)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     files_dir, masks_dir = args.devset / "files", args.devset / "masks"
@@ -172,6 +173,7 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
     from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
     from UltrasoundRefineLib.train.evaluate import evaluate_model
     from UltrasoundRefineLib.train.finetune import PRETRAIN_DEFAULTS, finetune, pretrain
+    from UltrasoundRefineLib.train.model import save_model
 
     t0 = time.perf_counter()
     config = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}))
@@ -194,6 +196,8 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
     stems = sorted(loops)
     res = pretrain(phantom, config=config, seed=args.seed)
     per_file["phantom-only"] = score(res.model, stems)
+    if args.save_models:
+        save_model(res.model, args.save_models / "phantom-only", res.history)
     info = {"phantom_accepted": len(phantom), "phantom_seen": seen, "phantom_realism": not args.plain_phantom, "pretrain_config": config.to_dict(),
             "phantom_only_train_seconds": res.metrics["seconds"], "folds": []}
     print(f"phantom-only model: {np.mean([v['dice'] for v in per_file['phantom-only'].values()]):.3f}", flush=True)
@@ -207,6 +211,8 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
         base = pretrain(phantom + accepted, config=config, seed=args.seed)
         tuned = finetune(base.model, human, seed=args.seed)
         per_file["method"].update(score(tuned.model, held_out))
+        if args.save_models:
+            save_model(tuned.model, args.save_models / f"fold{k}", tuned.history)
         info["folds"].append({"held_out": held_out, "accepted_auto_masks": len(accepted), "human_masks": len(human),
                               "pretrain_seconds": base.metrics["seconds"], "finetune_seconds": tuned.metrics["seconds"]})
         print(f"fold {k}: {np.mean([per_file['method'][s]['dice'] for s in held_out]):.3f} on {len(held_out)} files "

@@ -36,6 +36,7 @@ NOISE_MAX = 8.0  # ring pixels within this many levels of the background are its
 NOISE_PERCENTILE = 99.0
 RING_FRAC = 0.01  # width of the outer ring that tells the background, as a share of the frame
 CANDIDATE_MARGINS = (FLOOR_MARGIN, 2.5, 6.5)  # grey levels above the background, tried in turn
+STATIC_READINGS = ("moving", "dim", "all")  # what a loop's unchanging pixels are, tried in turn
 STATIC_BRIGHT = 24.0  # grey levels above the background: brighter pixels that never change are graphics
 SPARSE_SIGMA_FRAC = 0.01  # smoothing of sparse speckle into a density, as a share of the diagonal
 SPARSE_DENSITY = 0.02  # share of faint pixels nearby that marks sparse speckle
@@ -45,6 +46,7 @@ SIDE_OVERLAP = 0.3  # parts whose columns overlap less than this share of the na
 BOX_MARGIN = 2  # px: scanners draw their region boxes about this far outside the region
 COMPANION = 0.05  # other components at least this share of the largest may be parts of the same region
 ROUGH_MIN = 0.3  # speckle: at least this share of pixels differ from their neighbours both ways
+ALIGN_TOL = 0.03  # a band whose columns match the region's within this share of its width is part of it
 ROUGH_SHARE = 0.6  # a companion is as speckled as the main part, within this share
 MIN_AREA_FRAC = 0.01  # a region covers at least this share of its area (the frame or its box)
 
@@ -237,41 +239,65 @@ def sparse_in_area(ev: Evidence, area: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(m)
 
 
-def region_in_area(ev: Evidence, area: np.ndarray, *, margin: float = FLOOR_MARGIN, static_dim: bool = False) -> np.ndarray:
+def region_in_area(ev: Evidence, area: np.ndarray, *, margin: float = FLOOR_MARGIN, static: str = "moving") -> np.ndarray:
     """The region's evidence in one area: pixels more than ``margin`` grey levels from the background,
     without strokes, its large speckled parts, filled.
 
-    In a loop, a pixel that never changes is graphics unless it is next to moving ones; with
-    ``static_dim`` only a bright one is (a black part of the region, drawn at its noise floor, does not
-    move either: a sweep of a probe in air)."""
+    ``static`` says what a loop's pixels that never change are: ``"moving"``, graphics unless next to
+    moving ones; ``"dim"``, graphics only where bright (a black part of the region, drawn at its noise
+    floor, does not move either: a sweep of a probe in air); ``"all"``, also unchanging bands that
+    span the moving part's columns (:func:`_aligned_bands`). For a still frame it makes no difference."""
+    if static not in STATIC_READINGS:
+        raise ValueError(f"static must be one of {STATIC_READINGS}, got {static!r}")
     h, w = area.shape
     diag = float(np.hypot(h, w))
     bg = area_background(ev, area)
     signal = (np.abs(ev.brightest - bg) > margin) & area
+    r = max(2, int(round(STROKE_FRAC * diag)))
+    unchanging = None
     if ev.moving is not None:
         near_motion = ev.moving | ndi.binary_dilation(ev.moving, iterations=3)
-        if static_dim:
+        if static == "all":  # all the signal, moving or not: a band moves in places only
+            unchanging = ndi.binary_opening(signal, structure=_disk(r))
+        if static == "dim":
             signal &= near_motion | (np.abs(ev.brightest - bg) <= STATIC_BRIGHT)
         else:
             signal &= near_motion
-    r = max(2, int(round(STROKE_FRAC * diag)))
     solid = ndi.binary_opening(signal, structure=_disk(r))
     m = _keep_region_parts(solid, ev.brightest)
+    if unchanging is not None and m.any():
+        m |= _aligned_bands(unchanging & ~m, m)
     if m.sum() < MIN_AREA_FRAC * area.sum():
         return np.zeros_like(area)
     return ndi.binary_fill_holes(m)
 
 
+def _aligned_bands(candidates: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The components of ``candidates`` that span the region's columns edge to edge (within
+    ALIGN_TOL): bands of the same region above or below it, such as the ring-down under a probe face
+    held still, unlike text, rulers and toolbars, which are narrower, wider or beside it."""
+    cols = np.nonzero(region.any(axis=0))[0]
+    x0, x1 = cols[0], cols[-1] + 1
+    tol = ALIGN_TOL * (x1 - x0)
+    labels, n = ndi.label(candidates)
+    keep = [k for k, sl in enumerate(ndi.find_objects(labels), start=1)
+            if abs(sl[1].start - x0) <= tol and abs(sl[1].stop - x1) <= tol]
+    return np.isin(labels, keep)
+
+
 def candidates(ev: Evidence, area: np.ndarray):
     """``(label, evidence mask)`` for each reading of one area worth fitting: the noise floor and
     higher margins (lossy compression rings a few grey levels around text and edges, and those rings
-    can join the region to the text), with and without dim static pixels in a loop."""
-    gates = (False, True) if ev.moving is not None else (False,)
+    can join the region to the text), each with the readings of a loop's unchanging pixels."""
+    statics = STATIC_READINGS if ev.moving is not None else STATIC_READINGS[:1]
+    seen: set[bytes] = set()  # readings often agree: each distinct mask is fitted once
     for margin in CANDIDATE_MARGINS:
-        for static_dim in gates:
-            found = region_in_area(ev, area, margin=margin, static_dim=static_dim)
-            if found.any():
-                yield {"margin": margin, "static_dim": static_dim}, found
+        for static in statics:
+            found = region_in_area(ev, area, margin=margin, static=static)
+            key = np.packbits(found).tobytes()
+            if found.any() and key not in seen:
+                seen.add(key)
+                yield {"margin": margin, "static": static}, found
     found = sparse_in_area(ev, area)
     if found.any():
         yield {"sparse": True}, found

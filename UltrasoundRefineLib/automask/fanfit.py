@@ -50,8 +50,11 @@ MAX_TILT_DEG = 12.0  # steered sectors lean a few degrees, not more
 # fit_shape: a predicted mask is clean evidence
 FIT_MIN_FRAC = 0.02  # components smaller than this share of the image are specks, not regions
 FIT_GAP_PX = 0  # no extending the components down: a clean mask has no dark far field to bridge
-FIT_PENALTY_PX = 15.0
-SPARSE_FALLBACK = 0.5  # suggest_fanfit reads sparse speckle only when no other reading scored this much  # criterion penalty per shape parameter, in disagreeing pixels
+FIT_PENALTY_PX = 15.0  # criterion penalty per shape parameter, in disagreeing pixels
+# suggest_fanfit: choosing among the readings of the evidence
+SPARSE_FALLBACK = 0.5  # sparse speckle is read only when no other reading agreed this well with a shape
+SCORE_TIE = 0.02  # readings whose shapes agree within this of the best are as good as it ...
+LARGER = 1.2  # ... and one at least this much larger than the best found a part the best missed
 
 
 def _slopes(lo_deg: float, hi_deg: float) -> tuple[float, float]:
@@ -632,11 +635,12 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
     Per area (each image region box, or the whole frame without boxes), for each candidate reading
     of the evidence (:func:`.evidence.candidates`): the views side by side, each one's convex hull
     (the dark parts of the region along its edge come back), the geometric shape fitted to that hull
-    (:func:`fit_shape`) where the two agree, else the hull. The candidate with the best score wins.
+    (:func:`fit_shape`) where the two agree, else the hull. The reading whose shape agrees best with
+    its hull wins, unless one that agrees about as well finds much more (the region is all the scanner
+    draws: a reading that finds less has lost a dark part of it).
 
-    Score and quality: how well a scanner shape agrees with the hull, lowered where the evidence
-    fills little of the hull (a region with much black inside is a guess there) and, for the whole
-    mask, for implausible sizes.
+    Quality: the winner's agreement, lowered where the evidence fills little of its hull (a region
+    with much black inside is a guess there) and, for the whole mask, for implausible sizes.
     """
     from UltrasoundRefineLib.automask import evidence
 
@@ -645,17 +649,19 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
     mask = np.zeros(loop.shape, bool)
     parts, scores = [], []
     for area in ev.areas:
-        best = None
+        tried = []
         for reading, found in evidence.candidates(ev, area):
-            if reading.get("sparse") and best is not None and best[0] >= SPARSE_FALLBACK:
+            if reading.get("sparse") and tried and max(t[0] for t in tried) >= SPARSE_FALLBACK:
                 break  # sparse speckle is the last resort, for a region nothing else found
             fitted = [_fit_part(part, min_agreement, seed) for part in evidence.side_by_side_parts(found)]
-            score = min(f[3] for f in fitted)
-            if best is None or score > best[0]:
-                best = (score, reading, fitted)
-        if best is None:
+            size = sum(int(np.count_nonzero(f[0])) for f in fitted)
+            tried.append((min(f[2] for f in fitted), size, reading, fitted))
+        if not tried:
             continue
-        score, reading, fitted = best
+        # a few per cent more is compression noise along the edge, not a missed part
+        best = max(tried, key=lambda t: t[0])
+        larger = [t for t in tried if t[0] >= best[0] - SCORE_TIE and t[1] >= LARGER * best[1]]
+        _, _, reading, fitted = max(larger, key=lambda t: t[1]) if larger else best
         scores.append(min(f[3] for f in fitted))
         for part_mask, info, _, _ in fitted:
             mask |= part_mask
