@@ -55,6 +55,7 @@ FIT_PENALTY_PX = 15.0  # criterion penalty per shape parameter, in disagreeing p
 SPARSE_FALLBACK = 0.5  # sparse speckle is read only when no other reading agreed this well with a shape
 SCORE_TIE = 0.02  # readings whose shapes agree within this of the best are as good as it ...
 LARGER = 1.2  # ... and one at least this much larger than the best found a part the best missed
+UNFITTED = 0.8  # quality factor of a view whose hull no scanner shape fits
 
 
 def _slopes(lo_deg: float, hi_deg: float) -> tuple[float, float]:
@@ -681,7 +682,7 @@ def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.nd
     """One view's mask (the fitted shape, or the hull where no shape agrees), what was fitted, the
     shape's agreement with the hull (a hull no scanner shape fits is wrong somewhere) and the view's
     quality: that agreement, lowered where the evidence fills little of the hull (a guess across
-    much black)."""
+    much black) and where no shape was fitted."""
     from UltrasoundRefineLib.automask.evidence import convex_hull
 
     hull = convex_hull(found)
@@ -689,7 +690,9 @@ def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.nd
     fill = float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1))
     info = {"model": fit.model if fit.used else "hull", "agreement": round(fit.agreement, 4),
             "regions": [r.to_dict() for r in fit.regions] if fit.used else [], "fill": round(fill, 4)}
-    return (fit.mask if fit.used else hull), info, fit.agreement, fit.agreement * (0.6 + 0.4 * fill)
+    # a hull that no scanner shape fits is less to be trusted than a fitted shape
+    quality = fit.agreement * (0.6 + 0.4 * fill) * (1.0 if fit.used else UNFITTED)
+    return (fit.mask if fit.used else hull), info, fit.agreement, quality
 
 
 # ----------------------------------------------------------------------------------------------
