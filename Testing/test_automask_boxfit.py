@@ -245,3 +245,17 @@ def test_a_sector_clipped_at_the_bottom_is_unclipped_to_reach_the_box():
     regions, info = complete_to_boxes([clipped], loop)
     assert info["box_completed"] == ["0:bottom"]
     assert dice(regions_mask(regions, SHAPE), truth) > 0.995
+
+
+def test_a_box_around_the_whole_screen_is_no_edge():
+    """Many scanners write a box around the whole screen: it bounds nothing, so a deep field that fades
+    to black is not carried out to it (that would put the far edge at the screen's bottom)."""
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness, mask = fading(truth, (165 - r) / 45)
+    screen = {"x0": 0, "y0": 0, "x1": SHAPE[1] - 1, "y1": SHAPE[0] - 1}
+    loop = loop_of(brightness, truth, [screen])
+    f = fit_shape(mask, loop=loop, min_agreement=0.95)
+    assert f.box.get("box_completed") == [], f.box
+    assert f.fitted_to == "mask"
+    assert not f.mask[int(SECTOR.apex_y + 175) :].any()  # nothing reaches towards the screen's bottom

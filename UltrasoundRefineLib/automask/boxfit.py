@@ -35,6 +35,7 @@ MAX_GAP_FRAC = 0.25  # at most this share of the region's extent is added on one
 FADE_RATIO = 0.6  # the band inside the edge is faded when its mean is below this share of the region's
 DARK_RATIO = 0.25  # the added pixels are dark when their mean is below this share of the region's
 EDGE_BAND = 8  # px: the band inside an edge whose brightness says whether the edge has faded
+TIGHT_GAP = 8.0  # px: a box this close to the mask on a side bounds it there (margin plus scatter)
 CLIP_KEEP = 0.9  # clip only when the boxes keep at least this share of the mask
 FAINT = 2.0  # grey levels above the background (the median outside the boxes): a faint echo
 FAINT_SHARE = 0.05  # a strip beyond an edge with this share of faint echoes is still image region
@@ -45,6 +46,24 @@ def region_boxes(loop: Loop | None) -> list[tuple[float, float, float, float]]:
     if loop is None:
         return []
     return [tuple(float(v) for v in box) for box in image_boxes(loop)]
+
+
+def tight_boxes(mask: np.ndarray, loop: Loop | None) -> list[tuple[float, float, float, float]]:
+    """The region boxes that touch the mask (within TIGHT_GAP px) on at least one side. Only such a box
+    tells where an invisible edge lies: many scanners draw their box around the whole screen, well
+    outside the region on every side, and completing a region to such a box, or trusting it over the
+    mask, puts the edge where the box is, not where the region ends."""
+    out = []
+    for box in region_boxes(loop):
+        inside = mask & _box_mask(box, mask.shape)
+        if not inside.any():
+            continue
+        rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+        x0, y0, x1, y1 = box
+        gaps = (cols[0] - x0, rows[0] - y0, x1 - cols[-1], y1 - rows[-1])
+        if min(gaps) <= TIGHT_GAP:
+            out.append(box)
+    return out
 
 
 def _box_mask(box, shape) -> np.ndarray:
@@ -185,14 +204,19 @@ def _extend(region: Region, side: str, target: float, gap: float, shape) -> Regi
 
 
 def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("bottom", "left", "right")) -> tuple[list[Region], dict]:
-    """Extend each fitted region to its region box on the sides where the image has faded to black.
+    """Extend each fitted region to its region box on the sides where the image has faded to black,
+    where the box bounds the region closely elsewhere (:func:`tight_boxes`).
 
     Returns ``(regions, info)``; ``info["box_completed"]`` lists ``"<region index>:<side>"`` for each
     extension made (empty when none)."""
-    boxes = region_boxes(loop)
-    if not boxes or not regions:
+    if not regions or loop is None:
         return list(regions), {}
     shape = tuple(loop.shape)
+    if not region_boxes(loop):
+        return list(regions), {}
+    boxes = tight_boxes(np.logical_or.reduce([r.mask(shape) for r in regions]), loop)
+    if not boxes:
+        return list(regions), {"box_completed": []}
     image = loop.grey().max(axis=0)  # the brightest each pixel gets over the loop
     inside_any = np.zeros(shape, bool)
     for b in boxes:

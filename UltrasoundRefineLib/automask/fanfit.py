@@ -911,7 +911,7 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
       with the better agreement of the two 0.976.
 
     Deterministic for a given ``seed``."""
-    from UltrasoundRefineLib.automask.boxfit import clip_to_boxes, region_boxes
+    from UltrasoundRefineLib.automask.boxfit import clip_to_boxes, tight_boxes
 
     m = np.asarray(mask)
     if m.ndim != 2:
@@ -927,8 +927,9 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     if m.sum() < 64:
         return unchanged
     visible = _visible(m, loop)
-    # only where boxes can carry the shape into the black: without them, the mask's guess is all there is
-    seen = _seen_part(m, visible) if region_boxes(loop) else None
+    # only where boxes that bound the region closely can carry the shape into the black: without them,
+    # the mask's guess is all there is
+    seen = _seen_part(m, visible) if tight_boxes(m, loop) else None
     fit = None
     if seen is not None:
         fit = _fit_mask(seen, m, visible, loop, seed, box_info)
