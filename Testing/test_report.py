@@ -490,3 +490,24 @@ def test_sparse_result_still_reads(tmp_path):
     doc = json.loads(paths["json"].read_text())
     assert doc["runs"][-1]["hd95"] is None  # JSON has no infinity: null, runs.csv keeps it
     assert len(re.findall(r"<img ", page)) == 3  # Dice, other metrics, overlay; no curves
+
+
+def test_example_panels_show_the_image_region_only():
+    """Burned-in text outside the region (names, IDs, dates) never reaches a report picture: the panel
+    is the frame inside the true region, black elsewhere, cropped to the region and the prediction."""
+    from UltrasoundRefineLib.report.plots import region_view
+
+    frame = np.zeros((60, 80, 3), np.uint8)
+    frame[2:8, 2:40] = 255  # a burned-in name in the header
+    truth = np.zeros((60, 80), bool)
+    truth[20:50, 20:60] = True
+    frame[truth] = 90
+    mask = np.zeros_like(truth)
+    mask[22:55, 18:60] = True  # a prediction that strays a little past the region
+    shown, m, t = region_view(Overlay("c", "s", frame, mask, truth, 0.9))
+    assert shown.max() == 90 and (shown == 255).sum() == 0
+    assert shown.shape[:2] == (55 + 3 - 17, 60 + 3 - 15) == m.shape == t.shape
+    assert m.sum() == mask.sum() and t.sum() == truth.sum()
+    # without a reference, the prediction bounds what is shown
+    shown, _, t = region_view(Overlay("c", "s", frame, mask, None, None))
+    assert t is None and (shown == 255).sum() == 0

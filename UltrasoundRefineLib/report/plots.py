@@ -239,8 +239,28 @@ def _contour(ax, mask: np.ndarray, colour: str, style) -> None:
                linewidths=1.6, linestyles=style)
 
 
+def region_view(o) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What an example panel may show: the frame inside the image region only (the true region, else
+    the predicted one), black elsewhere, cropped to the region and the predicted mask with a small
+    margin; and the masks cropped alike. Burned-in names, IDs and dates lie outside the region, so
+    they never reach a picture."""
+    frame, mask = np.asarray(o.frame), np.asarray(o.mask, bool)
+    truth = None if o.truth is None else np.asarray(o.truth, bool)
+    region = truth if truth is not None and truth.any() else mask
+    keep = region[..., None] if frame.ndim == 3 else region
+    frame = np.where(keep, frame, 0).astype(frame.dtype)
+    both = region | mask
+    if not both.any():
+        return frame[:1, :1] * 0, mask[:1, :1], None if truth is None else truth[:1, :1]
+    rows, cols = np.nonzero(both.any(axis=1))[0], np.nonzero(both.any(axis=0))[0]
+    pad = 3
+    sl = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
+    return frame[sl], mask[sl], None if truth is None else truth[sl]
+
+
 def overlays(result: ExperimentResult, columns: int = 4) -> bytes | None:
-    """Example frames with the predicted region's outline (orange) over the true one (cyan, dashed)."""
+    """Example frames (their image region only, :func:`region_view`) with the predicted region's
+    outline (orange) over the true one (cyan, dashed)."""
     items = result.overlays[:MAX_OVERLAYS]
     if not items:
         return None
@@ -248,7 +268,8 @@ def overlays(result: ExperimentResult, columns: int = 4) -> bytes | None:
 
     ncols = min(columns, len(items))
     nrows = math.ceil(len(items) / ncols)
-    aspect = max(np.asarray(o.frame).shape[0] / max(np.asarray(o.frame).shape[1], 1) for o in items)
+    views = [region_view(o) for o in items]
+    aspect = max(v[0].shape[0] / max(v[0].shape[1], 1) for v in views)
     fig = _figure(3.1 * ncols, (3.0 * aspect + 0.55) * nrows + 0.35)
     grid = fig.subplots(nrows, ncols, squeeze=False)
     for k, ax in enumerate(grid.flat):
@@ -256,15 +277,15 @@ def overlays(result: ExperimentResult, columns: int = 4) -> bytes | None:
         if k >= len(items):
             continue
         o = items[k]
-        frame = np.asarray(o.frame)
+        frame, mask, truth = views[k]
         if frame.ndim == 2:
             ax.imshow(frame, cmap="gray", vmin=0, vmax=255 if frame.dtype == np.uint8 else None,
                       interpolation="nearest")
         else:
             ax.imshow(frame[..., :3], interpolation="nearest")
-        _contour(ax, o.mask, PREDICTION_COLOUR, "solid")
-        if o.truth is not None:  # on top, dashed: where the two agree, both colours show
-            _contour(ax, o.truth, TRUTH_COLOUR, "dashed")
+        _contour(ax, mask, PREDICTION_COLOUR, "solid")
+        if truth is not None:  # on top, dashed: where the two agree, both colours show
+            _contour(ax, truth, TRUTH_COLOUR, "dashed")
         dice = f"Dice {fmt_value(o.dice)}" if o.dice is not None and is_finite(o.dice) else "Dice n/a"
         ax.set_title(f"{_wrap(o.condition, 32)}\n{o.stem} · {dice}", fontsize=8)
     handles = [Line2D([], [], color=PREDICTION_COLOUR, lw=2, label="predicted region")]
