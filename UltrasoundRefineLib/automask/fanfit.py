@@ -38,6 +38,7 @@ from scipy.optimize import least_squares
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.automask.evidence import convex_hull
 from UltrasoundRefineLib.regions import image_boxes
 
 METHOD = "fanfit"
@@ -683,8 +684,6 @@ def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.nd
     shape's agreement with the hull (a hull no scanner shape fits is wrong somewhere) and the view's
     quality: that agreement, lowered where the evidence fills little of the hull (a guess across
     much black) and where no shape was fitted."""
-    from UltrasoundRefineLib.automask.evidence import convex_hull
-
     hull = convex_hull(found)
     fit = fit_shape(hull, min_agreement=min_agreement, seed=seed)
     fill = float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1))
@@ -975,29 +974,11 @@ def _seen_part(m: np.ndarray, visible: np.ndarray | None) -> np.ndarray | None:
         seen = np.isin(labels, np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1)
     # a dark band along an edge (a shadow, a faded side) is open to the outside, so no hole: where the
     # mask covers it and it lies within the visible part's convex hull, it is the region's
-    seen |= m & _convex_hull(seen)
+    seen |= m & convex_hull(seen)
     seen = ndi.binary_fill_holes(seen)
     if np.array_equal(seen, m):
         return None
     return seen
-
-
-def _convex_hull(mask: np.ndarray) -> np.ndarray:
-    """The convex hull of a mask's pixels (their corners), as a mask."""
-    from scipy.spatial import ConvexHull, QhullError
-
-    edge = mask & ~ndi.binary_erosion(mask)
-    ys, xs = np.nonzero(edge)
-    pts = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]).astype(float)
-    try:
-        hull = ConvexHull(pts)
-    except (QhullError, ValueError):
-        return mask.copy()
-    y, x = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
-    inside = np.ones(mask.shape, bool)
-    for a, b, c in hull.equations:  # a*x + b*y + c <= 0 inside
-        inside &= a * x + b * y + c <= 1e-9
-    return inside
 
 
 def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None, loop: Loop | None, seed: int,

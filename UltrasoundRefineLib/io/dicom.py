@@ -32,6 +32,7 @@ from UltrasoundRefineLib.io.images import file_sha256_key, to_uint8
 from UltrasoundRefineLib.io.naming import dicom_by_name, loop_stem
 from UltrasoundRefineLib.io.sniff import has_dicom_preamble
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.regions import DATA_TYPES, SPATIAL_FORMATS
 
 #: Fixed key of the keyed hash behind ``group_key``: stable across runs and machines, so the same
 #: patient/study always lands in the same group, while the hash cannot be reversed by a plain lookup.
@@ -55,14 +56,6 @@ _LOSSY_SYNTAXES = {
 }
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNITS_CM = 3
-_SPATIAL_FORMAT = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
-_DATA_TYPE = {
-    0: "none", 1: "tissue", 2: "color flow", 3: "PW spectral Doppler", 4: "CW spectral Doppler",
-    5: "Doppler mean trace", 6: "Doppler mode trace", 7: "Doppler max trace", 8: "volume trace",
-    9: "d(volume)/dt trace", 10: "ECG trace", 11: "pulse trace", 12: "phonocardiogram trace",
-    13: "gray bar", 14: "color bar", 15: "integrated backscatter", 16: "area trace",
-    17: "d(area)/dt trace", 18: "other physiological input",
-}
 # VRs whose values may identify someone; scrubbed from any message we pass on.
 _PHI_VRS = {"PN", "DA", "DT", "TM", "LO", "SH", "AE", "UI", "ST", "LT", "UT", "CS"}
 
@@ -204,9 +197,9 @@ def us_regions(ds: Dataset) -> list[dict]:
             "x1": i("RegionLocationMaxX1"),
             "y1": i("RegionLocationMaxY1"),
             "spatial_format": sf,
-            "spatial_format_name": _SPATIAL_FORMAT.get(sf, "unknown") if sf is not None else "unknown",
+            "spatial_format_name": SPATIAL_FORMATS.get(sf, "unknown") if sf is not None else "unknown",
             "data_type": dt,
-            "data_type_name": _DATA_TYPE.get(dt, "unknown") if dt is not None else "unknown",
+            "data_type_name": DATA_TYPES.get(dt, "unknown") if dt is not None else "unknown",
             "physical_units_x": i("PhysicalUnitsXDirection"),
             "physical_units_y": i("PhysicalUnitsYDirection"),
             "physical_delta_x": _number(_get(item, "PhysicalDeltaX", None)),
