@@ -68,6 +68,29 @@ def test_evaluate_scores_masks_against_truth(phantom_dir, tmp_path):
     assert data["summary"]["hd95_mean"] == pytest.approx(0.0)
 
 
+def test_evaluate_reads_png_reference_masks(phantom_dir, tmp_path):
+    """Reference masks drawn elsewhere are often PNG (0/255): matched by stem like NRRD ones."""
+    from PIL import Image
+
+    from UltrasoundRefineLib.io import read_mask
+
+    truths = sorted((phantom_dir / "truth").glob("*.nrrd"))
+    png = tmp_path / "png"
+    png.mkdir()
+    for k, t in enumerate(truths):
+        m = read_mask(t)
+        if k == 0:
+            m = m.copy()
+            m[: m.shape[0] // 2] = False  # one reference differs: its Dice must drop below 1
+        Image.fromarray(m.astype(np.uint8) * 255).save(png / f"{t.name[:-5]}.png")
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", str(phantom_dir / "truth"), "--truth", str(png), "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["summary"]["n"] == len(truths) and data["missing"] == []
+    dice = sorted(v["dice"] for v in data["per_loop"].values())
+    assert dice[0] < 0.99 and dice[1] == pytest.approx(1.0)
+
+
 def _bad_inputs(tmp: Path, phantom_dir: Path) -> dict[str, Path]:
     good = sorted((phantom_dir / "loops").glob("*.dcm"))[0]
     data = good.read_bytes()

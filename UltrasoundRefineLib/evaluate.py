@@ -10,6 +10,8 @@ import numpy as np
 
 from UltrasoundRefineLib.errors import InputError
 from UltrasoundRefineLib.io import read_mask
+from UltrasoundRefineLib.io.images import image_format
+from UltrasoundRefineLib.io.naming import SEGMENTATION_EXTENSIONS, loop_stem
 from UltrasoundRefineLib.metrics import METRIC_NAMES, mask_metrics
 
 
@@ -33,18 +35,26 @@ class FolderScore:
 
 
 def score_folder(pred_dir: str | Path, truth_dir: str | Path) -> FolderScore:
-    """Match ``pred_dir/<stem>.nrrd`` to ``truth_dir/<stem>.nrrd`` and compute the metrics of each pair."""
+    """Match ``pred_dir/<stem>.nrrd`` to the reference mask of the same stem in ``truth_dir`` (NRRD, or any
+    2D image format the readers know: PNG, NIfTI, MHA, TIFF, ...; non-zero is inside) and compute the
+    metrics of each pair."""
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     for d in (pred_dir, truth_dir):
         if not d.is_dir():
             raise InputError(d, "not a folder")
-    truths = sorted(p for p in truth_dir.glob("*.nrrd") if not p.name.endswith(".seg.nrrd"))
+    truths: dict[str, Path] = {}
+    for p in sorted(truth_dir.iterdir()):
+        if not p.is_file() or image_format(p) is None or p.name.lower().endswith(SEGMENTATION_EXTENSIONS):
+            continue
+        stem = loop_stem(p)
+        if stem in truths:
+            raise InputError(p, f"a second reference mask for '{stem}' (also {truths[stem].name})")
+        truths[stem] = p
     if not truths:
-        raise InputError(truth_dir, "contains no reference masks (*.nrrd)")
+        raise InputError(truth_dir, "contains no reference masks (NRRD, PNG, NIfTI, MHA, ... images)")
     per_stem, missing = {}, []
-    for truth_path in truths:
-        stem = truth_path.name[: -len(".nrrd")]
-        pred_path = pred_dir / truth_path.name
+    for stem, truth_path in truths.items():
+        pred_path = pred_dir / f"{stem}.nrrd"
         if not pred_path.is_file():
             missing.append(stem)
             continue

@@ -40,7 +40,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Matches MASKS/<stem>.nrrd to TRUTH/<stem>.nrrd; prints the means and writes JSON.",
     )
     p.add_argument("masks", metavar="MASKS", help="folder of masks, e.g. the --out of automask or predict")
-    p.add_argument("--truth", required=True, help="folder of reference masks, e.g. the phantom's truth/")
+    p.add_argument("--truth", required=True, help="folder of reference masks <stem>.nrrd, .png, .nii.gz, ... (non-zero inside), e.g. the phantom's truth/")
     p.add_argument("--json", dest="json_out", help="write per-loop and mean metrics to this JSON file")
     p.set_defaults(func=run_evaluate)
 
