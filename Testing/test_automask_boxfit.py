@@ -13,7 +13,8 @@ import pytest
 from UltrasoundRefineLib.automask.boxfit import (
     BOX_MARGIN, clip_to_boxes, complete_to_boxes, region_boxes,
 )
-from UltrasoundRefineLib.automask.fanfit import _seen_part, fit_shape
+from UltrasoundRefineLib.automask.fanfit import fit_shape
+from UltrasoundRefineLib.automask.fanfit.shapefit import _seen_part
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
 

@@ -11,7 +11,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.automask import suggest_mask
-from UltrasoundRefineLib.automask.fanfit import ShapeFit, _Raster, fit_shape, suggest_fanfit
+from UltrasoundRefineLib.automask.fanfit import ShapeFit, fit_shape, suggest_fanfit
+from UltrasoundRefineLib.automask.fanfit.raster import _Raster
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask, region_from_dict
 from UltrasoundRefineLib.loop import Loop
 

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--plain-phantom", action="store_true",
                     help="the base phantom, without what real scans add (phantom.realism) (--train)")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="override the pretraining default (--train)")
+    ap.add_argument("--size", type=int, default=None, help="override the network's input size (--train)")
+    ap.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tuning default (--train)")
     ap.add_argument("--save-models", type=Path, default=None, help="keep the trained models in this folder (--train)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -172,11 +174,13 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
 
     from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
     from UltrasoundRefineLib.train.evaluate import evaluate_model
-    from UltrasoundRefineLib.train.finetune import PRETRAIN_DEFAULTS, finetune, pretrain
+    from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, finetune, pretrain
     from UltrasoundRefineLib.train.model import save_model
 
     t0 = time.perf_counter()
-    config = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}))
+    config = PRETRAIN_DEFAULTS.replace(**({"epochs": args.pretrain_epochs} if args.pretrain_epochs else {}),
+                                       **({"size": args.size} if args.size else {}))
+    ft_config = FINETUNE_DEFAULTS.replace(**({"epochs": args.finetune_epochs} if args.finetune_epochs else {}))
     phantom, seen = [], 0
     for i in range(args.phantom):
         p = make_phantom_loop(loop_seed(args.seed, i), realism=not args.plain_phantom)
@@ -198,7 +202,8 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
     per_file["phantom-only"] = score(res.model, stems)
     if args.save_models:
         save_model(res.model, args.save_models / "phantom-only", res.history)
-    info = {"phantom_accepted": len(phantom), "phantom_seen": seen, "phantom_realism": not args.plain_phantom, "pretrain_config": config.to_dict(),
+    info = {"phantom_accepted": len(phantom), "phantom_seen": seen, "phantom_realism": not args.plain_phantom,
+            "pretrain_config": config.to_dict(), "finetune_config": ft_config.to_dict(),
             "phantom_only_train_seconds": res.metrics["seconds"], "folds": []}
     print(f"phantom-only model: {np.mean([v['dice'] for v in per_file['phantom-only'].values()]):.3f}", flush=True)
 
@@ -209,7 +214,7 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
                     if mask_metrics(suggestions[s], truths[s])["dice"] >= MIN_DICE]
         human = [(loops[s], truths[s]) for s in train[:MAX_HUMAN]]
         base = pretrain(phantom + accepted, config=config, seed=args.seed)
-        tuned = finetune(base.model, human, seed=args.seed)
+        tuned = finetune(base.model, human, config=ft_config, seed=args.seed)
         per_file["method"].update(score(tuned.model, held_out))
         if args.save_models:
             save_model(tuned.model, args.save_models / f"fold{k}", tuned.history)
