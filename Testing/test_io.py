@@ -279,25 +279,30 @@ def save(ds: Dataset, path: Path, **kwargs) -> Path:
 ENCODINGS = ["explicit_le", "implicit_le", "big_endian", "rle", "jpeg2000_lossless", "jpegls_lossless"]
 
 
-@pytest.mark.parametrize("rgb", [False, True], ids=["grey", "rgb"])
-@pytest.mark.parametrize("encoding", ENCODINGS)
-def test_synthetic_us_loop_round_trips_exactly(tmp_path, rgb, encoding):
-    frames = synthetic_frames(rgb)
-    ds = us_dataset(frames, rgb=rgb)
-    kwargs = {}
+def encode(ds, encoding: str) -> dict:
+    """Put ``ds`` in ``encoding`` (one of ENCODINGS); returns the write arguments it needs. Skips the
+    test when no encoder for it is installed."""
     if encoding == "implicit_le":
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        kwargs = {"implicit_vr": True, "little_endian": True}
-    elif encoding == "big_endian":
+        return {"implicit_vr": True, "little_endian": True}
+    if encoding == "big_endian":
         ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
-        kwargs = {"implicit_vr": False, "little_endian": False}
-    elif encoding != "explicit_le":
+        return {"implicit_vr": False, "little_endian": False}
+    if encoding != "explicit_le":
         uid = {"rle": RLELossless, "jpeg2000_lossless": JPEG2000Lossless, "jpegls_lossless": JPEGLSLossless}[encoding]
         encoder = pydicom.pixels.get_encoder(uid)
         if not encoder.is_available:
             pytest.skip(f"no encoder for {uid.name} here: {encoder.missing_dependencies}")
         ds.compress(uid, generate_instance_uid=False)
-    path = save(ds, tmp_path / f"loop_{encoding}.dcm")
+    return {}
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["grey", "rgb"])
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_synthetic_us_loop_round_trips_exactly(tmp_path, rgb, encoding):
+    frames = synthetic_frames(rgb)
+    ds = us_dataset(frames, rgb=rgb)
+    path = save(ds, tmp_path / f"loop_{encoding}.dcm", **encode(ds, encoding))
     loop = read_loop(path)
     assert loop.frames.dtype == np.uint8
     np.testing.assert_array_equal(loop.frames, frames)
@@ -456,13 +461,7 @@ def test_stray_sequence_delimiter_after_the_pixel_data_is_read(tmp_path, encodin
     plain pydicom decodes such files, so our own checks must not refuse them."""
     frames = synthetic_frames(False, t=2, h=8, w=10)
     ds = us_dataset(frames, rgb=False)
-    kwargs = {}
-    if encoding == "implicit_le":
-        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        kwargs = {"implicit_vr": True, "little_endian": True}
-    elif encoding == "rle":
-        ds.compress(RLELossless, generate_instance_uid=False)
-    path = save(ds, tmp_path / f"stray_{encoding}.dcm", **kwargs)
+    path = save(ds, tmp_path / f"stray_{encoding}.dcm", **encode(ds, encoding))
     with open(path, "ab") as f:
         f.write(bytes.fromhex("FEFFDDE0") + b"\x00\x00\x00\x00")  # (FFFE,E0DD), length 0, little endian
     assert pydicom.dcmread(path).pixel_array.shape == frames.shape  # the rule: pydicom reads it
