@@ -123,7 +123,8 @@ def image_area(loop: Loop) -> np.ndarray | None:
     return np.logical_or.reduce(areas) if areas else None
 
 
-def _disk(radius: int) -> np.ndarray:
+def disk(radius: int) -> np.ndarray:
+    """A digital disk of ``radius`` px, as a structuring element (r*r + r: rounder than r*r)."""
     r = int(radius)
     y, x = np.mgrid[-r : r + 1, -r : r + 1]
     return x * x + y * y <= r * r + r
@@ -232,7 +233,7 @@ def sparse_in_area(ev: Evidence, area: np.ndarray) -> np.ndarray:
     faint &= ~ndi.binary_dilation(level > STATIC_BRIGHT, iterations=2)
     density = ndi.gaussian_filter(faint.astype(np.float32), SPARSE_SIGMA_FRAC * diag)
     m = (density > SPARSE_DENSITY) & area
-    m = ndi.binary_opening(m, structure=_disk(max(2, int(round(STROKE_FRAC * diag)))))
+    m = ndi.binary_opening(m, structure=disk(max(2, int(round(STROKE_FRAC * diag)))))
     m = _keep_region_parts(m, ev.brightest)
     if m.sum() < MIN_AREA_FRAC * area.sum():
         return np.zeros_like(area)
@@ -258,12 +259,12 @@ def region_in_area(ev: Evidence, area: np.ndarray, *, margin: float = FLOOR_MARG
     if ev.moving is not None:
         near_motion = ev.moving | ndi.binary_dilation(ev.moving, iterations=3)
         if static == "all":  # all the signal, moving or not: a band moves in places only
-            unchanging = ndi.binary_opening(signal, structure=_disk(r))
+            unchanging = ndi.binary_opening(signal, structure=disk(r))
         if static == "dim":
             signal &= near_motion | (np.abs(ev.brightest - bg) <= STATIC_BRIGHT)
         else:
             signal &= near_motion
-    solid = ndi.binary_opening(signal, structure=_disk(r))
+    solid = ndi.binary_opening(signal, structure=disk(r))
     m = _keep_region_parts(solid, ev.brightest)
     if unchanging is not None and m.any():
         m |= _aligned_bands(unchanging & ~m, m)

@@ -23,7 +23,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from UltrasoundRefineLib.automask import MaskSuggestion
-from UltrasoundRefineLib.automask.evidence import FLOOR_MARGIN, background_level, image_area
+from UltrasoundRefineLib.automask.evidence import FLOOR_MARGIN, background_level, disk, image_area
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.regions import image_boxes
 
@@ -66,12 +66,6 @@ def project(loop: Loop, projection: str = "max", max_frames: int = 64) -> np.nda
     return grey.std(axis=0)
 
 
-def _disk(radius: int) -> np.ndarray:
-    r = int(radius)
-    y, x = np.mgrid[-r : r + 1, -r : r + 1]
-    return x * x + y * y <= r * r + r  # r*r + r: a rounder digital disk than r*r
-
-
 def _mask_at(
     proj: np.ndarray,
     thr: float,
@@ -83,7 +77,7 @@ def _mask_at(
 ) -> np.ndarray:
     m = proj > thr
     if opening_radius > 0:
-        m = ndimage.binary_opening(m, structure=_disk(opening_radius))
+        m = ndimage.binary_opening(m, structure=disk(opening_radius))
     labels, n = ndimage.label(m)
     if n == 0:
         return m
@@ -94,7 +88,7 @@ def _mask_at(
     m = np.isin(labels, keep)
     if closing_radius > 0:
         pad = closing_radius + 1
-        m = ndimage.binary_closing(np.pad(m, pad), structure=_disk(closing_radius))[pad:-pad, pad:-pad]
+        m = ndimage.binary_closing(np.pad(m, pad), structure=disk(closing_radius))[pad:-pad, pad:-pad]
     if fill_holes:
         m = ndimage.binary_fill_holes(m)
     return m
