@@ -101,3 +101,21 @@ def test_region_records_from_reader_dicts():
     assert UltrasoundRegion.from_dict({"x0": "a"}) is None
     assert not UltrasoundRegion(0, 0, 99, 20, 4, 10).is_image  # an ECG trace
     assert not UltrasoundRegion(0, 0, 99, 20, 1, 13).is_image  # a grey bar
+
+
+def test_still_ring_down_bands_over_a_black_near_field_belong_to_the_region():
+    """A linear probe in air: unchanging ring-down bands under the probe face, a near field of exact
+    black, speckle moving only in the deep part. The bands span the moving part's columns edge to
+    edge, so they are the same region (text of the same brightness beside it is not)."""
+    rect = Rectangle(40, 30, 279, 219)
+    truth = rect.mask(SHAPE)
+    rng = np.random.default_rng(4)
+    frames = np.zeros((6, *SHAPE), np.uint8)
+    for t in range(6):
+        frames[t, 130:220, 40:280] = rng.integers(20, 160, (90, 240))
+    frames[:, 30:36, 40:280] = 200  # ring-down bands, still
+    frames[:, 39:44, 40:280] = 120
+    frames[:, 5:12, 290:316] = 200  # a still label beside the region
+    s = suggest_mask(Loop(frames), "fanfit")
+    assert dice(s.mask, truth) > 0.97, (dice(s.mask, truth), s.details["parts"])
+    assert not s.mask[5:12, 290:316].any()
