@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Exit code 2 when any input failed.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="loop files or folders (searched recursively)")
-    p.add_argument("--method", choices=sorted(METHODS), default="threshold")
+    p.add_argument("--method", choices=sorted(METHODS), default="fanfit",
+                   help="fanfit (default: the better on real scans) or threshold (the method's simple baseline)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
     p.set_defaults(func=run)
