@@ -40,7 +40,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-AUTOMASK_METHODS = ["threshold", "fanfit"]
+AUTOMASK_METHODS = ["fanfit", "threshold"]
 TRAIN_STAGES = ["pretrain", "finetune", "scratch"]
 TRAIN_STRATEGIES = ["full", "frozen-encoder", "low-lr-encoder"]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]
@@ -116,7 +116,7 @@ class UltrasoundRefineParameterNode:
     """
 
     inputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, vtkMRMLSequenceNode]
-    automaskMethod: Annotated[str, Choice(AUTOMASK_METHODS)] = "threshold"
+    automaskMethod: Annotated[str, Choice(AUTOMASK_METHODS)] = "fanfit"
     regionSegmentation: vtkMRMLSegmentationNode
     workspacePath: pathlib.Path
     reviewer: str = ""
@@ -829,7 +829,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ suggest
 
-    def suggestMask(self, inputNode, method: str = "threshold", segmentationNode=None, scene=None):
+    def suggestMask(self, inputNode, method: str = "fanfit", segmentationNode=None, scene=None):
         """Auto-mask a loop (a volume or a sequence) and show the mask as a segment over it.
 
         Returns ``(segmentationNode, MaskSuggestion)``; the quality and method are also kept as
