@@ -166,10 +166,11 @@ def suggest_threshold(
     projection: ``"max"`` (default: any frame where the pixel shows echo), ``"mean"``, or ``"std"``
         (motion: static burned-in overlays vanish, but so do still regions; a still frame falls back
         to its intensity).
-    threshold: grey level on the projection; ``"floor"`` (default) = just above the screen's background
-        level and its noise (:func:`.evidence.background_level`): on real scans the black inside a fan
-        is often a grey level or two above a background of exact zero, so anything brighter than the
-        background is region; ``None`` = the 1st percentile plus ``fraction`` of the way to the bright
+    threshold: grey level on the projection; ``"floor"`` (default) = any grey more than
+        ``FLOOR_MARGIN`` from the screen's background level (:func:`.evidence.background_level`, read
+        around the image-region boxes when there are any): on real scans the black inside a fan is
+        often a grey level or two above a background of exact zero, so anything off the background is
+        region; ``None`` = the 1st percentile plus ``fraction`` of the way to the bright
         end (99.5th percentile); ``"otsu"`` = Otsu's threshold times ``otsu_scale``. Why not Otsu: the
         question is "any echo here, in any frame?", and Otsu instead splits the region's own broad grey
         range (tissue vs blood), so it cuts into the region.

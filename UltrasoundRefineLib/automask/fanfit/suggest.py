@@ -7,13 +7,13 @@ import time
 import numpy as np
 
 from UltrasoundRefineLib.automask import MaskSuggestion
+from UltrasoundRefineLib.automask import evidence
 from UltrasoundRefineLib.automask.evidence import convex_hull
 from UltrasoundRefineLib.automask.fanfit.shapefit import fit_shape
 from UltrasoundRefineLib.loop import Loop
 
-
 METHOD = "fanfit"
-# suggest_fanfit: choosing among the readings of the evidence
+# choosing among the readings of the evidence
 SPARSE_FALLBACK = 0.5  # sparse speckle is read only when no other reading agreed this well with a shape
 SCORE_TIE = 0.02  # readings whose shapes agree within this of the best are as good as it ...
 LARGER = 1.2  # ... and one at least this much larger than the best found a part the best missed
@@ -34,8 +34,6 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
     Quality: the winner's agreement, lowered where the evidence fills little of its hull (a region
     with much black inside is a guess there) and, for the whole mask, for implausible sizes.
     """
-    from UltrasoundRefineLib.automask import evidence
-
     t0 = time.perf_counter()
     ev = evidence.gather(loop, max_frames=max_frames)
     mask = np.zeros(loop.shape, bool)
