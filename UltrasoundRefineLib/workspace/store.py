@@ -929,9 +929,11 @@ def _connect(db: Path, *, readonly: bool) -> sqlite3.Connection:
     try:
         return schema.connect(db, readonly=readonly)
     except sqlite3.OperationalError as e:
-        if readonly and "unable to open" in str(e):
-            # A WAL database in a folder we may not write: SQLite cannot create the -shm file.
-            # immutable=1 reads it as it is; nobody can be writing it there.
+        if readonly and ("unable to open" in str(e) or "readonly" in str(e)):
+            # A WAL database in a folder we may not write: SQLite cannot create the -shm file, and says
+            # "unable to open" or, with no -wal/-shm left (closed cleanly: an archive), "attempt to write
+            # a readonly database" at the first statement. immutable=1 reads it as it is; nobody can be
+            # writing it there.
             conn = sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None)
             conn.row_factory = sqlite3.Row
             return conn
