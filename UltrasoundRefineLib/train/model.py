@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from UltrasoundRefineLib.atomic import atomic_write as _atomic_write_bytes
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.errors import InputError, OutputError
 from UltrasoundRefineLib.loop import Loop
@@ -83,21 +82,6 @@ def library_versions() -> dict:
         "scipy": scipy.__version__,
         "python": platform.python_version(),
     }
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # torch.save names the zip archive after the file, so the name must not start with a dot
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}-tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
