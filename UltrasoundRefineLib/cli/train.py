@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print progress as JSON lines on stdout instead of a progress bar")
     p.add_argument("--no-register", action="store_true", help="do not record the model in the workspace")
+    p.add_argument("--stop-on-stdin", action="store_true",
+                   help="a line 'stop' on stdin, or stdin closing, stops the run as SIGTERM does (for parents "
+                   "that cannot signal the process, such as Slicer's PythonSlicer launcher)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="the model folder to write")
     p.set_defaults(func=run_train)
 
@@ -69,6 +72,30 @@ def _resolve_model(ws, ref: str) -> Path:
         return Path(registered[ref]["path"])
     known = ", ".join(sorted(registered)) or "none registered"
     raise InputError(ref, f"neither a model folder nor a model registered in this workspace ({known})")
+
+
+def _stop_on_stdin(stream=None):
+    """An Event set when ``stream`` (default stdin) gives a line "stop" or closes.
+
+    Slicer starts the CLI through PythonSlicer, a launcher that does not forward signals to the Python
+    it starts but does forward stdin; a closed stdin means the parent is gone, so nobody is left to
+    read the run's progress."""
+    import threading
+
+    stream = stream if stream is not None else sys.stdin
+    flag = threading.Event()
+
+    def watch() -> None:
+        try:
+            for line in stream:
+                if line.strip().lower() == "stop":
+                    break
+        except (OSError, ValueError):  # closed under us
+            pass
+        flag.set()
+
+    threading.Thread(target=watch, name="stop-on-stdin", daemon=True).start()
+    return flag
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -117,6 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = train_model(
         examples, None, config, init_from=init, strategy=args.strategy, stage=args.stage, seed=args.seed,
         device=args.device, events=events, out=out, handle_sigterm=True, test_examples=test_examples or None,
+        stop=_stop_on_stdin() if args.stop_on_stdin else None,
     )
     if result.stopped:
         return STOPPED_EXIT
