@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pydicom.pixels
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -33,6 +32,18 @@ from UltrasoundRefineLib.io.naming import dicom_by_name, loop_stem
 from UltrasoundRefineLib.io.sniff import has_dicom_preamble
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.regions import DATA_TYPES, SPATIAL_FORMATS
+
+try:
+    import pydicom.pixels
+    #: Why pixel data cannot be decoded with the pydicom installed, or None. pydicom 2 (3D Slicer 5.10
+    #: ships 2.4.4 and its DICOM module has it loaded) has no ``pydicom.pixels``: importing the library
+    #: must still work there (the Slicer module installs pydicom 3 on first use, then Slicer restarts).
+    PYDICOM_PROBLEM = None
+except ImportError:
+    PYDICOM_PROBLEM = (
+        f"pydicom {getattr(pydicom, '__version__', '?')} cannot decode pixel data here: pydicom 3.0 or later is "
+        "needed (pip install 'pydicom>=3'; inside 3D Slicer, restart Slicer after Ultrasound Refine installs it)"
+    )
 
 #: Fixed key of the keyed hash behind ``group_key``: stable across runs and machines, so the same
 #: patient/study always lands in the same group, while the hash cannot be reversed by a plain lookup.
@@ -277,6 +288,8 @@ def _frame_time_ms(ds: Dataset, meta: dict) -> float | None:
 
 def _decoder_problem(ts: UID) -> str | None:
     """Why pixel data in this transfer syntax cannot be decoded here, or ``None`` if it can."""
+    if PYDICOM_PROBLEM:
+        return PYDICOM_PROBLEM
     try:
         decoder = pydicom.pixels.get_decoder(ts)
     except NotImplementedError:
