@@ -43,12 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("split", help="assign loops to pretrain / finetune / test by patient group",
                        description="Whole patient groups go to one split, so no patient is in training and test. "
-                       "Loops already placed keep their split unless --reassign.")
+                       "Loops already placed keep their split unless --reassign. Without split, human masks "
+                       "fine-tune and nothing is held out for testing.")
     p.add_argument("workspace", metavar="WORKSPACE")
-    p.add_argument("--test-fraction", type=_fraction, default=0.2)
-    p.add_argument("--finetune-count", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=_fraction, default=None,
+                   help="share of the loops for testing (default: as last time, else 0.2)")
+    p.add_argument("--finetune-count", type=int, default=None,
+                   help="loops for fine-tuning (default: as last time, else 10)")
+    p.add_argument("--seed", type=int, default=None, help="default: as last time, else 0")
     p.add_argument("--reassign", action="store_true", help="recompute every split from scratch")
+    p.add_argument("--finetune", nargs="+", default=[], metavar="STEM",
+                   help="put these loops (stems or item ids) in the fine-tuning split, each with its patient group")
+    p.add_argument("--finetune-from", action="append", default=[], metavar="DIR",
+                   help="put the loops named by the mask files in DIR (e.g. the hand-drawn masks) in the "
+                   "fine-tuning split")
     p.set_defaults(func=run_split)
 
     p = sub.add_parser("suggest", help="suggest a mask for every loop in the workspace (one round)",
@@ -129,10 +137,34 @@ def run_add(args) -> int:
     return 2 if report.errors else 0
 
 
+SPLIT_DEFAULTS = {"test_fraction": 0.2, "finetune_count": 10, "seed": 0}
+
+
+def _stems_from(folders: list[str]) -> list[str]:
+    """The loops a folder of masks names (``<stem>.nrrd``, ``<stem>.seg.nrrd``)."""
+    from UltrasoundRefineLib.errors import InputError
+    from UltrasoundRefineLib.workspace.human_masks import _find_mask_files, mask_stem
+
+    stems = []
+    for folder in folders:
+        files, _, errors = _find_mask_files([folder])
+        if errors:
+            raise errors[0]
+        if not files:
+            raise InputError(folder, "holds no mask files (.nrrd, .seg.nrrd) to name loops by")
+        stems += [mask_stem(f) for f in files]
+    return stems
+
+
 def run_split(args) -> int:
+    named = [*args.finetune, *_stems_from(args.finetune_from)]
     with _open(args.workspace) as ws:
-        counts = ws.assign_splits(test_fraction=args.test_fraction, finetune_count=args.finetune_count,
-                                  seed=args.seed, reassign=args.reassign)
+        # Options not given keep what the workspace last used (so `split --finetune X` moves X, nothing else).
+        params = {**SPLIT_DEFAULTS, **(ws.status()["split_params"] or {})}
+        for key in SPLIT_DEFAULTS:
+            if getattr(args, key) is not None:
+                params[key] = getattr(args, key)
+        counts = ws.assign_splits(**params, reassign=args.reassign, finetune=named)
     _say(", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 

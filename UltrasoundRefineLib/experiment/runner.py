@@ -108,6 +108,7 @@ def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> Ex
     from UltrasoundRefineLib.train.config import TrainConfig
     from UltrasoundRefineLib.train.data import render_examples
     from UltrasoundRefineLib.workspace import Workspace
+    from UltrasoundRefineLib.workspace.advice import nothing_to_train
 
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **spec.train})
     key = (str(workspace_path), config.size, tuple(config.inputs), tuple(sorted(needs)))
@@ -116,18 +117,21 @@ def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> Ex
     with Workspace.open(workspace_path, readonly=True) as ws:
         test_examples = ws.examples("test")
         if not test_examples:
-            raise ExperimentError(f"{workspace_path}: no human masks in the test split: nothing to score runs on")
+            raise ExperimentError(
+                f"{workspace_path}: no human masks in the test split: nothing to score runs on; split the workspace "
+                f"(`ultrasound-refine split {workspace_path}`) and import human masks for its test loops "
+                f"(`ultrasound-refine import-masks {workspace_path} DIR`)")
         pretrain = {}
         for method in sorted(m for m in needs if m in ("threshold", "fanfit")):
             examples = ws.examples("pretrain", producer=method)
             if not examples:
-                raise ExperimentError(f"{workspace_path}: no accepted {method} suggestions to pretrain on")
+                raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'pretrain', method)}")
             pretrain[method] = render_examples(examples, config.size, config.inputs)
         human = []
         if "human" in needs:
             pool = ws.examples("finetune")
             if not pool:
-                raise ExperimentError(f"{workspace_path}: no human masks in the fine-tuning split")
+                raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'finetune')}")
             human = render_examples(pool, config.size, config.inputs)
         test = render_examples(test_examples, config.size, config.inputs, keep_masks=True)
     data = ExperimentData(pretrain, human, test, test_examples)

@@ -179,6 +179,7 @@ def workspace_examples(workspace: Any, stage: str, producer: str | None = None) 
     else:
         examples = list(workspace.examples(STAGE_SOURCES[stage]))
     if not examples:
-        what = "accepted suggestions" if stage == "pretrain" else "human masks"
-        raise TrainError(f"the workspace has no {what} in its {STAGE_SOURCES[stage]} split: nothing to train {stage} on")
+        from UltrasoundRefineLib.workspace.advice import nothing_to_train
+
+        raise TrainError(f"nothing to train {stage} on: {nothing_to_train(workspace, stage, producer)}")
     return examples

@@ -39,10 +39,12 @@ def allocate(
     test_fraction: float,
     finetune_count: int,
     seed: int,
+    pinned: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return ``item_id -> split`` for every item.
 
-    items: ``(item_id, group_key)``; current: the split each item already has (or ``None``).
+    items: ``(item_id, group_key)``; current: the split each item already has (or ``None``); pinned:
+    splits asked for by name (``split --finetune``), which move an item and its whole group there.
     Test gets whole groups until it holds ``round(test_fraction * n)`` items (at least one when the
     fraction is positive), fine-tune whole groups until it holds ``finetune_count`` items, pretrain the
     rest. A group split across splits in ``current`` (which this module never produces) is an error.
@@ -54,11 +56,19 @@ def allocate(
     for item_id, group_key in items:
         groups.setdefault(group_of(item_id, group_key), []).append(item_id)
 
+    pinned = dict(pinned or {})
+    unknown = sorted(set(pinned.values()) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
     result: dict[str, str] = {}
     counts = dict.fromkeys(SPLITS, 0)
     unplaced: list[str] = []
     for group, members in groups.items():
-        placed = {current.get(m) for m in members} - {None}
+        asked = {pinned[m] for m in members if m in pinned}
+        if len(asked) > 1:
+            raise ValueError(f"group {group} was asked into several splits: {sorted(asked)}")
+        # What was asked by name wins over where the group lies (the person moving it knows why).
+        placed = asked or {current.get(m) for m in members} - {None}
         if len(placed) > 1:
             raise ValueError(f"group {group} already lies in several splits: {sorted(placed)}")
         if placed:

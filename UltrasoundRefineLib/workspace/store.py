@@ -438,13 +438,16 @@ class Workspace:
         )
 
     def assign_splits(
-        self, *, test_fraction: float, finetune_count: int, seed: int, reassign: bool = False
+        self, *, test_fraction: float, finetune_count: int, seed: int, reassign: bool = False,
+        finetune: Iterable[str] = (),
     ) -> dict[str, int]:
         """Place items in pretrain / finetune / test by patient group; returns the count per split.
 
         Items already placed keep their split (a model may have used them) unless ``reassign``; the
-        parameters are remembered so loops added later are placed the same way.
+        parameters are remembered so loops added later are placed the same way. ``finetune``: items
+        (ids or stems) to put in the fine-tuning split by name, each with its patient group.
         """
+        pinned = {self.item(key).id: "finetune" for key in finetune}  # an unknown name: refused, nothing changed
         params = {"test_fraction": float(test_fraction), "finetune_count": int(finetune_count), "seed": int(seed)}
         try:
             splits.test_target(1, params["test_fraction"])
@@ -455,9 +458,12 @@ class Workspace:
         with self._write() as conn:
             rows = conn.execute("SELECT id, group_key, split FROM items").fetchall()
             current = {} if reassign else {r["id"]: r["split"] for r in rows}
-            assignment = splits.allocate(
-                [(r["id"], r["group_key"]) for r in rows], current, **params
-            )
+            try:
+                assignment = splits.allocate(
+                    [(r["id"], r["group_key"]) for r in rows], current, pinned=pinned, **params
+                )
+            except ValueError as e:
+                raise UltrasoundRefineError(str(e)) from None
             conn.executemany("UPDATE items SET split = ? WHERE id = ?", [(s, i) for i, s in assignment.items()])
             conn.execute(
                 "INSERT INTO workspace_meta(key, value) VALUES ('splits', ?)"
@@ -790,7 +796,7 @@ class Workspace:
         pretrain: per item not in the test split, the suggestion of its latest round that was accepted
             (or its edited mask); ``producer`` / ``round`` restrict which rounds count (to compare
             pretraining on threshold against fanfit suggestions, say).
-        finetune / test: the latest human mask of each item in that split.
+        finetune / test: the latest human mask of each item for that stage (:func:`_human_mask_stage`).
         """
         if stage not in STAGES:
             raise UltrasoundRefineError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
@@ -812,7 +818,7 @@ class Workspace:
         else:
             for item_id, r in self._latest_human_rows().items():
                 item = items[item_id]
-                if item.split == stage:
+                if _human_mask_stage(item.split, r["source"]) == stage:
                     out.append(self._example(item, r["mask_path"], f"human:{r['source']}"))
             out.sort(key=lambda e: (e.stem, e.item_id))
         return out
@@ -902,6 +908,17 @@ class Workspace:
         from UltrasoundRefineLib.workspace.human_masks import export_masks
 
         return export_masks(self, out_dir)
+
+
+def _human_mask_stage(split: str | None, source: str) -> str | None:
+    """What a loop's latest human mask is for: scoring in the test split, fine-tuning anywhere else (a
+    workspace never split included: import-masks then train --stage finetune just works), except a
+    review's correction of a pretraining loop's suggestion, which pretrains (see :meth:`examples`)."""
+    if split == "test":
+        return "test"
+    if split == "pretrain" and source == "edited":
+        return None
+    return "finetune"
 
 
 def _fsync(path: Path) -> None:

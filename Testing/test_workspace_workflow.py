@@ -1,0 +1,150 @@
+"""The workflow as people try it: the README's session on a tiny phantom, without ``split`` (human masks
+fine-tune unless their loops are in the test split); ``split --finetune`` / ``--finetune-from`` put named
+loops in the fine-tuning split; and every "nothing to train" error names the command that fixes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from UltrasoundRefineLib.cli import main
+from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.workspace import Workspace
+
+torch.set_num_threads(1)
+TINY = ["--epochs", "1", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workflow")
+    assert main(["phantom", "--n", "4", "--seed", "3", "--out", str(root / "phantom")]) == 0
+    return root / "phantom"
+
+
+def _hand_drawn(phantom: Path, dest: Path, stems: list[str]) -> Path:
+    """Two 'hand-drawn' masks: the phantom's truth for those loops."""
+    dest.mkdir(parents=True)
+    for stem in stems:
+        shutil.copy(phantom / "truth" / f"{stem}.nrrd", dest / f"{stem}.nrrd")
+    return dest
+
+
+def test_readme_workflow_without_split(phantom, tmp_path, capsys):
+    ws = str(tmp_path / "study")
+    hand = _hand_drawn(phantom, tmp_path / "hand", ["phantom_0001", "phantom_0002"])
+    assert main(["init", ws]) == 0
+    assert main(["add", ws, str(phantom / "loops")]) == 0
+    assert main(["suggest", ws, "--method", "threshold", "--quiet"]) == 0
+    assert main(["review", ws, "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0"]) == 0
+    assert main(["import-masks", ws, str(hand)]) == 0
+    assert main(["train", ws, "--stage", "pretrain", "--size", "32", *TINY, "--out", f"{ws}/models/base"]) == 0
+    capsys.readouterr()
+    code = main(["train", ws, "--stage", "finetune", "--from", f"{ws}/models/base", *TINY,
+                 "--out", f"{ws}/models/refined"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads(Path(ws, "models", "refined", "card.json").read_text())
+    assert card["training"]["stage"] == "finetune"
+    assert card["training"]["n_train"] + card["training"]["n_val"] == 2  # the two imported masks
+    with Workspace.open(ws, readonly=True) as w:
+        assert {e.stem for e in w.examples("finetune")} == {"phantom_0001", "phantom_0002"}
+        base = json.loads(Path(ws, "models", "base", "card.json").read_text())
+        assert [m["id"] for m in w.models()] == [base["model_id"], card["model_id"]]
+
+
+def _workspace(root: Path, n: int = 6) -> Workspace:
+    ws = Workspace.create(root)
+    for i in range(n):
+        loop = Loop(frames=np.zeros((1, 8, 10), np.uint8), source_key=f"{i:016x}", stem=f"l{i}")
+        ws.add_item(loop, root.parent / f"l{i}.nrrd")
+    return ws
+
+
+def test_human_masks_fine_tune_unless_their_loops_are_in_test(tmp_path):
+    mask = np.ones((8, 10), bool)
+    with _workspace(tmp_path / "ws") as ws:
+        ids = {i.stem: i.id for i in ws.items()}
+        ws.add_human_mask("l0", mask)  # never split: fine-tunes
+        sid = ws.add_suggestion(ids["l1"], mask, "threshold", 0.5, 1)
+        for stem, split in (("l2", "test"), ("l3", "pretrain"), ("l4", "pretrain"), ("l5", "finetune")):
+            ws.conn.execute("UPDATE items SET split = ? WHERE id = ?", (split, ids[stem]))
+        ws.add_human_mask("l2", mask)  # test: scores models, never trains them
+        ws.add_human_mask("l3", mask)  # imported onto a pretraining loop: fine-tunes
+        ws.add_human_mask("l5", mask)
+        sid4 = ws.add_suggestion(ids["l4"], mask, "threshold", 0.5, 1)
+        ws.decide(sid4, "edited", "ann", edited_mask=mask)  # a review's correction: pretrains, as before
+        ws.decide(sid, "accepted", "ann")
+        assert [e.stem for e in ws.examples("finetune")] == ["l0", "l3", "l5"]
+        assert [e.stem for e in ws.examples("test")] == ["l2"]
+        assert [e.stem for e in ws.examples("pretrain")] == ["l1", "l4"]
+
+
+def test_split_puts_named_loops_in_finetune(tmp_path, capsys):
+    root = tmp_path / "ws"
+    _workspace(root, 10).close()
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    for stem in ("l7", "l8"):
+        (hand / f"{stem}.nrrd").write_bytes(b"")  # only the names count here
+    (hand / "l9.seg.nrrd").write_bytes(b"")
+    (hand / "notes.txt").write_text("not a mask")
+    code = main(["split", str(root), "--test-fraction", "0.5", "--finetune-count", "0", "--seed", "0",
+                 "--finetune", "l1", "l2", "--finetune-from", str(hand)])
+    assert code == 0, capsys.readouterr().err
+    with Workspace.open(root, readonly=True) as ws:
+        split = {i.stem: i.split for i in ws.items()}
+    assert sorted(s for s, v in split.items() if v == "finetune") == ["l1", "l2", "l7", "l8", "l9"]
+    assert sum(v == "test" for v in split.values()) == 5  # the test target still holds, from the rest
+    # a name that is no loop is an error, and nothing was changed
+    code = main(["split", str(root), "--reassign", "--finetune", "l1", "nobody"])
+    assert code == 2 and "nobody" in capsys.readouterr().err
+    with Workspace.open(root, readonly=True) as ws:
+        assert {i.stem: i.split for i in ws.items()} == split
+
+
+def test_named_loops_bring_their_patient_group(tmp_path):
+    with Workspace.create(tmp_path / "ws") as ws:
+        for i in range(6):
+            loop = Loop(frames=np.zeros((1, 8, 10), np.uint8), source_key=f"{i:016x}", stem=f"l{i}",
+                        group_key="patient-a" if i < 2 else None)
+            ws.add_item(loop, tmp_path / f"l{i}.nrrd")
+        ws.assign_splits(test_fraction=0.5, finetune_count=0, seed=1, finetune=["l1"])
+        split = {i.stem: i.split for i in ws.items()}
+    assert split["l0"] == split["l1"] == "finetune"  # never one patient in training and test
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+def test_nothing_to_train_says_which_command_fixes_it(tmp_path, capsys):
+    root = tmp_path / "ws"
+    mask = np.ones((8, 10), bool)
+    with _workspace(root, 4) as ws:
+        ids = [i.id for i in ws.items()]
+    args = ["--size", "32", "--epochs", "1", "--out", str(tmp_path / "m")]
+    # no suggestions at all
+    assert main(["train", str(root), "--stage", "pretrain", *args]) == 2
+    assert "ultrasound-refine suggest" in _err(capsys)
+    # suggestions, none decided
+    with Workspace.open(root) as ws:
+        sids = [ws.add_suggestion(i, mask, "threshold", 0.5, 1) for i in ids]
+    assert main(["train", str(root), "--stage", "pretrain", *args]) == 2
+    assert "ultrasound-refine review" in _err(capsys)
+    # no human masks
+    assert main(["train", str(root), "--stage", "scratch", *args]) == 2
+    assert "ultrasound-refine import-masks" in _err(capsys)
+    # human masks, but all on test loops
+    with Workspace.open(root) as ws:
+        ws.decide(sids[0], "accepted", "ann")
+        for i in ids[:2]:
+            ws.conn.execute("UPDATE items SET split = 'test' WHERE id = ?", (i,))
+            ws.add_human_mask(i, mask)
+    assert main(["train", str(root), "--stage", "scratch", *args]) == 2
+    err = _err(capsys)
+    assert "test split" in err and "ultrasound-refine split" in err and "--finetune" in err
