@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from UltrasoundRefineLib import __version__
 from UltrasoundRefineLib.errors import UltrasoundRefineError
@@ -46,8 +47,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UltrasoundRefineError as e:
-        print(f"ultrasound-refine: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), args.verbose)
     except KeyboardInterrupt:
         print("ultrasound-refine: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # The last resort for a file problem no command foresaw (a full disk, a folder where a file was
+        # expected): the file and the system's reason, which is what a user can act on.
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}", args.verbose)
+    except MemoryError:
+        return _fail("out of memory (the input is larger than this machine can hold)", args.verbose)
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        return _fail(f"unexpected {type(e).__name__}: {e} (run with -v for the traceback, and please report it)",
+                     args.verbose)
+
+
+def _fail(message: str, verbose: bool) -> int:
+    """One line on stderr (the traceback before it with ``-v``); exit code 2."""
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    first = " ".join(message.split())
+    print(f"ultrasound-refine: error: {first}", file=sys.stderr)
+    return 2

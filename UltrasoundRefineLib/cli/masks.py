@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from UltrasoundRefineLib.automask import METHODS, suggest_mask
 
@@ -57,6 +58,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
           f"Dice {summary['dice_mean']:.4f} (sd {summary['dice_sd']:.4f}), IoU {summary['iou_mean']:.4f}, "
           f"accuracy {summary['accuracy_mean']:.4f}, hd95 {summary['hd95_mean']:.2f} px")
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"summary": summary, "per_loop": score.per_stem, "missing": score.missing}, f, indent=2)
+        from UltrasoundRefineLib.atomic import atomic_write
+        from UltrasoundRefineLib.errors import OutputError
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"summary": summary, "per_loop": score.per_stem, "missing": score.missing}, f, indent=2)
+
+        if Path(args.json_out).is_dir():
+            raise OutputError(args.json_out, "is a folder; --json takes a file name (e.g. scores.json)")
+        try:
+            atomic_write(args.json_out, write)
+        except OSError as e:
+            raise OutputError(args.json_out, f"cannot write the scores ({e.strerror or e})") from None
     return 0

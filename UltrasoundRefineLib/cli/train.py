@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="the most epochs (early stopping usually ends sooner)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, help="network input size in pixels (not for finetune: the base model decides)")
+    p.add_argument("--size", type=int, help="network input size in pixels, a multiple of 16 from 32 to 1024 (default 128; "
+                   "not for finetune: the base model decides)")
     p.add_argument("--arch", help="MONAI network: unet (default), basicunet, attentionunet, segresnet")
     p.add_argument("--producer", help="for pretrain: only suggestions by this producer (e.g. threshold, fanfit)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -108,6 +109,8 @@ def run_train(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.workspace import Workspace
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "is a file, not a folder; --out names the model folder to write")
     if (out / "card.json").exists():
         raise OutputError(out, "already holds a trained model; choose another --out or remove it")
     if args.stage == "finetune" and not args.from_model:
@@ -126,6 +129,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise TrainError("--epochs must be at least 1")
         changes["epochs"] = args.epochs
     if args.size is not None:
+        from UltrasoundRefineLib.train.config import size_problem
+
+        if size_problem(args.size):
+            raise TrainError(f"--size {size_problem(args.size)}")
         changes["size"] = args.size
     if args.arch is not None:
         changes["arch"] = args.arch

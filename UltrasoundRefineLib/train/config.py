@@ -20,6 +20,21 @@ class TrainError(UltrasoundRefineError):
     """Training cannot start or continue (bad data, a checkpoint from another run, no device)."""
 
 
+#: Network input sizes (pixels per side) we train and predict at. The networks halve the image four
+#: times, so the size is a multiple of 16, and need 2 x 2 pixels at the bottom (32); above 1024 one
+#: rendered loop takes over 12 MB per channel and a batch gigabytes, for regions found well at 128-256.
+MIN_SIZE, MAX_SIZE, SIZE_STEP = 32, 1024, 16
+
+
+def size_problem(size) -> str | None:
+    """What is wrong with a network input size, or ``None`` when it is usable."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        return f"must be a whole number of pixels, got {size!r}"
+    if not MIN_SIZE <= size <= MAX_SIZE or size % SIZE_STEP:
+        return f"must be a multiple of {SIZE_STEP} between {MIN_SIZE} and {MAX_SIZE}, got {size}"
+    return None
+
+
 @dataclass
 class TrainConfig:
     """Everything (besides data, seed and device) that decides what a run learns.
@@ -53,6 +68,11 @@ class TrainConfig:
     amp: bool = True
     log_every: int = 20
     loss: str = "dicece"
+
+    def __post_init__(self) -> None:
+        problem = size_problem(self.size)
+        if problem:
+            raise TrainError(f"network input size {problem}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
