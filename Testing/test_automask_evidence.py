@@ -119,3 +119,38 @@ def test_still_ring_down_bands_over_a_black_near_field_belong_to_the_region():
     s = suggest_mask(Loop(frames), "fanfit")
     assert dice(s.mask, truth) > 0.97, (dice(s.mask, truth), s.details["parts"])
     assert not s.mask[5:12, 290:316].any()
+
+
+def _speckled_fan_on_chrome(seed=0):
+    """A speckled fan below a grey header band with text across the whole screen, and a grey bar
+    with a scale far to its right: the screen's chrome, which speckle-like text makes rough."""
+    rng = np.random.default_rng(seed)
+    truth = FAN.mask(SHAPE)
+    frame = np.zeros(SHAPE, np.uint8)
+    frame[truth] = rng.integers(20, 200, truth.sum())
+    frame[:14, :] = rng.integers(20, 120, (14, SHAPE[1]))  # the header band, edge to edge, compressed
+    frame[:14, :][rng.random((14, SHAPE[1])) < 0.3] = 255  # its text
+    bar = (slice(40, 140), slice(300, 320))
+    frame[bar] = rng.integers(30, 220, (100, 20))  # a bar far from the fan, rough like speckle
+    return Loop(frame[None]), truth
+
+
+def test_chrome_bands_and_far_bars_are_not_pieces_of_the_region():
+    loop, truth = _speckled_fan_on_chrome()
+    ev = evidence.gather(loop)
+    found = evidence.region_in_area(ev, ev.areas[0])
+    views = evidence.side_by_side_parts(found)
+    assert len(views) == 1
+    assert not views[0][:14].any(), "the header band edge to edge is chrome, not the region"
+    assert not views[0][:, 300:].any(), "the bar far to the right is chrome, not a sliver of the fan"
+    assert dice(suggest_mask(loop, "fanfit").mask, truth) > 0.95
+
+
+def test_a_sliver_next_to_a_view_stays_a_piece_of_it():
+    found = np.zeros(SHAPE, bool)
+    found[40:200, 80:240] = True  # the view
+    found[150:170, 60:76] = True  # a piece a thin line cut off, 4 px away
+    found[20:30, 5:12] = True  # a logo far away
+    (view,) = evidence.side_by_side_parts(found)
+    assert view[150:170, 60:76].all()
+    assert not view[20:30, 5:12].any()

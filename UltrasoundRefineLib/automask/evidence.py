@@ -43,6 +43,8 @@ SPARSE_DENSITY = 0.02  # share of faint pixels nearby that marks sparse speckle
 STROKE_FRAC = 0.004  # opening radius as a share of the frame's diagonal: wider than text strokes
 SIDE_VIEW = 0.25  # a second view is at least this share of the first; a smaller part beside it is a sliver
 SIDE_OVERLAP = 0.3  # parts whose columns overlap less than this share of the narrower stand side by side
+SLIVER_GAP = 0.05  # a sliver this far from a view (share of the diagonal) is not a piece of it
+SPAN = 0.95  # a part spanning this share of its area's width or height is a bar across the screen
 BOX_MARGIN = 2  # px: scanners draw their region boxes about this far outside the region
 COMPANION = 0.05  # other components at least this share of the largest may be parts of the same region
 ROUGH_MIN = 0.3  # speckle: at least this share of pixels differ from their neighbours both ways
@@ -143,15 +145,25 @@ def roughness(image: np.ndarray, m: np.ndarray) -> float:
 
 def _keep_region_parts(m: np.ndarray, image: np.ndarray) -> np.ndarray:
     """The largest speckled component, and others nearly as speckled and not tiny next to it (the
-    parts of a region that a black band splits, two views side by side)."""
+    parts of a region that a black band splits, two views side by side). A part that spans the
+    whole area edge to edge while the main part does not is the screen's chrome (a header or toolbar
+    with text on a grey band), not a piece of the region."""
     labels, n = ndi.label(m)
     if n <= 1:
         return m
     sizes = np.bincount(labels.ravel())[1:]
+    objects = ndi.find_objects(labels)
+    h, w = m.shape
+
+    def spans(k: int) -> bool:
+        rows, cols = objects[k - 1]
+        return cols.stop - cols.start >= SPAN * w or rows.stop - rows.start >= SPAN * h
+
     rough = {k: roughness(image, labels == k) for k in np.flatnonzero(sizes >= COMPANION * sizes.max()) + 1}
     # the main part is the largest of the speckled ones: a big text panel is not the region
     main = max(rough, key=lambda k: (rough[k] >= ROUGH_MIN, sizes[k - 1]))
-    keep = [k for k in rough if k == main or rough[k] >= ROUGH_SHARE * rough[main]]
+    keep = [k for k in rough if k == main
+            or (rough[k] >= ROUGH_SHARE * rough[main] and (spans(main) or not spans(k)))]
     return np.isin(labels, keep)
 
 
@@ -181,7 +193,8 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
 
 def side_by_side_parts(found: np.ndarray) -> list[np.ndarray]:
     """The evidence split into views that stand side by side (a dual view: two images, each its own
-    region); parts above and below each other (a band split off by black) stay one region."""
+    region); parts above and below each other (a band split off by black) stay one region, and a
+    small part far from every view (a grey bar, a logo) is dropped."""
     labels, n = ndi.label(found)
     if n <= 1:
         return [found]
@@ -199,16 +212,18 @@ def side_by_side_parts(found: np.ndarray) -> list[np.ndarray]:
     parts = [np.isin(labels, ks) for _, _, ks in groups]
     if len(parts) == 1:
         return parts
-    # a sliver beside the region (the region cut by a line drawn over it) is not a second view
+    # a sliver beside a view (the region cut by a line drawn over it, the corner of a faint far field)
+    # is a piece of it; one far from every view is a bar or logo of the screen
     sizes = [int(p.sum()) for p in parts]
     views = [p for p, n in zip(parts, sizes) if n >= SIDE_VIEW * max(sizes)]
     slivers = [p for p, n in zip(parts, sizes) if n < SIDE_VIEW * max(sizes)]
-    if len(views) == 1:
-        return [np.logical_or.reduce(parts)]
+    gap = SLIVER_GAP * float(np.hypot(*found.shape))
+    distance = [ndi.distance_transform_edt(~v) for v in views]
     for sliver in slivers:
-        cx = np.nonzero(sliver)[1].mean()
-        nearest = min(range(len(views)), key=lambda i: abs(np.nonzero(views[i])[1].mean() - cx))
-        views[nearest] = views[nearest] | sliver
+        d = [float(dv[sliver].min()) for dv in distance]
+        nearest = int(np.argmin(d))
+        if d[nearest] <= gap:
+            views[nearest] = views[nearest] | sliver
     return views
 
 
