@@ -7,6 +7,7 @@ migration in :data:`MIGRATIONS`; there are none yet, so an older schema is refus
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from pathlib import Path
 
@@ -163,4 +164,47 @@ def check(conn: sqlite3.Connection, root: Path, *, deep: bool = True) -> int:
         )
     if version < 1:
         raise WorkspaceError(db, f"unknown workspace schema version {version}; refusing to touch it")
+    if version == SCHEMA_VERSION:
+        _check_tables(conn, db)
     return version
+
+
+#: Columns that hold JSON text: a row that does not parse would fail whatever reads it, long after open.
+JSON_COLUMNS = {"items": "meta", "suggestions": "details", "human_masks": "provenance", "decisions": "details",
+                "models": "card"}
+
+
+@functools.cache
+def _expected_tables() -> dict[str, tuple[str, ...]]:
+    """Each table of :data:`SCHEMA_SQL` and its columns, as SQLite itself reads the script."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in _statements(SCHEMA_SQL):
+            conn.execute(statement)
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: tuple(r[1] for r in conn.execute(f"PRAGMA table_info({n})")) for n in names}
+    finally:
+        conn.close()
+
+
+def _check_tables(conn: sqlite3.Connection, db: Path) -> None:
+    """A database that claims our schema version must have every table and column of it, and JSON where
+    JSON belongs: say so at open, rather than fail (or mislead) in the middle of a command."""
+    refuse = "the workspace database does not have the schema it claims; refusing to use it (it was not changed)"
+    try:
+        for table, columns in _expected_tables().items():
+            present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if not present:
+                raise WorkspaceError(db, f"table {table} is missing: {refuse}")
+            missing = [c for c in columns if c not in present]
+            if missing:
+                raise WorkspaceError(db, f"column {table}.{missing[0]} is missing: {refuse}")
+        for table, column in JSON_COLUMNS.items():
+            bad = conn.execute(f"SELECT rowid FROM {table} WHERE json_valid({column}) = 0 LIMIT 1").fetchone()
+            if bad is not None:
+                raise WorkspaceError(
+                    db, f"{table}.{column} of row {bad[0]} is not valid JSON: the database was edited or damaged; "
+                    "restore it from a backup (it was not changed)"
+                )
+    except sqlite3.DatabaseError as e:
+        raise WorkspaceError(db, f"the database is corrupt ({e}); restore it from a backup, it was not changed") from None

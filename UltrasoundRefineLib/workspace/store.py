@@ -245,6 +245,10 @@ class Workspace:
         """One committed transaction; BEGIN IMMEDIATE takes the write lock up front (waits for others)."""
         if self._readonly:
             raise WorkspaceError(self.root, "the workspace was opened read-only")
+        # SQLite keeps writing into a database file deleted under it (the open handle survives), so
+        # every "recorded" after that would be lost: look for the file before each write.
+        if not self.db_path.is_file():
+            raise WorkspaceError(self.root, "the workspace was deleted or moved while in use; nothing more is recorded")
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
