@@ -1,10 +1,14 @@
 """UltrasoundRefine: the 3D Slicer panel over UltrasoundRefineLib.
 
 Thin glue: every computation is a library call (``UltrasoundRefineLib``), the MRML side goes through
-``UltrasoundRefineLib.slicerbridge``, and long jobs (training) run as ``PythonSlicer -m
-UltrasoundRefineLib train ...`` in a child process whose JSON-lines progress the panel shows.
-The library is imported inside the methods that need it, so that loading the module costs nothing and
-missing Python packages can be installed on first use (after asking), never at start-up.
+``UltrasoundRefineLib.slicerbridge``, the review's rules (a decision only for what is on screen, edits
+never stored unchanged) are ``UltrasoundRefineLib.reviewsession``, and long jobs (training, cleaning)
+run as ``PythonSlicer -m UltrasoundRefineLib ...`` child processes (``UltrasoundRefineLib.childjob``)
+whose output the panel polls. The library is imported inside the methods that need it, so that loading
+the module costs nothing and missing Python packages can be installed on first use (after asking).
+
+Supported: 3D Slicer 5.10 and 5.12 (both bundle Python 3.12; the library needs Python 3.10 or later, so
+Slicer 5.8 and older, with Python 3.9, are not supported).
 """
 
 import csv
@@ -16,47 +20,81 @@ import re
 import shlex
 import shutil
 import sys
-import time
 from typing import Annotated, Optional, Union
 
-import qt
-import vtk
 
-import slicer
-from slicer import (
+def _putLibraryOnPath(moduleFile: str) -> Optional[str]:
+    """Make ``import UltrasoundRefineLib`` work wherever Slicer loads this file from.
+
+    Installed (Extensions Manager, CMake build) the library sits next to this file, whose folder Slicer
+    puts on ``sys.path``; from a source checkout added to Application Settings > Modules > Additional
+    module paths (the ``UltrasoundRefine/`` folder), it is one folder up, which Slicer does not add.
+    Returns the folder that holds the library, or None."""
+    here = os.path.dirname(os.path.abspath(moduleFile))
+    for folder in (here, os.path.dirname(here)):
+        if os.path.isfile(os.path.join(folder, "UltrasoundRefineLib", "__init__.py")):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            return folder
+    return None
+
+
+LIBRARY_ROOT = _putLibraryOnPath(__file__)
+
+import qt  # noqa: E402 (after the library path, which needs nothing of Slicer)
+import vtk  # noqa: E402
+
+import slicer  # noqa: E402
+from slicer import (  # noqa: E402
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLSequenceNode,
     vtkMRMLVectorVolumeNode,
 )
-from slicer.i18n import tr as _
-from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
+from slicer.i18n import tr as _  # noqa: E402
+from slicer.i18n import translate  # noqa: E402
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper  # noqa: E402
+from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.util import VTKObservationMixin
+from slicer.util import VTKObservationMixin  # noqa: E402
+
+#: The Python the library needs (Slicer 5.10 and 5.12 bundle 3.12; Slicer 5.8 bundles 3.9).
+MIN_PYTHON = (3, 10)
+SUPPORTED_SLICER = "5.10 and 5.12"
 
 AUTOMASK_METHODS = ["fanfit", "threshold"]
 TRAIN_STAGES = ["pretrain", "finetune", "scratch"]
 TRAIN_STRATEGIES = ["full", "frozen-encoder", "low-lr-encoder"]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]
-#: Exit code of ``ultrasound-refine train`` stopped by SIGTERM: checkpoint kept, the same command resumes.
+#: Where ``ultrasound-refine clean`` takes its masks from: an auto-mask method, a trained model, or a
+#: workspace's decided masks.
+CLEAN_SOURCES = ["fanfit", "threshold", "model", "workspace"]
+#: Exit code of ``ultrasound-refine train`` stopped on request: checkpoint kept, the same command resumes.
 TRAIN_STOPPED_EXIT = 143
 
-#: Review actions and their keys (connected on enter(), disconnected on exit()). One key for the
-#: common case: "A" accepts and moves on.
+#: Review actions and their keys (connected on enter(), disconnected on exit(), shown on the buttons).
+#: None of them is a key of the slice views (r reset view, b/f previous/next slice, g, t, v, arrows,
+#: brackets), which a main-window shortcut would take over; "A" accepts and moves on, the common case.
 REVIEW_SHORTCUTS = {
     "acceptNext": "A",
     "accept": "Shift+A",
-    "reject": "R",
+    "reject": "X",
     "next": "N",
-    "back": "B",
+    "back": "P",
     "edit": "E",
 }
+#: Keys that Slicer's slice views handle themselves (vtkMRMLSliceIntersectionWidget).
+SLICE_VIEW_KEYS = {"R", "B", "F", "G", "T", "V", "Left", "Right", "Up", "Down", "[", "]", "{", "}"}
+#: Actions that decide or move on: ignored in the first moments after a suggestion appears.
+_SETTLING_ACTIONS = {"acceptNext", "accept", "reject", "next"}
+
+#: Where the panel keeps the user's own settings (QSettings: they survive Close Scene and restarts).
+SETTINGS_WORKSPACE = "UltrasoundRefine/WorkspacePath"
+SETTINGS_REVIEWER = "UltrasoundRefine/Reviewer"
 
 #: Packages of requirements.txt that only training needs (suggesting and reviewing do without).
 _TRAINING_ONLY = {"monai"}
@@ -86,8 +124,9 @@ class UltrasoundRefine(ScriptedLoadableModule):
             "Find the ultrasound image region (fan, sector or rectangle) in cine loops, with a person in"
             " the loop: suggest a mask automatically, accept or reject it with one key, fix the wrong ones"
             " in the Segment Editor, pretrain a network on the accepted masks and fine-tune it on the"
-            " human ones, and compare training recipes over repeated runs."
-            " Keys while reviewing: A accept and next, Shift+A accept, R reject, N next, B back,"
+            " human ones, compare training recipes over repeated runs, and clean loops (burned-in text"
+            " outside the region removed) for export."
+            " Keys while reviewing: A accept and next, Shift+A accept, X reject, N next, P previous,"
             " E edit in Segment Editor."
         )
         self.parent.acknowledgementText = _(
@@ -106,20 +145,21 @@ class UltrasoundRefine(ScriptedLoadableModule):
 class UltrasoundRefineParameterNode:
     """What the panel shows, kept in the scene.
 
+    The workspace folder and the reviewer's name are the user's, not the scene's: they live in
+    QSettings (:data:`SETTINGS_WORKSPACE`, :data:`SETTINGS_REVIEWER`) and survive Close Scene.
+
     inputNode: the loop to suggest a mask for (a volume is one frame; a sequence is a cine loop).
     automaskMethod: the auto-mask method.
     regionSegmentation: where the last suggested mask was put.
-    workspacePath, reviewer: the workspace folder and who decides.
     trainStage, trainStrategy, trainEpochs (0: the stage's default), trainDevice, trainSeed,
     trainExtraArgs: the training run to start.
     reportPath: an experiment's report (JSON) or comparisons.csv to show.
+    cleanSource, cleanModelPath, cleanInputPath, cleanOutputPath: a clean-and-export run.
     """
 
     inputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, vtkMRMLSequenceNode]
     automaskMethod: Annotated[str, Choice(AUTOMASK_METHODS)] = "fanfit"
     regionSegmentation: vtkMRMLSegmentationNode
-    workspacePath: pathlib.Path
-    reviewer: str = ""
     trainStage: Annotated[str, Choice(TRAIN_STAGES)] = "pretrain"
     trainStrategy: Annotated[str, Choice(TRAIN_STRATEGIES)] = "full"
     trainEpochs: Annotated[int, WithinRange(0, 1000)] = 0
@@ -127,6 +167,10 @@ class UltrasoundRefineParameterNode:
     trainSeed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     trainExtraArgs: str = ""
     reportPath: pathlib.Path
+    cleanSource: Annotated[str, Choice(CLEAN_SOURCES)] = "fanfit"
+    cleanModelPath: pathlib.Path
+    cleanInputPath: pathlib.Path
+    cleanOutputPath: pathlib.Path
 
 
 #
@@ -134,55 +178,41 @@ class UltrasoundRefineParameterNode:
 #
 
 
-class ReviewSession:
-    """Walks a snapshot of one round's review queue (undecided suggestions, likely-wrong first).
+def requirementsNeedingRestart(requirements, modules=None) -> list:
+    """The requirement lines whose package is already imported in this Python (e.g. pydicom 2.4,
+    loaded by Slicer 5.10's DICOM module): installing them changes files under a running import, so
+    the new version is only usable, and Slicer's own modules only safe, after a restart."""
+    modules = sys.modules if modules is None else modules
+    out = []
+    for line in requirements:
+        name = re.split(r"[<>=!~\[; ]", str(line), maxsplit=1)[0]
+        if _IMPORT_NAMES.get(name, name).replace("-", "_") in modules:
+            out.append(str(line))
+    return out
 
-    Decided suggestions are not in the queue, so a review that stopped resumes where it was. The
-    snapshot stays fixed while reviewing, so Back can return to what was just decided and change it
-    (the workspace keeps every decision; the latest counts).
-    """
 
-    def __init__(self, workspace, round: Optional[int] = None):
-        self.workspace = workspace
-        self.queue = list(workspace.review_queue(round))
-        self.round = self.queue[0].round if self.queue else (round if round is not None else workspace.latest_round())
-        self.position = 0
-        self.decisions = {}  # suggestion id -> decision taken in this session
-        self._shownAt = time.monotonic()
-
-    def current(self):
-        return self.queue[self.position] if 0 <= self.position < len(self.queue) else None
-
-    @property
-    def atEnd(self) -> bool:
-        return self.position >= len(self.queue)
-
-    def next(self):
-        self.position = min(self.position + 1, len(self.queue))
-        self._shownAt = time.monotonic()
-        return self.current()
-
-    def back(self):
-        self.position = max(self.position - 1, 0)
-        self._shownAt = time.monotonic()
-        return self.current()
-
-    def decide(self, decision: str, user: str, editedMask=None) -> int:
-        """Record a decision on the current suggestion, with the seconds it took."""
-        suggestion = self.current()
-        if suggestion is None:
-            raise ValueError(_("There is no suggestion to decide on: the review queue is done."))
-        seconds = max(0.0, time.monotonic() - self._shownAt)
-        decisionId = self.workspace.decide(suggestion.id, decision, user, seconds=seconds, edited_mask=editedMask)
-        self.decisions[suggestion.id] = decision
-        return decisionId
-
-    def counts(self) -> dict:
-        """Decided / total of this round, by decision (from the workspace, so other reviewers count)."""
-        for entry in self.workspace.status()["rounds"]:
-            if entry["round"] == self.round:
-                return {k: entry.get(k, 0) for k in ("suggestions", "pending", "accepted", "rejected", "edited")}
-        return {"suggestions": 0, "pending": 0, "accepted": 0, "rejected": 0, "edited": 0}
+def cleanArguments(source: str, inputs, out, *, model=None, workspace=None) -> list:
+    """Arguments after ``-m UltrasoundRefineLib`` for ``ultrasound-refine clean``:
+    ``clean (--method {threshold,fanfit} | --model DIR | --workspace WS) INPUT... --out DIR``
+    (with ``--workspace`` and no input, the workspace's own loops)."""
+    if source in AUTOMASK_METHODS:
+        origin = ["--method", source]
+    elif source == "model":
+        if not model or str(model) in ("", "."):
+            raise ValueError(_("Choose the model folder to clean with."))
+        origin = ["--model", str(model)]
+    elif source == "workspace":
+        if not workspace or str(workspace) in ("", "."):
+            raise ValueError(_("Choose the workspace whose decided masks clean its loops."))
+        origin = ["--workspace", str(workspace)]
+    else:
+        raise ValueError(f"unknown mask source {source!r}; choose from {CLEAN_SOURCES}")
+    inputs = [str(i) for i in inputs if str(i) not in ("", ".")]
+    if not inputs and source != "workspace":  # a workspace without inputs cleans its own loops
+        raise ValueError(_("Choose the folder (or file) of loops to clean."))
+    if not out or str(out) in ("", "."):
+        raise ValueError(_("Choose the output folder for the cleaned loops."))
+    return ["clean", *origin, *inputs, "--out", str(out)]
 
 
 def parseProgressLine(line: str) -> Optional[dict]:
@@ -274,15 +304,17 @@ def trainArguments(
 ) -> list:
     """Arguments after ``-m UltrasoundRefineLib`` for one ``train`` run of a workspace.
 
-    Progress comes as JSON lines (``--json``). ``epochs`` 0 leaves the most epochs to the stage's
-    defaults. ``extra`` is split like a shell would and appended; an ``--from`` there wins over ours.
+    Progress comes as JSON lines (``--json``); a "stop" line on stdin stops the run with its checkpoint
+    kept (``--stop-on-stdin``: PythonSlicer forwards stdin, not signals). ``epochs`` 0 leaves the most
+    epochs to the stage's defaults. ``extra`` is split like a shell would and appended; an ``--from`` there wins over ours.
     """
     if stage not in TRAIN_STAGES:
         raise ValueError(f"unknown training stage {stage!r}; choose from {TRAIN_STAGES}")
     if strategy not in TRAIN_STRATEGIES:
         raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose from {TRAIN_STRATEGIES}")
     extraArgs = shlex.split(extra or "")
-    args = ["train", str(workspace), "--stage", stage, "--device", device, "--seed", str(int(seed)), "--json", "--out", str(out)]
+    args = ["train", str(workspace), "--stage", stage, "--device", device, "--seed", str(int(seed)), "--json",
+            "--stop-on-stdin", "--out", str(out)]
     if int(epochs) > 0:
         args += ["--epochs", str(int(epochs))]
     if stage == "finetune":
@@ -375,6 +407,7 @@ def dice(a, b) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+
 #
 # UltrasoundRefineWidget
 #
@@ -388,9 +421,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._shortcuts = []
-        self._process = None
-        self._processCancelled = False
-        self._processTail = []
+        self._job = None  # the running child process (UltrasoundRefineLib.childjob.ChildJob)
+        self._jobKind = None  # "train" or "clean"
+        self._jobTail = []
+        self._jobTimer = None
         self._trainEpochs = None
 
     def setup(self) -> None:
@@ -402,9 +436,18 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = UltrasoundRefineLogic()
+        # the panel follows the review's nodes: an edit enables Save, a deleted node ends the display
+        self.logic.reviewChangedCallback = self._updateReviewGUI
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        # the user's own settings: QSettings, not the scene
+        settings = qt.QSettings()
+        self.ui.workspaceDirectoryButton.directory = settings.value(SETTINGS_WORKSPACE, "") or ""
+        self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "") or ""
+        self.ui.workspaceDirectoryButton.connect("directoryChanged(QString)", self.onWorkspaceDirectoryChanged)
+        self.ui.reviewerLineEdit.connect("textChanged(QString)", self.onReviewerChanged)
 
         self.ui.suggestMaskButton.connect("clicked(bool)", self.onSuggestMask)
         self.ui.openWorkspaceButton.connect("clicked(bool)", self.onOpenWorkspace)
@@ -416,8 +459,14 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
         self.ui.saveEditedButton.connect("clicked(bool)", self.onSaveEdited)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
-        self.ui.cancelTrainButton.connect("clicked(bool)", self.onCancelTrain)
+        self.ui.cancelTrainButton.connect("clicked(bool)", self.onCancelJob)
         self.ui.loadReportButton.connect("clicked(bool)", self.onLoadReport)
+        self.ui.cleanButton.connect("clicked(bool)", self.onClean)
+        self.ui.cancelCleanButton.connect("clicked(bool)", self.onCancelJob)
+
+        self._jobTimer = qt.QTimer()
+        self._jobTimer.setInterval(200)
+        self._jobTimer.connect("timeout()", self.onPollJob)
 
         self.initializeParameterNode()
         self._updateReviewGUI()
@@ -425,9 +474,11 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         self.removeObservers()
         self._removeShortcuts()
-        if self._process is not None:
-            self._processCancelled = True
-            self._process.kill()
+        if self._jobTimer is not None:
+            self._jobTimer.stop()
+        if self._job is not None:
+            self._job.kill()  # Slicer is closing: nobody is left to read the run's output
+            self._job = None
         self.logic.closeWorkspace()
 
     def enter(self) -> None:
@@ -443,7 +494,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-        self.logic.clearReviewNodes()
+        self.logic.reviewNodesGone()
+        self._updateReviewGUI()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -471,9 +523,20 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateButtonStates(self, caller=None, event=None) -> None:
         p = self._parameterNode
         self.ui.suggestMaskButton.enabled = bool(p and p.inputNode)
-        training = self._process is not None
-        self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not training
-        self.ui.cancelTrainButton.enabled = training
+        busy = self._job is not None
+        self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not busy
+        self.ui.cancelTrainButton.enabled = busy and self._jobKind == "train"
+        self.ui.cleanButton.enabled = bool(p) and not busy
+        self.ui.cancelCleanButton.enabled = busy and self._jobKind == "clean"
+        self.ui.cleanModelPathLineEdit.enabled = bool(p) and p.cleanSource == "model"
+
+    # ------------------------------------------------------------------ settings (QSettings)
+
+    def onWorkspaceDirectoryChanged(self, path) -> None:
+        qt.QSettings().setValue(SETTINGS_WORKSPACE, str(path))
+
+    def onReviewerChanged(self, text) -> None:
+        qt.QSettings().setValue(SETTINGS_REVIEWER, str(text).strip())
 
     # ------------------------------------------------------------------ keyboard shortcuts
 
@@ -492,15 +555,27 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         for action, key in REVIEW_SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), mainWindow)
-            shortcut.connect("activated()", handlers[action])
+            shortcut.setAutoRepeat(False)  # a held key is one press, not a run through the queue
+            press = lambda action=action: self._onKey(action, handlers[action])
+            shortcut.connect("activated()", press)
+            # another module's shortcut on the same key (e.g. AnonymizeUltrasound's) makes Qt emit this
+            # instead of activated(); this module is the one shown, so the key is ours
+            shortcut.connect("activatedAmbiguously()", press)
             self._shortcuts.append(shortcut)
 
     def _removeShortcuts(self) -> None:
         for shortcut in self._shortcuts:
             shortcut.disconnect("activated()")
+            shortcut.disconnect("activatedAmbiguously()")
             shortcut.setParent(None)
             shortcut.deleteLater()
         self._shortcuts = []
+
+    def _onKey(self, action: str, handler) -> None:
+        review = self.logic.review
+        if action in _SETTLING_ACTIONS and (review is None or not review.acceptsKeys()):
+            return  # nothing on screen, or it has just appeared: this press was not about it
+        handler()
 
     # ------------------------------------------------------------------ suggest
 
@@ -521,29 +596,57 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to open the workspace."), waitCursor=True):
             if not self.logic.ensureDependencies():
                 return
-            self.logic.openWorkspace(self._parameterNode.workspacePath)
+            self.logic.openWorkspace(self.ui.workspaceDirectoryButton.directory)
             reports = self.logic.workspace.reports_dir
             if not str(self._parameterNode.reportPath) or str(self._parameterNode.reportPath) == ".":
                 self._parameterNode.reportPath = reports
             self._showCurrent()
+        self._updateReviewGUI()
         self._updateButtonStates()
 
     def _reviewer(self) -> str:
-        reviewer = (self._parameterNode.reviewer or "").strip()
+        reviewer = (self.ui.reviewerLineEdit.text or "").strip()
         if not reviewer:
             raise ValueError(_("Enter your initials as reviewer first: every decision records who took it."))
         return reviewer
 
+    def _resolveEdit(self) -> str:
+        """Before a decision or a move: what happens to an edit of the mask on screen.
+
+        "none" (no edit), "saved" (stored as the human mask), "discarded" (the suggested mask is back)
+        or "stay" (the reviewer chose to keep working on it)."""
+        if not self.logic.editPending():
+            return "none"
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setIcon(qt.QMessageBox.Question)
+        box.setWindowTitle(_("Ultrasound Refine"))
+        box.setText(_("The mask on screen was edited. Save the edit as the human mask?"))
+        box.setStandardButtons(qt.QMessageBox.Save | qt.QMessageBox.Discard | qt.QMessageBox.Cancel)
+        box.setDefaultButton(qt.QMessageBox.Save)
+        answer = box.exec_()
+        if answer == qt.QMessageBox.Save:
+            self.logic.decide("edited", self._reviewer(), editedMask=self.logic.editedMask())
+            return "saved"
+        if answer == qt.QMessageBox.Discard:
+            self.logic.discardEdit()
+            return "discarded"
+        return "stay"
+
     def _decide(self, decision: str, moveOn: bool) -> None:
-        if self.logic.review is None or self.logic.review.current() is None:
+        if self.logic.review is None or self.logic.review.onScreen is None:
+            self._updateReviewGUI()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to record the decision."), waitCursor=True):
-            self.logic.decide(decision, self._reviewer())
+            reviewer = self._reviewer()
+            resolved = self._resolveEdit()
+            if resolved == "stay":
+                return
+            if resolved != "saved":  # a saved edit is this suggestion's decision
+                self.logic.decide(decision, reviewer)
             if moveOn:
                 self.logic.review.next()
                 self._showCurrent()
-            else:
-                self._updateReviewGUI()
+        self._updateReviewGUI()
 
     def onAccept(self) -> None:
         self._decide("accepted", moveOn=False)
@@ -554,19 +657,21 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onReject(self) -> None:
         self._decide("rejected", moveOn=False)
 
-    def onNext(self) -> None:
+    def _move(self, step) -> None:
         if self.logic.review is None:
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the next suggestion."), waitCursor=True):
-            self.logic.review.next()
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the suggestion."), waitCursor=True):
+            if self._resolveEdit() == "stay":
+                return
+            step()
             self._showCurrent()
+        self._updateReviewGUI()
+
+    def onNext(self) -> None:
+        self._move(lambda: self.logic.review.next())
 
     def onBack(self) -> None:
-        if self.logic.review is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the previous suggestion."), waitCursor=True):
-            self.logic.review.back()
-            self._showCurrent()
+        self._move(lambda: self.logic.review.back())
 
     def onEdit(self) -> None:
         if self.logic.reviewSegmentation is None:
@@ -585,23 +690,27 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateReviewGUI()
 
     def onSaveEdited(self) -> None:
-        if self.logic.review is None or self.logic.review.current() is None:
+        if self.logic.review is None or self.logic.review.onScreen is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to save the edited mask."), waitCursor=True):
             self.logic.decide("edited", self._reviewer(), editedMask=self.logic.editedMask())
             self.logic.review.next()
             self._showCurrent()
+        self._updateReviewGUI()
 
     def _showCurrent(self) -> None:
-        self.logic.showCurrentSuggestion()
-        self._updateReviewGUI()
+        try:
+            self.logic.showCurrentSuggestion()
+        finally:  # a failed load leaves nothing on screen, and the panel says so
+            self._updateReviewGUI()
 
     def _updateReviewGUI(self) -> None:
         review = self.logic.review
-        active = review is not None and review.current() is not None
-        for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.nextButton,
-                       self.ui.editButton, self.ui.saveEditedButton):
-            button.enabled = active
+        onScreen = review is not None and review.onScreen is not None
+        for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.editButton):
+            button.enabled = onScreen
+        self.ui.nextButton.enabled = review is not None and review.current() is not None
+        self.ui.saveEditedButton.enabled = onScreen and self.logic.editPending()
         self.ui.backButton.enabled = review is not None and review.position > 0
         if review is None:
             self.ui.reviewStatusLabel.text = _("No workspace open.")
@@ -619,6 +728,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if current is None:
             self.ui.reviewStatusLabel.text = _("Review queue done ({tally}).").format(tally=tally)
             return
+        if not onScreen:
+            self.ui.reviewStatusLabel.text = _(
+                "Nothing on screen (the scene was closed, a review node was deleted, or loading failed):"
+                " N shows the next suggestion; Open workspace resumes where you stopped.\n{tally}"
+            ).format(tally=tally)
+            return
         quality = "" if current.quality is None else _(", quality {q:.2f}").format(q=current.quality)
         decision = review.decisions.get(current.id)
         decided_now = "" if decision is None else _(" · you decided: {d}").format(d=decision)
@@ -627,53 +742,44 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             quality=quality, decided=decided_now, tally=tally,
         )
 
-    # ------------------------------------------------------------------ train
+    # ------------------------------------------------------------------ child processes (train, clean)
 
-    def onTrain(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            if not self.logic.ensureDependencies(training=True):
-                return
-            p = self._parameterNode
-            program, args, env = self.logic.trainCommand(
-                p.trainStage, p.trainEpochs, p.trainDevice, p.trainSeed, p.trainExtraArgs, p.trainStrategy
-            )
-            process = qt.QProcess()
-            environment = qt.QProcessEnvironment.systemEnvironment()
-            for key, value in env.items():
-                environment.insert(key, value)
-            process.setProcessEnvironment(environment)
-            process.setWorkingDirectory(str(self.logic.workspace.root))
-            # progress events come on stdout, log lines on stderr: one stream, read line by line
-            process.setProcessChannelMode(qt.QProcess.MergedChannels)
-            process.connect("readyReadStandardOutput()", self.onTrainOutput)
-            process.connect("finished(int,QProcess::ExitStatus)", self.onTrainFinished)
-            process.connect("errorOccurred(QProcess::ProcessError)", self.onTrainError)
-            self._process = process
-            self._processCancelled = False
-            self._processTail = []
-            self._trainEpochs = None
-            self.ui.trainLogTextEdit.clear()
-            commandLine = " ".join([program] + [shlex.quote(a) for a in args])
-            logging.info(f"UltrasoundRefine: {commandLine}")
-            self.ui.trainLogTextEdit.appendPlainText(commandLine)
-            self.ui.trainProgressBar.value = 0
-            self.ui.trainStatusLabel.text = _("Starting...")
-            process.start(program, args)
+    def _startJob(self, kind: str, program: str, args: list, env: dict, cwd) -> None:
+        from UltrasoundRefineLib.childjob import ChildJob
+
+        commandLine = " ".join([program] + [shlex.quote(a) for a in args])
+        logging.info(f"UltrasoundRefine: {commandLine}")
+        self._job = ChildJob(program, args, env=env, cwd=cwd)
+        self._jobKind = kind
+        self._jobTail = []
+        self._jobLog().clear()
+        self._jobLog().appendPlainText(commandLine)
+        self._jobTimer.start()
         self._updateButtonStates()
 
-    def onTrainOutput(self) -> None:
-        if self._process is None:
-            return
-        while self._process.canReadLine():
-            line = bytes(self._process.readLine().data()).decode("utf-8", "replace").rstrip()
-            self._onTrainLine(line)
+    def _jobLog(self):
+        return self.ui.trainLogTextEdit if self._jobKind == "train" else self.ui.cleanLogTextEdit
 
-    def _onTrainLine(self, line: str) -> None:
+    def _jobStatus(self):
+        return self.ui.trainStatusLabel if self._jobKind == "train" else self.ui.cleanStatusLabel
+
+    def onPollJob(self) -> None:
+        job = self._job
+        if job is None:
+            self._jobTimer.stop()
+            return
+        for line in job.lines():
+            self._onJobLine(line)
+        code = job.poll()
+        if code is not None:
+            self._onJobFinished(code)
+
+    def _onJobLine(self, line: str) -> None:
         event = parseProgressLine(line)
-        if event is None:
+        if event is None or self._jobKind != "train":
             if line.strip():
-                self._processTail = (self._processTail + [line])[-20:]
-                self.ui.trainLogTextEdit.appendPlainText(line)
+                self._jobTail = (self._jobTail + [line])[-20:]
+                self._jobLog().appendPlainText(line)
             return
         if event.get("event") == "start":
             self._trainEpochs = event.get("epochs")
@@ -685,42 +791,63 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if event.get("event") != "step":  # steps only update the label; the log keeps epochs and the rest
             self.ui.trainLogTextEdit.appendPlainText(text)
 
-    def onTrainFinished(self, exitCode, exitStatus) -> None:
-        if self._process is None:
-            return
-        self.onTrainOutput()
-        rest = bytes(self._process.readAll().data()).decode("utf-8", "replace")
-        for line in rest.splitlines():
-            self._onTrainLine(line)
-        self._process = None
-        if self._processCancelled or exitCode == TRAIN_STOPPED_EXIT:
-            self.ui.trainStatusLabel.text = _("Stopped. The checkpoint is kept: Train with the same settings resumes it.")
-        elif exitStatus == qt.QProcess.NormalExit and exitCode == 0:
-            self.ui.trainProgressBar.value = 100
-            self.ui.trainStatusLabel.text = _("Training finished.") + " " + self.ui.trainStatusLabel.text
+    def _onJobFinished(self, exitCode: int) -> None:
+        job, kind, status = self._job, self._jobKind, self._jobStatus()
+        self._jobTimer.stop()
+        self._job = None
+        if job.stopRequestedAt is not None:
+            if kind == "train" and exitCode == TRAIN_STOPPED_EXIT:
+                status.text = _("Stopped. The checkpoint is kept: Train with the same settings resumes it.")
+            else:
+                status.text = _("Stopped.")
+        elif exitCode == 0:
+            if kind == "train":
+                self.ui.trainProgressBar.value = 100
+                status.text = _("Training finished.") + " " + status.text
+            else:
+                status.text = _("Cleaning finished: see the output folder.")
         else:
-            self.ui.trainStatusLabel.text = _("Training failed (exit code {code}); see the log.").format(code=exitCode)
-            slicer.util.errorDisplay(_("Training failed."), detailedText="\n".join(self._processTail))
+            status.text = _("Failed (exit code {code}); see the log.").format(code=exitCode)
+            slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=kind), detailedText="\n".join(self._jobTail))
         self._updateButtonStates()
 
-    def onTrainError(self, error) -> None:
-        if self._process is None or error != qt.QProcess.FailedToStart:
-            return  # crashes and kills also end in finished()
-        self._process = None
-        self.ui.trainStatusLabel.text = _("The training process could not be started.")
-        self._updateButtonStates()
-
-    def onCancelTrain(self) -> None:
-        if self._process is None:
+    def onCancelJob(self) -> None:
+        if self._job is None:
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to stop the training process.")):
-            self._processCancelled = True
-            self.ui.trainStatusLabel.text = _("Stopping after saving a checkpoint...")
-            # SIGTERM lets the run save its checkpoint and exit; kill it if it does not within 20 s
-            # (and at once on Windows, where a console process does not get the request).
-            process = self._process
-            process.terminate()
-            qt.QTimer.singleShot(20000 if os.name != "nt" else 0, lambda: process.state() != qt.QProcess.NotRunning and process.kill())
+        with slicer.util.tryWithErrorDisplay(_("Failed to stop the process.")):
+            self._jobStatus().text = _("Stopping (a training run saves its checkpoint first)...")
+            # a "stop" line reaches the worker through PythonSlicer (signals do not); onPollJob kills
+            # the whole process tree if it has not ended after a grace period
+            self._job.stop()
+
+    # ------------------------------------------------------------------ train
+
+    def onTrain(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
+            if not self.logic.ensureDependencies(training=True):
+                return
+            p = self._parameterNode
+            program, args, env = self.logic.trainCommand(
+                p.trainStage, p.trainEpochs, p.trainDevice, p.trainSeed, p.trainExtraArgs, p.trainStrategy
+            )
+            self._trainEpochs = None
+            self.ui.trainProgressBar.value = 0
+            self.ui.trainStatusLabel.text = _("Starting...")
+            self._startJob("train", program, args, env, self.logic.workspace.root)
+
+    # ------------------------------------------------------------------ clean and export
+
+    def onClean(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start cleaning."), waitCursor=True):
+            if not self.logic.ensureDependencies(training=self._parameterNode.cleanSource == "model"):
+                return
+            p = self._parameterNode
+            program, args, env = self.logic.cleanCommand(
+                p.cleanSource, [p.cleanInputPath], p.cleanOutputPath, model=p.cleanModelPath,
+                workspace=self.ui.workspaceDirectoryButton.directory,
+            )
+            self.ui.cleanStatusLabel.text = _("Cleaning...")
+            self._startJob("clean", program, args, env, None)
 
     # ------------------------------------------------------------------ statistics
 
@@ -755,6 +882,9 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     """Everything the panel does, callable without it (Python console, self-test).
 
     Methods that touch MRML take ``scene`` (default: the application's scene), as the bridge does.
+    While a suggestion is shown, the logic observes the scene and the shown segmentation: a removed
+    review node or a closed scene takes the suggestion off screen (no decision can then be recorded for
+    it), and an edit of the mask calls ``reviewChangedCallback`` (the panel enables Save).
     """
 
     def __init__(self) -> None:
@@ -763,7 +893,10 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         self.review = None
         self.reviewVolume = None
         self.reviewSegmentation = None
+        self.reviewChangedCallback = None
         self._reviewNodes = []
+        self._reviewScene = None
+        self._observations = []  # (object, observer tag)
 
     def getParameterNode(self):
         return UltrasoundRefineParameterNode(super().getParameterNode())
@@ -771,9 +904,12 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ dependencies
 
     @staticmethod
-    def requirements() -> list:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
-        with open(path, encoding="utf-8") as f:
+    def requirementsPath() -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
+
+    @classmethod
+    def requirements(cls) -> list:
+        with open(cls.requirementsPath(), encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
     @classmethod
@@ -785,47 +921,96 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
         try:
             from packaging.requirements import Requirement
-        except ImportError:  # very old Slicer: check presence only
+        except ImportError:  # no packaging: check presence only
             Requirement = None
         missing = []
         for line in cls.requirements():
             name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]
             if name in _TRAINING_ONLY and not training:
                 continue
-            if Requirement is not None:
-                req = Requirement(line)
-                try:
-                    if req.specifier.contains(importlib.metadata.version(req.name), prereleases=True):
-                        continue
-                except importlib.metadata.PackageNotFoundError:
-                    pass
-                missing.append(line)
-            else:
+            if Requirement is None:
                 if importlib.util.find_spec(_IMPORT_NAMES.get(name, name)) is None:
                     missing.append(line)
+                continue
+            req = Requirement(line)
+            try:
+                if req.specifier.contains(importlib.metadata.version(req.name), prereleases=True):
+                    continue
+            except importlib.metadata.PackageNotFoundError:
+                pass
+            missing.append(line)
         return missing
 
     def ensureDependencies(self, training: bool = False, askConfirmation: bool = True) -> bool:
-        """Install what is missing, after asking; training also needs torch (through the PyTorch
-        extension) and MONAI. False when the user said no."""
-        missing = self.missingRequirements(training)
-        if missing:
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("Ultrasound Refine needs these Python packages, which will be downloaded and installed now:")
-                + "\n\n" + "\n".join(missing)
-            ):
-                return False
-            slicer.util.pip_install(missing)
+        """Install what is missing, after asking. False when the user said no or Slicer must restart first.
+
+        Training needs torch, which comes from the PyTorch extension (the build that fits the GPU) and
+        is installed FIRST and then held fixed, so that pip never pulls a CPU torch from PyPI as MONAI's
+        dependency. A package that is already imported (pydicom 2.4 under Slicer 5.10's DICOM module)
+        is not used after an in-place upgrade: Slicer has to restart, and the user is asked to."""
+        if sys.version_info < MIN_PYTHON:
+            raise RuntimeError(
+                _("Ultrasound Refine needs Python {need} or later (3D Slicer {slicer}); this Slicer has Python {have}.").format(
+                    need=".".join(map(str, MIN_PYTHON)), slicer=SUPPORTED_SLICER, have=sys.version.split()[0]
+                )
+            )
+        constraints = None
         if training:
+            torchVersion = self._ensureTorch(askConfirmation)
+            if torchVersion is None:
+                return False
+            constraints = os.path.join(slicer.app.temporaryPath, "UltrasoundRefine-torch-constraint.txt")
+            with open(constraints, "w", encoding="utf-8") as f:
+                f.write(f"torch=={torchVersion}\n")
+        missing = self.missingRequirements(training)
+        if not missing:
+            return True
+        needRestart = requirementsNeedingRestart(missing)
+        try:
+            import slicer.packaging as packaging
+
+            pipEnsure = getattr(packaging, "pip_ensure", None)
+        except ImportError:
+            pipEnsure = None
+        if pipEnsure is not None:  # Slicer 5.12+: asks, installs, offers the restart itself
             try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError(_("Training needs the PyTorch extension: install it from the Extensions Manager.")) from None
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled():
-                if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.2") is None:
-                    return False
+                pipEnsure(missing, constraints=constraints, requester="Ultrasound Refine", prompt_install=askConfirmation)
+            except RuntimeError:  # the user said no
+                return False
+        else:  # Slicer 5.10
+            text = _("Ultrasound Refine needs these Python packages, which will be downloaded and installed now:")
+            text += "\n\n" + "\n".join(missing)
+            if needRestart:
+                text += "\n\n" + _("{names} is already loaded by Slicer: Slicer must restart afterwards.").format(
+                    names=", ".join(needRestart)
+                )
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(text):
+                return False
+            slicer.util.pip_install(missing + (["-c", constraints] if constraints else []))
+        if needRestart:
+            if slicer.util.confirmYesNoDisplay(
+                _("{names} was updated while Slicer had it loaded: restart Slicer now to use it?").format(
+                    names=", ".join(needRestart)
+                )
+            ):
+                slicer.util.restart()
+            return False
         return True
+
+    @staticmethod
+    def _ensureTorch(askConfirmation: bool) -> Optional[str]:
+        """The installed torch version, installed through the PyTorch extension if needed; None if declined."""
+        import importlib.metadata
+
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(_("Training needs the PyTorch extension: install it from the Extensions Manager.")) from None
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.2") is None:
+                return None
+        return importlib.metadata.version("torch")
 
     # ------------------------------------------------------------------ suggest
 
@@ -857,10 +1042,11 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ workspace and review
 
     def openWorkspace(self, path, round: Optional[int] = None) -> None:
+        from UltrasoundRefineLib.reviewsession import ReviewSession
         from UltrasoundRefineLib.workspace import Workspace
 
-        path = pathlib.Path(path)
-        if not (path / "workspace.db").is_file():
+        path = pathlib.Path(str(path or ""))
+        if not str(path) or not (path / "workspace.db").is_file():
             raise ValueError(
                 _("{path} is not a workspace (no workspace.db). Make one with 'ultrasound-refine workspace'.").format(path=path)
             )
@@ -869,44 +1055,65 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         self.review = ReviewSession(self.workspace, round)
 
     def closeWorkspace(self) -> None:
-        self.clearReviewNodes()
+        self.clearReviewNodes(self._reviewScene)
         self.review = None
         if self.workspace is not None:
             self.workspace.close()
             self.workspace = None
 
     def clearReviewNodes(self, scene=None) -> None:
-        """Remove what the review put in the scene for the previous suggestion."""
+        """Remove what the review put in the scene for the suggestion shown."""
         from UltrasoundRefineLib import slicerbridge
 
-        scene = scene or slicer.mrmlScene
-        for node in self._reviewNodes:
-            slicerbridge.remove_node(node, scene=scene)
+        nodes = self._reviewNodes
+        self._unobserve()  # our own removals are not a user's deletion
+        scene = scene or self._reviewScene or slicer.mrmlScene
+        for node in nodes:
+            if scene.IsNodePresent(node):
+                slicerbridge.remove_node(node, scene=scene)
+        self.reviewNodesGone()
+
+    def reviewNodesGone(self) -> None:
+        """The review's nodes are gone (scene closed, one deleted, or cleared): nothing is on screen."""
+        self._unobserve()
         self._reviewNodes = []
+        self._reviewScene = None
         self.reviewVolume = None
         self.reviewSegmentation = None
+        if self.review is not None:
+            self.review.hidden()
 
     def showCurrentSuggestion(self, scene=None, showInViews: bool = True):
-        """Load the current suggestion's loop and mask into the scene; returns ``(volume, segmentation)``."""
+        """Load the current suggestion's loop and mask into the scene; returns ``(volume, segmentation)``.
+
+        Only once both are in the scene is the suggestion on screen (a failed load leaves nothing
+        there, so no decision can be recorded for it)."""
         from UltrasoundRefineLib import slicerbridge
 
         self.clearReviewNodes(scene)
         suggestion = self.review.current() if self.review is not None else None
         if suggestion is None:
             return None, None
-        loop = self.workspace.load_loop(suggestion.item_id)
-        browser = None
-        if loop.n_frames > 1:
-            sequence, browser, volume = slicerbridge.loop_to_sequence(loop, scene=scene, name=suggestion.stem)
-            self._reviewNodes += [browser, sequence, volume]
-        else:
-            volume = slicerbridge.loop_to_volume(loop, scene=scene, name=suggestion.stem)
-            self._reviewNodes.append(volume)
-        segmentation, _segmentId = slicerbridge.mask_to_segmentation(
-            self.workspace.suggestion_mask(suggestion.id), volume, scene=scene
-        )
-        self._reviewNodes.append(segmentation)
+        scene = scene or slicer.mrmlScene
+        self._reviewScene = scene
+        try:
+            loop = self.workspace.load_loop(suggestion.item_id)
+            mask = self.workspace.suggestion_mask(suggestion.id)
+            browser = None
+            if loop.n_frames > 1:
+                sequence, browser, volume = slicerbridge.loop_to_sequence(loop, scene=scene, name=suggestion.stem)
+                self._reviewNodes += [browser, sequence, volume]
+            else:
+                volume = slicerbridge.loop_to_volume(loop, scene=scene, name=suggestion.stem)
+                self._reviewNodes.append(volume)
+            segmentation, _segmentId = slicerbridge.mask_to_segmentation(mask, volume, scene=scene)
+            self._reviewNodes.append(segmentation)
+        except Exception:
+            self.clearReviewNodes(scene)
+            raise
         self.reviewVolume, self.reviewSegmentation = volume, segmentation
+        self._observe(scene, segmentation)
+        self.review.shown(mask)
         if showInViews and slicer.app is not None and slicer.util.mainWindow() is not None:
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             if browser is not None and hasattr(slicer.modules, "sequences"):
@@ -914,20 +1121,77 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
                 slicer.modules.sequences.showSequenceBrowser(browser)
         return volume, segmentation
 
+    def _observe(self, scene, segmentation) -> None:
+        def onNodeRemoved(caller, event, node):
+            if any(node is n for n in self._reviewNodes):
+                # the rest of the review's nodes stay ours: the next suggestion shown removes them
+                rest = [n for n in self._reviewNodes if n is not node]
+                self.reviewNodesGone()
+                self._reviewNodes, self._reviewScene = rest, scene
+                self._changed()
+
+        onNodeRemoved.CallDataType = vtk.VTK_OBJECT
+
+        def onClose(caller, event):
+            self.reviewNodesGone()
+            self._changed()
+
+        def onEdited(caller, event):
+            self._changed()
+
+        self._observations = [
+            (scene, scene.AddObserver(scene.NodeRemovedEvent, onNodeRemoved)),
+            (scene, scene.AddObserver(scene.StartCloseEvent, onClose)),
+        ]
+        # the Segment Editor's strokes modify the segment's source (formerly "master") representation
+        for name in ("SourceRepresentationModified", "MasterRepresentationModified", "SegmentModified"):
+            event = getattr(slicer.vtkSegmentation, name, None)
+            if event is not None:
+                self._observations.append((segmentation, segmentation.AddObserver(event, onEdited)))
+
+    def _unobserve(self) -> None:
+        for obj, tag in self._observations:
+            obj.RemoveObserver(tag)
+        self._observations = []
+
+    def _changed(self) -> None:
+        if self.reviewChangedCallback is not None:
+            self.reviewChangedCallback()
+
     def editedMask(self, scene=None):
         """The (H, W) mask of the review segmentation as it is now (after Segment Editor work)."""
         from UltrasoundRefineLib import slicerbridge
+        from UltrasoundRefineLib.reviewsession import ReviewError
 
         if self.reviewSegmentation is None or self.reviewVolume is None:
-            raise ValueError(_("No suggestion is shown."))
-        return slicerbridge.segmentation_to_mask(self.reviewSegmentation, self.reviewVolume, scene=scene)
+            raise ReviewError(_("No suggestion is on screen."))
+        return slicerbridge.segmentation_to_mask(self.reviewSegmentation, self.reviewVolume, scene=scene or self._reviewScene)
+
+    def editPending(self) -> bool:
+        """True when the mask on screen differs from the suggestion that was shown (an unsaved edit)."""
+        if self.review is None or self.review.onScreen is None or self.reviewSegmentation is None:
+            return False
+        return self.review.maskChanged(self.editedMask())
+
+    def discardEdit(self) -> None:
+        """Put the suggested mask back on screen."""
+        from UltrasoundRefineLib import slicerbridge
+
+        suggestion = self.review.onScreen if self.review is not None else None
+        if suggestion is None or self.reviewSegmentation is None:
+            return
+        slicerbridge.mask_to_segmentation(
+            self.workspace.suggestion_mask(suggestion.id), self.reviewVolume,
+            segmentation_node=self.reviewSegmentation, scene=self._reviewScene,
+        )
 
     def decide(self, decision: str, user: str, editedMask=None) -> int:
+        """Record a decision on the suggestion on screen (refused when nothing is, see ReviewSession)."""
         if self.review is None:
             raise ValueError(_("Open a workspace first."))
         return self.review.decide(decision, user, editedMask=editedMask)
 
-    # ------------------------------------------------------------------ train
+    # ------------------------------------------------------------------ train and clean (child processes)
 
     def latestModel(self, stage: str = "pretrain") -> Optional[str]:
         """The id of the most recent registered model of a training stage, or None."""
@@ -945,6 +1209,12 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             candidate = base / f"{name}-{n}"
         return candidate
 
+    @staticmethod
+    def _childCommand(args: list):
+        """``(program, arguments, environment additions)`` of ``PythonSlicer -m UltrasoundRefineLib ...``."""
+        pythonPath = os.pathsep.join(p for p in (libraryParentDir(), os.environ.get("PYTHONPATH", "")) if p)
+        return pythonSlicerExecutable(), ["-m", "UltrasoundRefineLib"] + args, {"PYTHONPATH": pythonPath, "PYTHONUNBUFFERED": "1"}
+
     def trainCommand(self, stage: str, epochs: int = 0, device: str = "auto", seed: int = 0, extra: str = "", strategy: str = "full"):
         """``(program, arguments, environment additions)`` of a training run in a child process."""
         if self.workspace is None:
@@ -955,12 +1225,14 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             if fromModel is None:
                 raise ValueError(_("Fine-tuning starts from a pretrained model, and this workspace has none yet: pretrain first."))
         out = self.trainOutputDir(stage, seed, strategy)
-        args = ["-m", "UltrasoundRefineLib"] + trainArguments(
+        return self._childCommand(trainArguments(
             self.workspace.root, stage, out, epochs=epochs, device=device, seed=seed, fromModel=fromModel,
             strategy=strategy, extra=extra,
-        )
-        pythonPath = os.pathsep.join(p for p in (libraryParentDir(), os.environ.get("PYTHONPATH", "")) if p)
-        return pythonSlicerExecutable(), args, {"PYTHONPATH": pythonPath, "PYTHONUNBUFFERED": "1"}
+        ))
+
+    def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None):
+        """``(program, arguments, environment additions)`` of ``ultrasound-refine clean`` in a child process."""
+        return self._childCommand(cleanArguments(source, inputs, out, model=model, workspace=workspace))
 
 
 #

@@ -1,0 +1,124 @@
+"""One reviewer walking one round's review queue, as the Slicer panel does it, without Qt or MRML.
+
+The review is only cheap if every key press does what the reviewer saw, so the session records a
+decision only for the suggestion that is on screen (:meth:`ReviewSession.shown` says what is; moving,
+a failed load, a closed scene or a deleted node clear it), ignores key presses in the first moments
+after a suggestion appears (a held or bounced key does not decide on what nobody looked at), and knows
+the mask it showed, so that an edit is never stored unchanged nor lost by moving on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+from UltrasoundRefineLib.errors import UltrasoundRefineError
+
+#: Key presses this soon after a suggestion appears are ignored (seconds).
+SETTLE_S = 0.3
+
+
+class ReviewError(UltrasoundRefineError):
+    """A review action that cannot be done now (nothing on screen, an unchanged edit, ...)."""
+
+
+class ReviewSession:
+    """Walks a snapshot of one round's review queue (undecided suggestions, likely-wrong first).
+
+    Decided suggestions are not in the queue, so a review that stopped resumes where it was. The
+    snapshot stays fixed while reviewing, so Back can return to what was just decided and change it
+    (the workspace keeps every decision; the latest counts).
+    """
+
+    def __init__(self, workspace, round: Optional[int] = None, *, clock: Callable[[], float] = time.monotonic):
+        self.workspace = workspace
+        self.queue = list(workspace.review_queue(round))
+        self.round = self.queue[0].round if self.queue else (round if round is not None else workspace.latest_round())
+        self.position = 0
+        self.decisions: dict[int, str] = {}  # suggestion id -> decision taken in this session
+        self._clock = clock
+        self._shownId: Optional[int] = None
+        self._shownAt = 0.0
+        self._shownMask: Optional[np.ndarray] = None
+
+    # ------------------------------------------------------------------ where we are
+
+    def current(self):
+        return self.queue[self.position] if 0 <= self.position < len(self.queue) else None
+
+    @property
+    def atEnd(self) -> bool:
+        return self.position >= len(self.queue)
+
+    def next(self):
+        self.position = min(self.position + 1, len(self.queue))
+        self.hidden()
+        return self.current()
+
+    def back(self):
+        self.position = max(self.position - 1, 0)
+        self.hidden()
+        return self.current()
+
+    # ------------------------------------------------------------------ what is on screen
+
+    def shown(self, mask: np.ndarray) -> None:
+        """The current suggestion is now on screen with ``mask`` (the one the reviewer judges)."""
+        suggestion = self.current()
+        if suggestion is None:
+            raise ReviewError("there is no suggestion to show: the review queue is done")
+        self._shownId = suggestion.id
+        self._shownAt = self._clock()
+        self._shownMask = np.array(mask, dtype=bool, copy=True)
+
+    def hidden(self) -> None:
+        """Nothing of the queue is on screen any more (moved on, load failed, scene closed, node deleted)."""
+        self._shownId = None
+        self._shownMask = None
+
+    @property
+    def onScreen(self):
+        """The suggestion the reviewer sees, or None."""
+        current = self.current()
+        return current if current is not None and current.id == self._shownId else None
+
+    def acceptsKeys(self) -> bool:
+        """True once a suggestion has been on screen for :data:`SETTLE_S`."""
+        return self.onScreen is not None and self._clock() - self._shownAt >= SETTLE_S
+
+    def maskChanged(self, mask) -> bool:
+        """True when ``mask`` (the segmentation as it is now) differs from the mask that was shown."""
+        if self.onScreen is None or self._shownMask is None:
+            return False
+        mask = np.asarray(mask, dtype=bool)
+        return mask.shape != self._shownMask.shape or bool(np.any(mask != self._shownMask))
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, decision: str, user: str, editedMask=None) -> int:
+        """Record a decision on the suggestion on screen, with the seconds it was shown.
+
+        Refused (:class:`ReviewError`) when nothing is on screen, and for "edited" when the mask is
+        the one suggested: that is an accept, and storing it as a human mask would pass a machine's
+        mask off as a person's."""
+        suggestion = self.onScreen
+        if suggestion is None:
+            raise ReviewError("no suggestion is on screen: show one before deciding")
+        if decision == "edited":
+            if editedMask is None:
+                raise ReviewError("an edited decision needs the edited mask")
+            if not self.maskChanged(editedMask):
+                raise ReviewError("the mask was not changed: accept it instead of saving it as edited")
+        seconds = max(0.0, self._clock() - self._shownAt)
+        decisionId = self.workspace.decide(suggestion.id, decision, user, seconds=seconds, edited_mask=editedMask)
+        self.decisions[suggestion.id] = decision
+        return decisionId
+
+    def counts(self) -> dict:
+        """Decided / total of this round, by decision (from the workspace, so other reviewers count)."""
+        for entry in self.workspace.status()["rounds"]:
+            if entry["round"] == self.round:
+                return {k: entry.get(k, 0) for k in ("suggestions", "pending", "accepted", "rejected", "edited")}
+        return {"suggestions": 0, "pending": 0, "accepted": 0, "rejected": 0, "edited": 0}
