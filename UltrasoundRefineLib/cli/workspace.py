@@ -74,13 +74,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("review", help="record accept/reject decisions headless (CSV or simulated reviewer)",
                        description="--decisions FILE.csv: rows 'item,decision[,seconds[,mask]]' (item: id or stem; "
                        "decision: accepted/rejected/edited), or a header naming item/stem/suggestion_id, decision, "
-                       "user, seconds, mask. Bad rows are reported by line number; good rows are applied. "
+                       "user, seconds, mask. Bad rows are reported by line number; good rows are applied as they "
+                       "are read (FILE '-': standard input, a pipe), and a row an earlier run recorded is not "
+                       "recorded again, so the same file can be run again after a kill or after rows were added. "
+                       "Reviewers working at once take different suggestions. "
                        "--simulate: accept a suggestion when its Dice against TRUTH/<stem>.nrrd is at least "
                        "--min-dice, erring at --mistake-rate.")
     p.add_argument("workspace", metavar="WORKSPACE")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--decisions", metavar="FILE.csv")
+    g.add_argument("--decisions", metavar="FILE.csv", help="the decisions ('-': read them from standard input)")
     g.add_argument("--simulate", action="store_true")
+    p.add_argument("--ack", action="store_true",
+                   help="with --decisions: print 'LINE applied|already|error DETAIL' on stdout for each row "
+                   "once it is on disk")
     p.add_argument("--truth", metavar="DIR", help="ground-truth masks (DIR/<stem>.nrrd), for --simulate")
     p.add_argument("--min-dice", type=_fraction, default=0.9)
     p.add_argument("--mistake-rate", type=_fraction, default=0.0)
@@ -218,10 +224,15 @@ def run_review(args) -> int:
 
     with _open(args.workspace) as ws:
         if args.decisions:
-            report = apply_decisions_csv(ws, args.decisions, user=args.user or _default_user(), round=args.round)
+            def ack(line, state, detail):
+                print(f"{line} {state} {detail}", flush=True)
+
+            report = apply_decisions_csv(ws, args.decisions, user=args.user or _default_user(), round=args.round,
+                                         on_row=ack if args.ack else None)
             for line, reason in report.errors:
                 _say(f"{args.decisions}:{line}: {reason}")
-            _say(f"{len(report.applied)} decisions recorded, {len(report.errors)} bad rows skipped")
+            _say(f"{len(report.applied)} decisions recorded, {len(report.already)} recorded by an earlier run "
+                 f"(not again), {len(report.errors)} bad rows skipped")
             return 2 if report.errors else 0
         if not args.truth:
             raise UltrasoundRefineError("review --simulate needs --truth DIR (ground-truth masks named <stem>.nrrd)")

@@ -2,7 +2,12 @@
 
 A workspace written by a newer (or unknown) schema is refused, never altered: the person who made it
 may still need it with the version that made it. Older schemas are upgraded only by an explicit
-migration in :data:`MIGRATIONS`; there are none yet, so an older schema is refused too.
+migration in :data:`MIGRATIONS`, when the workspace is opened for writing (read-only, it is read as it
+is); an older schema with no migration is refused too.
+
+Schema 2 (exactly-once decisions): ``decisions.source_key`` names where a decision came from (a row of
+a decisions CSV), unique, so the same row applied twice is recorded once; ``claims`` lets reviewers
+working at once take different suggestions.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from UltrasoundRefineLib.workspace.errors import WorkspaceError
 
 DB_NAME = "workspace.db"
 FORMAT = "UltrasoundRefine workspace"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # "USRF": lets `open` tell our databases from any other SQLite file before reading a table.
 APPLICATION_ID = 0x55535246
 
@@ -71,9 +76,16 @@ CREATE TABLE decisions (
     seconds       REAL,
     human_mask_id INTEGER REFERENCES human_masks(id),
     details       TEXT NOT NULL DEFAULT '{}',
-    decided_at    TEXT NOT NULL
+    decided_at    TEXT NOT NULL,
+    source_key    TEXT                         -- where it came from (a CSV row's key); NULL: interactive
 );
 CREATE INDEX decisions_suggestion ON decisions(suggestion_id);
+CREATE UNIQUE INDEX decisions_source_key ON decisions(source_key);
+CREATE TABLE claims (
+    suggestion_id INTEGER PRIMARY KEY REFERENCES suggestions(id),
+    owner         TEXT NOT NULL,              -- the reviewer (process) working on it
+    expires_at    REAL NOT NULL               -- Unix time; a claim past it is stale and may be taken over
+);
 CREATE TABLE models (
     id         TEXT PRIMARY KEY,
     path       TEXT NOT NULL,
@@ -82,8 +94,15 @@ CREATE TABLE models (
 );
 """
 
+def _add_exactly_once(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE decisions ADD COLUMN source_key TEXT")
+    for statement in _statements(SCHEMA_SQL):
+        if statement.startswith(("CREATE UNIQUE INDEX decisions_source_key", "CREATE TABLE claims")):
+            conn.execute(statement)
+
+
 # from_version -> callable(conn) that upgrades to from_version + 1 inside a transaction.
-MIGRATIONS: dict = {}
+MIGRATIONS: dict = {1: _add_exactly_once}
 
 
 def connect(db_path: Path, *, readonly: bool, timeout: float = 30.0) -> sqlite3.Connection:
@@ -118,6 +137,24 @@ def initialise(conn: sqlite3.Connection, created_by: str, created_at: str) -> No
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Upgrade an older schema to :data:`SCHEMA_VERSION`, all steps in one transaction (all or nothing;
+    another process that opened it at the same time waits, then finds it done). Returns the version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](conn)
+            version += 1
+        conn.execute("UPDATE workspace_meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+        conn.execute(f"PRAGMA user_version = {version}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return version
 
 
 def _statements(script: str) -> list[str]:

@@ -180,7 +180,8 @@ class Workspace:
         conn = None
         try:
             conn = _connect(db, readonly=readonly)
-            schema.check(conn, root)
+            if schema.check(conn, root) < schema.SCHEMA_VERSION and not readonly:
+                schema.migrate(conn)
         except sqlite3.DatabaseError as e:
             if conn is not None:
                 conn.close()
@@ -672,12 +673,14 @@ class Workspace:
         *,
         round: int | None = None,
         details: dict | None = None,
+        source_key: str | None = None,
     ) -> int:
         """Record a decision on a suggestion (by suggestion id, or by item id/stem: its latest round).
 
         "edited" needs ``edited_mask`` (stored as a human mask). The decision is committed before this
         returns; deciding again on the same suggestion records a new decision, and the latest counts.
-        Returns the decision id.
+        ``source_key`` names where the decision comes from (a CSV row): a key already recorded is not
+        recorded again, and the id of the decision it recorded is returned. Returns the decision id.
         """
         if decision not in DECISIONS:
             raise UltrasoundRefineError(f"unknown decision {decision!r}; choose from {', '.join(DECISIONS)}")
@@ -691,26 +694,30 @@ class Workspace:
             raise UltrasoundRefineError(f"seconds must be a non-negative number, got {seconds}")
         suggestion_id, item_id = self._resolve_suggestion(target, round)
         details_json = json.dumps(details or {}, default=_json_default)
-        if decision != "edited":
-            with self._write() as conn:
-                cur = conn.execute(
-                    "INSERT INTO decisions (suggestion_id, decision, user, seconds, details, decided_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (suggestion_id, decision, str(user), seconds, details_json, _now()),
-                )
-                return int(cur.lastrowid)
-        item, like = self._grid(item_id)
-        mask = self._check_mask(edited_mask, item, f"edited mask for {item.stem}")
+        if decision == "edited":
+            item, like = self._grid(item_id)
+            mask = self._check_mask(edited_mask, item, f"edited mask for {item.stem}")
         with self._write() as conn:
-            hm_id = self._insert_human_mask(
-                conn, item, like, mask, "edited", str(user), {"suggestion_id": suggestion_id}
-            )
+            if source_key is not None:  # under the write lock: no one can record the same key meanwhile
+                done = conn.execute("SELECT id FROM decisions WHERE source_key = ?", (source_key,)).fetchone()
+                if done is not None:
+                    return int(done[0])
+            hm_id = None
+            if decision == "edited":
+                hm_id = self._insert_human_mask(
+                    conn, item, like, mask, "edited", str(user), {"suggestion_id": suggestion_id}
+                )
             cur = conn.execute(
-                "INSERT INTO decisions (suggestion_id, decision, user, seconds, human_mask_id, details, decided_at)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (suggestion_id, decision, str(user), seconds, hm_id, details_json, _now()),
+                "INSERT INTO decisions (suggestion_id, decision, user, seconds, human_mask_id, details, decided_at,"
+                " source_key) VALUES (?,?,?,?,?,?,?,?)",
+                (suggestion_id, decision, str(user), seconds, hm_id, details_json, _now(), source_key),
             )
             return int(cur.lastrowid)
+
+    def decision_for_key(self, source_key: str) -> int | None:
+        """The id of the decision recorded from ``source_key`` (see :meth:`decide`), if any."""
+        rows = self._query("SELECT id FROM decisions WHERE source_key = ?", (source_key,))
+        return int(rows[0][0]) if rows else None
 
     def decisions(self, round: int | None = None) -> list[dict]:
         sql = (
