@@ -260,7 +260,7 @@ def test_dependencies_are_installed_only_on_first_use():
     logic = _methods(_class(tree, "UltrasoundRefineLogic"))
     # torch (PyTorchUtils, the GPU build) before anything that depends on it is pip-installed
     ensure = ast.unparse(logic["ensureDependencies"])
-    assert ensure.index("_ensureTorch") < ensure.index("pipEnsure(") < ensure.index("pip_install(")
+    assert ensure.index("_ensureTorch(") < ensure.index("_callWithSupportedArguments(pipEnsure") < ensure.index("pip_install(")
     # ... and never at import: no installer call outside functions
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -950,3 +950,86 @@ def test_clean_arguments_follow_the_clean_command_line(module, tmp_path):
         pytest.skip("ultrasound-refine clean has not landed yet: checked against its documented command line only")
     for source, extra in (("fanfit", {}), ("threshold", {}), ("model", {"model": "m"}), ("workspace", {"workspace": "ws"})):
         parser.parse_args(module.cleanArguments(source, ["in1", "in2"], "out", **extra))
+
+
+def test_pip_ensure_gets_only_the_keywords_its_slicer_version_has(module):
+    calls = []
+
+    def slicer_5_12(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
+                    requester=None, skip_in_testing=True, show_progress=True):
+        calls.append(dict(constraints=constraints, prompt_install=prompt_install, requester=requester))
+
+    def early(requirements, prompt=True, requester=None, skip_in_testing=True, show_progress=True):
+        calls.append(dict(prompt=prompt, requester=requester))
+
+    for func in (slicer_5_12, early):
+        module._callWithSupportedArguments(func, ["x>=1"], constraints="c.txt", requester="UR",
+                                           prompt_install=False, prompt=False)
+    assert calls == [dict(constraints="c.txt", prompt_install=False, requester="UR"), dict(prompt=False, requester="UR")]
+
+
+@pytest.fixture
+def installer(module, monkeypatch, tmp_path):
+    """Slicer's install functions replaced by recorders; PyTorchUtils as the PyTorch extension has it."""
+    import slicer
+
+    log = []
+    torch_installed = [False]
+
+    class PyTorchUtilsLogic:
+        def torchInstalled(self):
+            return torch_installed[0]
+
+        def installTorch(self, askConfirmation=False, torchVersionRequirement=None):
+            log.append(("installTorch", torchVersionRequirement))
+            torch_installed[0] = True
+            return object()
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path)), raising=False)
+
+    def pip_install(args):
+        constraint = None
+        if "-c" in args:
+            constraint = Path(args[args.index("-c") + 1]).read_text().strip()
+        log.append(("pip_install", [a for a in args if a != "-c" and not str(a).endswith(".txt")], constraint))
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: log.append(("ask", text)) or True, raising=False)
+    monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, *a, **k: log.append(("restart?", text)) or False, raising=False)
+    monkeypatch.setattr(slicer.util, "restart", lambda: log.append(("restart",)), raising=False)
+    monkeypatch.setattr(module, "_slicerPipEnsure", lambda: None)  # Slicer 5.10
+    return log
+
+
+def test_torch_comes_from_pytorchutils_before_monai_is_pip_installed(module, installer, monkeypatch):
+    import importlib.metadata
+
+    logic = module.UltrasoundRefineLogic
+    monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["monai>=999", "no-such-package-xyz>=1"]))
+    assert logic().ensureDependencies(training=True) is True
+    kinds = [entry[0] for entry in installer]
+    assert kinds.index("installTorch") < kinds.index("pip_install")
+    pip = next(e for e in installer if e[0] == "pip_install")
+    assert pip[1] == ["monai>=999", "no-such-package-xyz>=1"]
+    assert pip[2] == f"torch=={importlib.metadata.version('torch')}"  # pip may not swap the GPU build
+    # suggesting and reviewing need neither torch nor monai
+    installer.clear()
+    assert logic().ensureDependencies(training=False) is True
+    assert [e[0] for e in installer] == ["ask", "pip_install"] and installer[1][1] == ["no-such-package-xyz>=1"]
+
+
+def test_a_package_slicer_has_loaded_is_not_used_after_an_upgrade_in_place(module, installer, monkeypatch):
+    logic = module.UltrasoundRefineLogic
+    monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["pydicom>=999"]))
+    assert "pydicom" in sys.modules  # as Slicer's DICOM module has it
+    assert logic().ensureDependencies() is False  # installed, but usable only after a restart
+    ask = next(e for e in installer if e[0] == "ask")
+    assert "restart" in ask[1]
+    assert any(e[0] == "restart?" for e in installer) and not any(e[0] == "restart" for e in installer)
+
+
+def test_an_old_python_is_refused_with_the_supported_slicer_versions(module, monkeypatch):
+    monkeypatch.setattr(module, "MIN_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
+    with pytest.raises(RuntimeError, match="5.10 and 5.12"):
+        module.UltrasoundRefineLogic().ensureDependencies()

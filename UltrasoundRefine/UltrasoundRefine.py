@@ -191,6 +191,33 @@ def requirementsNeedingRestart(requirements, modules=None) -> list:
     return out
 
 
+def _slicerPipEnsure():
+    """Slicer's ``pip_ensure`` (checks, asks, installs, offers a restart), or None before Slicer 5.12.
+
+    It has lived in ``slicer.packaging`` and in ``slicer.pydeps``; Slicer 5.10 has neither."""
+    import importlib
+
+    for name in ("slicer.packaging", "slicer.pydeps"):
+        try:
+            found = getattr(importlib.import_module(name), "pip_ensure", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def _callWithSupportedArguments(func, *args, **kwargs):
+    """``func(*args, **kwargs)`` without the keyword arguments its signature does not have (the
+    keywords of ``pip_ensure`` changed between Slicer versions: ``prompt`` became ``prompt_install``)."""
+    import inspect
+
+    parameters = inspect.signature(func).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters and v is not None}
+    return func(*args, **kwargs)
+
+
 def cleanArguments(source: str, inputs, out, *, model=None, workspace=None) -> list:
     """Arguments after ``-m UltrasoundRefineLib`` for ``ultrasound-refine clean``:
     ``clean (--method {threshold,fanfit} | --model DIR | --workspace WS) INPUT... --out DIR``
@@ -966,15 +993,15 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         if not missing:
             return True
         needRestart = requirementsNeedingRestart(missing)
-        try:
-            import slicer.packaging as packaging
-
-            pipEnsure = getattr(packaging, "pip_ensure", None)
-        except ImportError:
-            pipEnsure = None
+        pipEnsure = _slicerPipEnsure()
         if pipEnsure is not None:  # Slicer 5.12+: asks, installs, offers the restart itself
+            from packaging.requirements import Requirement
+
             try:
-                pipEnsure(missing, constraints=constraints, requester="Ultrasound Refine", prompt_install=askConfirmation)
+                _callWithSupportedArguments(
+                    pipEnsure, [Requirement(line) for line in missing], constraints=constraints,
+                    requester="Ultrasound Refine", prompt_install=askConfirmation, prompt=askConfirmation,
+                )
             except RuntimeError:  # the user said no
                 return False
         else:  # Slicer 5.10
