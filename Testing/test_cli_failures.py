@@ -104,7 +104,7 @@ def corrupt_dicom(path: Path, encoding: str) -> Path:
         return jpeg_dicom(path, stream=b"\xff\xd8\xff\xe0" + b"\x00" * 60 + b"\xff\xd9")
     ds = us_dataset(synthetic_frames(False, t=1), rgb=False)
     ds.file_meta.TransferSyntaxUID = {"rle": RLELossless, "jpeg2000": JPEG2000Lossless}[encoding]
-    junk = {"rle": b"\x01\x00\x00\x00" + b"\xff" * 60, "jpeg2000": b"\xff\x4f\xff\x51" + b"\x13" * 60}[encoding]
+    junk = {"rle": b"\x01\x00\x00\x00" + b"\xff" * 60, "jpeg2000": b"\xff\x4f\xff\x51" + b"\x13" * 12}[encoding]
     ds.PixelData = encapsulate([junk])
     ds["PixelData"].VR = "OB"
     return save(ds, path)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from pydicom.uid import (
 
 from UltrasoundRefineLib.errors import InputError
 from UltrasoundRefineLib.io.images import file_sha256_key, to_uint8
+from UltrasoundRefineLib.io.limits import check_claimed_size
 from UltrasoundRefineLib.io.naming import dicom_by_name, loop_stem
 from UltrasoundRefineLib.io.sniff import has_dicom_preamble
 from UltrasoundRefineLib.loop import Loop
@@ -303,16 +305,62 @@ def _decoder_problem(ts: UID) -> str | None:
 @contextlib.contextmanager
 def _quiet():
     """pydicom warns (and logs) about odd values by quoting them, which may be a name or a date: keep
-    those out of our logs while we read."""
+    those out of our logs while we read. Its child loggers (``pydicom.pixels.decoders.base`` logs each
+    failed decoder plugin with a traceback) are not muted by disabling the parent, only kept from
+    reaching our handlers by stopping propagation at it; what is wrong reaches the user as our error."""
     logger = logging.getLogger("pydicom")
-    was_disabled = logger.disabled
-    logger.disabled = True
+    was_disabled, propagated = logger.disabled, logger.propagate
+    logger.disabled, logger.propagate = True, False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.disabled = was_disabled
+        logger.disabled, logger.propagate = was_disabled, propagated
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        return int(_get(ds, keyword, default) or default)
+    except (TypeError, ValueError):
+        return default
+
+
+def _codestream_size(stream: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from a compressed frame's own header (JPEG / JPEG-LS SOF, JPEG 2000 SIZ), or None."""
+    if stream[:2] == b"\xff\xd8":
+        try:
+            from pydicom.pixels.utils import _get_jpg_parameters  # the SOF parser pydicom's decoders use
+
+            info = _get_jpg_parameters(stream)
+        except Exception:  # noqa: BLE001 - a private helper; without it there is just no cross-check
+            return None
+        h, w = info.get("height"), info.get("width")
+        return (int(h), int(w)) if h and w else None  # height 0: given later by a DNL marker
+    if stream[:4] == b"\xff\x4f\xff\x51" and len(stream) >= 24:
+        xsiz, ysiz, xo, yo = struct.unpack(">IIII", stream[8:24])  # ISO/IEC 15444-1 A.5.1
+        return (ysiz - yo, xsiz - xo)
+    return None
+
+
+def _check_claimed_pixels(path: Path, ds: Dataset, spp: int) -> None:
+    """What the header claims, against sane bounds and (for compressed data) against the first frame's
+    own header, before the decoder allocates the claimed size."""
+    rows, columns, frames = _int(ds, "Rows", 0), _int(ds, "Columns", 0), _int(ds, "NumberOfFrames", 1)
+    check_claimed_size(path, frames=frames, rows=rows, columns=columns, samples=spp,
+                       bytes_per_sample=(_int(ds, "BitsAllocated", 8) + 7) // 8)
+    if "PixelData" not in ds or not ds["PixelData"].is_undefined_length:
+        return
+    try:
+        from pydicom.encaps import generate_frames
+
+        first = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    except Exception:  # noqa: BLE001 - a broken encapsulation is for the decoder to report
+        return
+    found = _codestream_size(first)
+    if found is not None and found != (rows, columns):
+        raise InputError(path, f"the header claims {rows} x {columns} pixels per frame but the compressed data holds "
+                               f"{found[0]} x {found[1]}; not decoded")
 
 
 def read_dicom(path: str | Path) -> Loop:
@@ -376,6 +424,7 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
     bits_stored = ds.get("BitsStored", None) or ds.get("BitsAllocated", None)
     if spp not in (1, 3):
         raise InputError(path, f"unsupported image shape: {spp} samples per pixel (expected 1 or 3)")
+    _check_claimed_pixels(path, ds, spp)
 
     try:
         # pydicom 3 converts YBR_FULL / YBR_FULL_422 to RGB (as_rgb) and undoes planar configuration;

@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from UltrasoundRefineLib.errors import InputError
+from UltrasoundRefineLib.io.limits import check_claimed_size
 from UltrasoundRefineLib.io.naming import IMAGE_EXTENSIONS, loop_stem, matching_extension
 from UltrasoundRefineLib.loop import Loop
 
@@ -89,6 +90,16 @@ def _itk_reason(e: Exception) -> str:
     return (lines[-1] if lines else type(e).__name__)[:200]
 
 
+def _check_header(path: Path, reader: sitk.ImageFileReader) -> None:
+    size = reader.GetSize()
+    columns, rows = int(size[0]), int(size[1]) if len(size) > 1 else 1
+    frames = int(np.prod(size[2:], dtype=np.int64)) if len(size) > 2 else 1
+    # the bytes of one sample of this pixel type, from a 1 x 1 image of it
+    sample = sitk.GetArrayFromImage(sitk.Image(1, 1, reader.GetPixelID())).dtype.itemsize
+    check_claimed_size(path, frames=frames, rows=rows, columns=columns,
+                       samples=reader.GetNumberOfComponents(), bytes_per_sample=sample)
+
+
 def read_image(path: str | Path) -> Loop:
     """Read a SimpleITK-readable image file as a :class:`Loop`; bad files raise :class:`InputError`."""
     path = Path(path)
@@ -98,7 +109,11 @@ def read_image(path: str | Path) -> Loop:
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only: what decoding would allocate is checked first
+        _check_header(path, reader)
+        image = reader.Execute()
     except RuntimeError as e:
         raise InputError(path, f"corrupt or unreadable {fmt.upper()} image ({_itk_reason(e)})") from None
     except OSError as e:
