@@ -778,6 +778,7 @@ def test_a_failed_load_leaves_nothing_on_screen_to_decide_on(module, workspace_d
         raise OSError("the loop's file is gone")
 
     monkeypatch.setattr(logic.workspace, "load_loop", broken)
+    monkeypatch.setattr(logic._prefetcher, "load", broken)  # read ahead, or read now: it fails
     with pytest.raises(OSError):
         logic.showCurrentSuggestion(scene=scene, showInViews=False)
     assert logic.review.current() is not None and logic.review.onScreen is None
@@ -1033,3 +1034,32 @@ def test_an_old_python_is_refused_with_the_supported_slicer_versions(module, mon
     monkeypatch.setattr(module, "MIN_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
     with pytest.raises(RuntimeError, match="5.10 and 5.12"):
         module.UltrasoundRefineLogic().ensureDependencies()
+
+
+def test_the_next_loop_is_read_ahead_and_a_failed_read_still_fails(workspace_dir, monkeypatch):
+    from UltrasoundRefineLib.reviewsession import LoopPrefetcher
+    from UltrasoundRefineLib.workspace import Workspace
+
+    with Workspace.open(workspace_dir) as ws:
+        queue = ws.review_queue()
+        prefetcher = LoopPrefetcher(ws)
+        try:
+            prefetcher.prefetch(queue)
+            assert list(prefetcher._futures) == [queue[0].item_id]  # one ahead
+            prefetcher._futures[queue[0].item_id].result(timeout=30)  # read off this thread
+            direct = ws.load_loop(queue[0].item_id)
+            np.testing.assert_array_equal(prefetcher.load(queue[0].item_id).frames, direct.frames)
+            assert prefetcher._futures == {}
+            # the window moves on: a read no longer wanted is dropped
+            prefetcher.prefetch(queue[1:])
+            assert list(prefetcher._futures) == [queue[1].item_id]
+            # a loop whose file is gone fails as a direct read would
+            Path(ws.item(queue[0].item_id).path).unlink()
+            prefetcher.prefetch(queue)
+            with pytest.raises(Exception) as prefetched:
+                prefetcher.load(queue[0].item_id)
+            with pytest.raises(Exception) as read_now:
+                ws.load_loop(queue[0].item_id)
+            assert type(prefetched.value) is type(read_now.value)
+        finally:
+            prefetcher.close()

@@ -924,6 +924,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         self._reviewNodes = []
         self._reviewScene = None
         self._observations = []  # (object, observer tag)
+        self._prefetcher = None  # reads the next suggestion's loop while this one is reviewed
 
     def getParameterNode(self):
         return UltrasoundRefineParameterNode(super().getParameterNode())
@@ -1069,7 +1070,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ workspace and review
 
     def openWorkspace(self, path, round: Optional[int] = None) -> None:
-        from UltrasoundRefineLib.reviewsession import ReviewSession
+        from UltrasoundRefineLib.reviewsession import LoopPrefetcher, ReviewSession
         from UltrasoundRefineLib.workspace import Workspace
 
         path = pathlib.Path(str(path or ""))
@@ -1080,10 +1081,14 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         self.closeWorkspace()
         self.workspace = Workspace.open(path)
         self.review = ReviewSession(self.workspace, round)
+        self._prefetcher = LoopPrefetcher(self.workspace)
 
     def closeWorkspace(self) -> None:
         self.clearReviewNodes(self._reviewScene)
         self.review = None
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
         if self.workspace is not None:
             self.workspace.close()
             self.workspace = None
@@ -1124,7 +1129,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         scene = scene or slicer.mrmlScene
         self._reviewScene = scene
         try:
-            loop = self.workspace.load_loop(suggestion.item_id)
+            loop = self._prefetcher.load(suggestion.item_id) if self._prefetcher else self.workspace.load_loop(suggestion.item_id)
             mask = self.workspace.suggestion_mask(suggestion.id)
             browser = None
             if loop.n_frames > 1:
@@ -1141,6 +1146,8 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         self.reviewVolume, self.reviewSegmentation = volume, segmentation
         self._observe(scene, segmentation)
         self.review.shown(mask)
+        if self._prefetcher is not None:
+            self._prefetcher.prefetch(self.review.queue[self.review.position + 1:])
         if showInViews and slicer.app is not None and slicer.util.mainWindow() is not None:
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             if browser is not None and hasattr(slicer.modules, "sequences"):

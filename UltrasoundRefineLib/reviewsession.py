@@ -10,6 +10,7 @@ the mask it showed, so that an edit is never stored unchanged nor lost by moving
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
@@ -122,3 +123,45 @@ class ReviewSession:
             if entry["round"] == self.round:
                 return {k: entry.get(k, 0) for k in ("suggestions", "pending", "accepted", "rejected", "edited")}
         return {"suggestions": 0, "pending": 0, "accepted": 0, "rejected": 0, "edited": 0}
+
+
+class LoopPrefetcher:
+    """Reads the loop of the next suggestion in a background thread while the reviewer looks at the
+    current one, so that the next one appears at once after a key press.
+
+    Only the file is read off the calling thread (the workspace's SQLite connection belongs to the
+    thread that opened it, so the item's path is looked up before); building the MRML nodes stays
+    on the GUI thread. A read that failed raises when its loop is asked for, as a direct read would.
+    """
+
+    def __init__(self, workspace, ahead: int = 1):
+        self.workspace = workspace
+        self.ahead = ahead
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loop-prefetch")
+        self._futures: dict[str, Future] = {}
+
+    def prefetch(self, suggestions) -> None:
+        """Start reading the loops of the first ``ahead`` of ``suggestions``; forget other reads."""
+        from UltrasoundRefineLib.workspace.store import _load_item_loop  # the same check as Workspace.load_loop
+
+        wanted = [s.item_id for s in list(suggestions)[: self.ahead]]
+        for item_id in list(self._futures):
+            if item_id not in wanted:
+                self._futures.pop(item_id).cancel()
+        for item_id in wanted:
+            if item_id not in self._futures:
+                path = str(self.workspace.item(item_id).path)
+                self._futures[item_id] = self._executor.submit(_load_item_loop, path, item_id)
+
+    def load(self, item_id: str):
+        """The item's loop: the prefetched one when there is one, else read now."""
+        future = self._futures.pop(item_id, None)
+        if future is not None and not future.cancelled():
+            return future.result()
+        return self.workspace.load_loop(item_id)
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._futures = {}
+        self._executor.shutdown(wait=False)
