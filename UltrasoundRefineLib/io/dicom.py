@@ -365,16 +365,24 @@ def _check_claimed_pixels(path: Path, ds: Dataset, spp: int) -> None:
 
 def read_dicom(path: str | Path) -> Loop:
     """Read one DICOM file as a :class:`Loop`. Bad files raise :class:`InputError`, never anything else."""
+    return read_dicom_source(path)[0]
+
+
+def read_dicom_source(path: str | Path) -> tuple[Loop, Dataset, np.ndarray]:
+    """The :class:`Loop`, the dataset it came from and its decoded pixels ``(T, H, W[, 3])`` at their own
+    depth (pydicom's ``pixel_array``: YBR converted to RGB, planar configuration undone, palette
+    applied), for writers that must keep the source's values rather than the loop's 8-bit frames."""
     path = Path(path)
     seen: dict = {}
     with _quiet():
         try:
-            return _read_dicom(path, seen)
+            loop = _read_dicom(path, seen)
         except (InputError, MemoryError):
             raise
         except Exception as e:  # noqa: BLE001 - broken values surface as assorted errors; never a traceback
             detail = _scrub(e, seen.get("ds"))
             raise InputError(path, f"unreadable DICOM ({type(e).__name__}: {detail})") from None
+    return loop, seen["ds"], seen["pixels"]
 
 
 def _read_dicom(path: Path, seen: dict) -> Loop:
@@ -448,6 +456,7 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
         arr = arr[None]
     if arr.ndim != (4 if colour else 3):
         raise InputError(path, f"unsupported image shape {tuple(arr.shape)} (photometric {_code(photometric, _CS) or 'unknown'})")
+    seen["pixels"] = arr
 
     meta: dict = {
         "format": "dicom",
@@ -517,5 +526,6 @@ __all__ = [
     "is_non_image_sop_class",
     "media_storage_sop_class",
     "read_dicom",
+    "read_dicom_source",
     "us_regions",
 ]

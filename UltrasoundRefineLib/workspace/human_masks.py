@@ -183,6 +183,22 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         raise
 
 
+def best_masks(ws) -> dict[str, tuple[str, str]]:
+    """Per item id, its best mask (path relative to the workspace) and where it came from: the latest
+    human mask, else the accepted suggestion of the latest round (its edited mask where it was edited).
+    Items with neither are absent."""
+    human = ws._latest_human_rows()
+    best: dict[str, tuple[str, str]] = {}
+    for item_id, r in ws._accepted_per_item().items():
+        if r["decision"] == "edited" and r["human_path"]:
+            best[item_id] = (r["human_path"], f"edited:r{r['round']}")
+        else:
+            best[item_id] = (r["mask_path"], f"suggestion:{r['producer']}:r{r['round']}")
+    for item_id, r in human.items():
+        best[item_id] = (r["mask_path"], f"human:{r['source']}")
+    return best
+
+
 def export_masks(ws, out_dir: str | Path) -> ExportReport:
     """Write each item's best mask as ``OUT/<stem>.nrrd``: its latest human mask, else its accepted
     suggestion of the latest round; plus ``masks.csv`` saying which was used. Items sharing a stem get
@@ -198,22 +214,14 @@ def export_masks(ws, out_dir: str | Path) -> ExportReport:
     stem_count: dict[str, int] = {}
     for i in items:
         stem_count[i.stem] = stem_count.get(i.stem, 0) + 1
-    human = ws._latest_human_rows()
-    accepted = ws._accepted_per_item()
+    best = best_masks(ws)
     report = ExportReport()
     rows = []
     for item in items:
-        if item.id in human:
-            rel, source = human[item.id]["mask_path"], f"human:{human[item.id]['source']}"
-        elif item.id in accepted:
-            r = accepted[item.id]
-            if r["decision"] == "edited" and r["human_path"]:
-                rel, source = r["human_path"], f"edited:r{r['round']}"
-            else:
-                rel, source = r["mask_path"], f"suggestion:{r['producer']}:r{r['round']}"
-        else:
+        if item.id not in best:
             report.without_mask.append(item.stem)
             continue
+        rel, source = best[item.id]
         name = f"{item.stem}.nrrd" if stem_count[item.stem] == 1 else f"{item.stem}.{item.id}.nrrd"
         dst = out / name
         try:
@@ -238,6 +246,7 @@ def export_masks(ws, out_dir: str | Path) -> ExportReport:
 
 __all__ = [
     "ExportReport",
+    "best_masks",
     "ImportReport",
     "export_masks",
     "import_masks",

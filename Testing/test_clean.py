@@ -1,0 +1,425 @@
+"""``clean``: every pixel outside the mask is 0 in every frame, the inside is the source's decoded
+pixels, the header keeps nothing the PS3.15 Basic Profile lists, and bad inputs cost one line each.
+
+The attribute list below is written from DICOM PS3.15 Table E.1-1 (Basic Application Level
+Confidentiality Profile), independently of the de-identification library the code uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.pixels
+import pytest
+from dicom_examples import bundled
+from PIL import Image
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+from test_io import ENCODINGS, encode, save, synthetic_frames, us_dataset
+
+from UltrasoundRefineLib.automask import suggest_mask
+from UltrasoundRefineLib.cli import main
+from UltrasoundRefineLib.io import read_loop, read_mask
+from UltrasoundRefineLib.phantom.dicom import write_phantom_set
+
+# PS3.15 Table E.1-1: attributes the Basic Profile removes (X), empties (Z), replaces (D) or remaps (U).
+BASIC_PROFILE = (
+    "AccessionNumber", "AcquisitionComments", "AcquisitionDate", "AcquisitionDateTime",
+    "AcquisitionDeviceProcessingDescription", "AcquisitionTime", "AdditionalPatientHistory", "AdmissionID",
+    "AdmittingDate", "AdmittingDiagnosesDescription", "AdmittingTime", "Allergies", "BranchOfService",
+    "CommentsOnThePerformedProcedureStep", "ConcatenationUID", "ContentCreatorName", "ContentDate", "ContentTime",
+    "ContributionDescription", "CountryOfResidence", "CurrentPatientLocation", "DerivationDescription",
+    "DetectorID", "DeviceSerialNumber", "DeviceUID", "DimensionOrganizationUID", "DischargeDiagnosisDescription",
+    "DistributionAddress", "DistributionName", "EthnicGroup", "FillerOrderNumberImagingServiceRequest",
+    "FrameComments", "FrameOfReferenceUID", "GantryID", "GeneratorID", "IdentifyingComments", "ImageComments",
+    "ImagingServiceRequestComments", "Impressions", "InstanceCreatorUID", "InstitutionAddress",
+    "InstitutionName", "InstitutionalDepartmentName", "InsurancePlanIdentification", "InterpretationAuthor",
+    "InterpretationDiagnosisDescription", "InterpretationRecorder", "InterpretationText",
+    "InterpretationTranscriber", "IssuerOfAdmissionID", "IssuerOfPatientID", "LastMenstrualDate", "MedicalAlerts",
+    "MedicalRecordLocator", "MilitaryRank", "ModifiedImageDescription", "NameOfPhysiciansReadingStudy",
+    "NamesOfIntendedRecipientsOfResults", "Occupation", "OperatorsName", "OrderCallbackPhoneNumber",
+    "OrderEnteredBy", "OrderEntererLocation", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames",
+    "PatientAddress", "PatientAge", "PatientBirthDate", "PatientBirthName", "PatientBirthTime", "PatientComments",
+    "PatientID", "PatientInstitutionResidence", "PatientMotherBirthName", "PatientName",
+    "PatientReligiousPreference", "PatientSex", "PatientSize", "PatientState", "PatientTelephoneNumbers",
+    "PatientTransportArrangements", "PatientWeight", "PerformedLocation", "PerformedProcedureStepDescription",
+    "PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime", "PerformedProcedureStepID",
+    "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "PerformedStationAETitle",
+    "PerformedStationName", "PerformingPhysicianName", "PersonAddress", "PersonName", "PersonTelephoneNumbers",
+    "PhysicianApprovingInterpretation", "PhysiciansOfRecord", "PlacerOrderNumberImagingServiceRequest",
+    "PreMedication", "PregnancyStatus", "ProtocolName", "ReasonForStudy", "ReferencedPatientSequence",
+    "ReferencedSOPInstanceUID", "ReferencedStudySequence", "ReferringPhysicianAddress", "ReferringPhysicianName",
+    "ReferringPhysicianTelephoneNumbers", "RegionOfResidence", "RequestAttributesSequence",
+    "RequestedProcedureComments", "RequestedProcedureDescription", "RequestedProcedureID",
+    "RequestedProcedureLocation", "RequestingPhysician", "RequestingService", "ResponsibleOrganization",
+    "ResponsiblePerson", "ResultsComments", "ReviewerName", "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepDescription", "ScheduledProcedureStepEndDate", "ScheduledProcedureStepID",
+    "ScheduledProcedureStepLocation", "ScheduledProcedureStepStartDate", "ScheduledStationAETitle",
+    "ScheduledStationName", "SeriesDate", "SeriesDescription", "SeriesInstanceUID", "SeriesTime",
+    "ServiceEpisodeDescription", "ServiceEpisodeID", "SmokingStatus", "SOPInstanceUID", "SourceImageSequence",
+    "SpecialNeeds", "StationName", "StorageMediaFileSetUID", "StudyComments", "StudyDate", "StudyDescription",
+    "StudyID", "StudyIDIssuer", "StudyInstanceUID", "StudyTime", "SynchronizationFrameOfReferenceUID",
+    "TextComments", "TimezoneOffsetFromUTC", "UID", "VerifyingObserverName", "VisitComments",
+)
+
+_TEXT = {"PN": "Secret^Person^Middle", "DA": "20230405", "TM": "101112", "DT": "20230405101112", "AS": "045Y",
+         "DS": "71.5", "IS": "7", "US": 3, "SS": 3, "CS": "SECRET7", "SH": "SECRET-SH", "AE": "SECRETAE",
+         "LO": "Secret long string 42", "ST": "Secret short text", "LT": "Secret long text", "UT": "Secret text",
+         "UC": "Secret UC"}
+
+
+def _item(keyword: str) -> Dataset:
+    item = Dataset()
+    if "Patient" in keyword:
+        item.PatientID = "SECRET-ID-77"
+        item.IssuerOfPatientID = "Secret Issuer"
+    elif "Request" in keyword:
+        item.RequestedProcedureID = "SECRETRP1"
+        item.ScheduledProcedureStepID = "SECRETSPS1"
+    else:
+        item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+        item.ReferencedSOPInstanceUID = generate_uid()
+    return item
+
+
+def fill_basic_profile(ds: Dataset) -> dict[str, object]:
+    """Give every listed attribute a value of its VR; returns the values that must not survive."""
+    planted = {}
+    for keyword in BASIC_PROFILE:
+        tag = tag_for_keyword(keyword)
+        assert tag is not None, f"{keyword} is not a DICOM keyword"
+        vr = dictionary_VR(tag).split(" or ")[0]
+        if keyword in ds and ds[keyword].value not in (None, "", []):
+            planted[keyword] = ds[keyword].value
+            continue
+        if vr == "SQ":
+            setattr(ds, keyword, Sequence([_item(keyword)]))
+        elif vr == "UI":
+            setattr(ds, keyword, generate_uid())
+        else:
+            setattr(ds, keyword, _TEXT[vr])
+        planted[keyword] = ds[keyword].value
+    return planted
+
+
+def _leaves(value) -> set[str]:
+    """Every string value inside a sequence (class UIDs say what, not who: left out)."""
+    out = set()
+    for item in value:
+        for elem in item.iterall():
+            if elem.VR != "SQ" and not elem.keyword.endswith("ClassUID") and elem.value not in (None, ""):
+                out.add(str(elem.value))
+    return out
+
+
+def assert_basic_profile_applied(cleaned: Dataset, planted: dict) -> None:
+    kept = []
+    for keyword, original in planted.items():
+        if keyword not in cleaned or cleaned[keyword].value in (None, "", []):
+            continue
+        value = cleaned[keyword].value
+        if cleaned[keyword].VR == "SQ":
+            if _leaves(value) & _leaves(original):
+                kept.append(keyword)
+        elif str(value) == str(original):
+            kept.append(keyword)
+    assert not kept, f"kept their original values: {kept}"
+
+
+def run(*args: str) -> int:
+    return main(["clean", *map(str, args)])
+
+
+def rows(out: Path) -> list[dict]:
+    with open(out / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def decoded(ds: Dataset) -> np.ndarray:
+    """``(T, H, W[, 3])`` as pydicom decodes the file (palette applied), whatever the frame count."""
+    arr = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        arr = pydicom.pixels.apply_color_lut(arr, ds)
+    colour = arr.shape[-1] == 3 and (ds.SamplesPerPixel == 3 or ds.PhotometricInterpretation == "PALETTE COLOR")
+    return arr if arr.ndim == (4 if colour else 3) else arr[None]
+
+
+def assert_masked(source: np.ndarray, cleaned: np.ndarray, mask: np.ndarray) -> None:
+    assert cleaned.shape == source.shape
+    assert not cleaned[:, ~mask].any(), "a pixel outside the mask is not 0"
+    np.testing.assert_array_equal(cleaned[:, mask], source[:, mask])
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom_set(root, n=2, seed=3)
+    return root
+
+
+def test_phantom_masked_exactly_and_header_deidentified(phantom, tmp_path):
+    loops = tmp_path / "in"
+    shutil.copytree(phantom / "loops", loops)
+    # the two loops belong to one study of one patient; every Basic Profile attribute is filled
+    first = pydicom.dcmread(loops / "phantom_0000.dcm")
+    study = first.StudyInstanceUID
+    planted = {}
+    for path in sorted(loops.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.PatientID = study, first.PatientID
+        planted[path.stem] = fill_basic_profile(ds)
+        ds.private_block(0x0009, "ACME SCANNER", create=True).add_new(0x01, "LO", "Secret private note")
+        ds.save_as(path)
+    out = tmp_path / "out"
+    assert run(loops, "--masks", phantom / "truth", "--out", out, "--quiet") == 0
+
+    manifest = rows(out)
+    assert [r["status"] for r in manifest] == ["exported", "exported"]
+    studies, series = set(), set()
+    for r in manifest:
+        name = next(s for s in planted if r["output"] == f"{read_loop(loops / f'{s}.dcm').source_key}.dcm")
+        assert name not in r["output"]  # hashed names by default
+        source = pydicom.dcmread(loops / f"{name}.dcm")
+        cleaned = pydicom.dcmread(out / r["output"])
+        assert_masked(decoded(source), decoded(cleaned), read_mask(phantom / "truth" / f"{name}.nrrd"))
+        assert_basic_profile_applied(cleaned, planted[name])
+        assert not any(e.tag.is_private for e in cleaned.iterall())
+        # what describes the image is kept
+        assert cleaned.SOPClassUID == source.SOPClassUID
+        assert cleaned.NumberOfFrames == source.NumberOfFrames
+        assert cleaned.FrameTime == source.FrameTime
+        assert cleaned.SequenceOfUltrasoundRegions == source.SequenceOfUltrasoundRegions
+        assert cleaned.PhotometricInterpretation == source.PhotometricInterpretation
+        assert cleaned.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        # what was done is said
+        assert cleaned.BurnedInAnnotation == "NO"
+        assert cleaned.PatientIdentityRemoved == "YES"
+        assert cleaned.DeidentificationMethod
+        assert {c.CodeValue for c in cleaned.DeidentificationMethodCodeSequence} == {"113100", "113101"}
+        assert cleaned.SOPInstanceUID == cleaned.file_meta.MediaStorageSOPInstanceUID
+        studies.add(cleaned.StudyInstanceUID)
+        series.add(cleaned.SeriesInstanceUID)
+    # one study before, one study after (remapped consistently); the series stay apart
+    assert len(studies) == 1 and study not in studies
+    assert len(series) == 2
+
+
+def test_method_mask_and_keep_names(phantom, tmp_path):
+    out = tmp_path / "out"
+    assert run(phantom / "loops", "--method", "threshold", "--out", out, "--keep-names", "--quiet") == 0
+    for path in sorted((phantom / "loops").glob("*.dcm")):
+        mask = suggest_mask(read_loop(path), "threshold").mask
+        assert_masked(decoded(pydicom.dcmread(path)), decoded(pydicom.dcmread(out / path.name)), mask)
+
+
+def _mask_for(tmp_path: Path, stem: str, shape: tuple[int, int]) -> tuple[Path, np.ndarray]:
+    mask = np.zeros(shape, dtype=bool)
+    mask[5:-6, 9:-7] = True
+    folder = tmp_path / "masks"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{stem}.png")
+    return folder, mask
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["grey", "rgb"])
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_every_encoding_comes_out_uncompressed_and_exact(tmp_path, rgb, encoding):
+    frames = synthetic_frames(rgb)
+    frames[..., :4, :4] = 255  # bright pixels outside the mask must become 0
+    ds = us_dataset(frames, rgb=rgb)
+    (tmp_path / "in").mkdir()
+    src = save(ds, tmp_path / "in" / "loop.dcm", **encode(ds, encoding))
+    masks, mask = _mask_for(tmp_path, "loop", frames.shape[1:3])
+    out = tmp_path / "out"
+    assert run(src, "--masks", masks, "--out", out, "--keep-names", "--quiet") == 0
+    cleaned = pydicom.dcmread(out / "loop.dcm")
+    assert cleaned.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert cleaned.PhotometricInterpretation == ("RGB" if rgb else "MONOCHROME2")
+    assert_masked(frames, decoded(cleaned), mask)
+
+
+def _write_variant(tmp_path: Path, name: str, ds: Dataset) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    return save(ds, folder / f"{name}.dcm")
+
+
+def test_pixel_traps_planar_ybr_palette(tmp_path):
+    """Planar configuration 1, uncompressed YBR_FULL, 8-bit palette: stored as RGB, PlanarConfiguration 0,
+    and the stored RGB is what pydicom decodes the source to (the YBR is converted, not relabelled)."""
+    rgb = synthetic_frames(True, t=2)
+    planar = us_dataset(rgb, rgb=True)
+    planar.PlanarConfiguration = 1
+    planar.PixelData = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2)).tobytes()
+    ybr = us_dataset(pydicom.pixels.convert_color_space(rgb, "RGB", "YBR_FULL"), rgb=True)
+    ybr.PhotometricInterpretation = "YBR_FULL"
+    index = synthetic_frames(False, t=2)
+    palette = us_dataset(index, rgb=False)
+    palette.PhotometricInterpretation = "PALETTE COLOR"
+    for colour, lut in (("Red", np.arange(256)), ("Green", 255 - np.arange(256)), ("Blue", np.arange(256) // 2)):
+        setattr(palette, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 8])
+        setattr(palette, f"{colour}PaletteColorLookupTableData", lut.astype("<u2").tobytes())
+    paths = {n: _write_variant(tmp_path, n, ds) for n, ds in (("planar", planar), ("ybr", ybr), ("palette", palette))}
+    for name in paths:
+        masks, mask = _mask_for(tmp_path, name, rgb.shape[1:3])
+    out = tmp_path / "out"
+    assert run(tmp_path / "in", "--masks", masks, "--out", out, "--keep-names", "--quiet") == 0
+    for name, path in paths.items():
+        cleaned = pydicom.dcmread(out / f"{name}.dcm")
+        assert cleaned.PhotometricInterpretation == "RGB" and cleaned.PlanarConfiguration == 0
+        assert "RedPaletteColorLookupTableData" not in cleaned
+        assert cleaned.BitsAllocated == 8
+        assert_masked(decoded(pydicom.dcmread(path)), decoded(cleaned), mask)
+    # the planar file's pixels are the original RGB (not scrambled by the planes)
+    assert_masked(rgb, decoded(pydicom.dcmread(out / "planar.dcm")), mask)
+
+
+def test_palette_16_bit_lut_keeps_its_depth(tmp_path):
+    path = bundled("examples_palette.dcm")
+    loop = read_loop(path)
+    masks, mask = _mask_for(tmp_path, loop.stem, loop.shape)
+    out = tmp_path / "out"
+    assert run(path, "--masks", masks, "--out", out, "--keep-names", "--quiet", "--min-fraction", "0") == 0
+    cleaned = pydicom.dcmread(out / f"{loop.stem}.dcm")
+    assert cleaned.PhotometricInterpretation == "RGB" and cleaned.BitsAllocated == 16
+    assert_masked(decoded(pydicom.dcmread(path)), decoded(cleaned), mask)
+
+
+def test_png_stays_png_and_video_becomes_nrrd(tmp_path):
+    import SimpleITK as sitk
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    still = synthetic_frames(True, t=1)[0]
+    Image.fromarray(still).save(folder / "still.png")
+    masks, mask = _mask_for(tmp_path, "still", still.shape[:2])
+    out = tmp_path / "out"
+    assert run(folder, "--masks", masks, "--out", out, "--keep-names", "--quiet") == 0
+    cleaned = np.asarray(Image.open(out / "still.png"))
+    assert_masked(still[None], cleaned[None], mask)
+    # a video comes out as NRRD: every decoded frame, masked
+    av = pytest.importorskip("av")
+    clip = folder.parent / "clips" / "clip.mp4"
+    clip.parent.mkdir()
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(5):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(synthetic_frames(True, t=1)[0], format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    masks, mask = _mask_for(tmp_path, "clip", (48, 64))
+    assert run(clip, "--masks", masks, "--out", out, "--keep-names", "--quiet") == 0
+    frames = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "clip.nrrd")))
+    assert_masked(read_loop(clip).frames, frames, mask)
+
+
+def test_bad_inputs_one_line_each_and_the_rest_exported(phantom, tmp_path, capsys):
+    folder = tmp_path / "in"
+    shutil.copytree(phantom / "loops", folder)
+    (folder / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI" + b"garbage" * 10)
+    report = Dataset()  # a structured report: a DICOM object with no image
+    report.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
+    report.SOPInstanceUID = generate_uid()
+    report.PatientName = "Doe^Jane"
+    report.file_meta = pydicom.dataset.FileMetaDataset()
+    report.file_meta.MediaStorageSOPClassUID = report.SOPClassUID
+    report.file_meta.MediaStorageSOPInstanceUID = report.SOPInstanceUID
+    report.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    report.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    code = run(folder, tmp_path / "report.dcm", empty, "--method", "threshold", "--out", out, "--quiet")
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    problems = [line for line in err if line.startswith("ultrasound-refine: error:")]
+    assert len(problems) == 3, err
+    assert any("corrupt.dcm" in line for line in problems)
+    assert any("report.dcm" in line and "without images" in line for line in problems)
+    assert any("empty" in line and "no loops" in line for line in problems)
+    assert "Doe" not in "\n".join(err)
+    statuses = [r["status"] for r in rows(out)]
+    assert statuses.count("exported") == 2 and statuses.count("failed") == 3
+    assert err[-1].startswith("clean: 2 exported")
+
+
+def test_out_inside_an_input_folder_is_refused(phantom, tmp_path, capsys):
+    folder = tmp_path / "in"
+    shutil.copytree(phantom / "loops", folder)
+    before = sorted(p.name for p in folder.rglob("*"))
+    assert run(folder, "--method", "threshold", "--out", folder / "cleaned") == 2
+    assert run(folder / "phantom_0000.dcm", "--method", "threshold", "--out", folder) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "inside the input folder" in err[0] and "holds the input" in err[1]
+    assert sorted(p.name for p in folder.rglob("*")) == before  # nothing written, nothing overwritten
+
+
+def test_quarantine_and_resume(phantom, tmp_path, capsys):
+    out = tmp_path / "out"
+    # a bound no mask meets: every loop is held back, none is written
+    assert run(phantom / "loops", "--method", "threshold", "--out", out, "--min-quality", "1.01", "--quiet") == 0
+    assert {r["status"] for r in rows(out)} == {"quarantined"}
+    assert not list(out.glob("*.dcm"))
+    assert "2 quarantined" in capsys.readouterr().err
+    assert run(phantom / "loops", "--method", "threshold", "--out", out, "--quiet") == 0
+    written = {p: p.stat().st_mtime_ns for p in out.glob("*.dcm")}
+    assert len(written) == 2
+    assert run(phantom / "loops", "--method", "threshold", "--out", out, "--quiet", "--resume") == 0
+    assert [r["status"] for r in rows(out)] == ["exists", "exists"]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.dcm")} == written
+
+
+def test_manifest_holds_no_identifiers(phantom, tmp_path):
+    out = tmp_path / "out"
+    assert run(phantom / "loops", "--method", "threshold", "--out", out, "--quiet") == 0
+    text = (out / "manifest.csv").read_text()
+    ds = pydicom.dcmread(next((phantom / "loops").glob("*.dcm")))
+    for value in (str(ds.PatientName), ds.PatientID, ds.PatientBirthDate, ds.StudyDate, "phantom_0000"):
+        assert value not in text
+
+
+# --- OCR: the burned-in identifiers can be read before and not after --------------------------------
+def ocr_words(image: np.ndarray, tmp_path: Path) -> set[str]:
+    """The words tesseract reads in a frame: scaled up 3x and binarised to dark text on white (scanner
+    text is light on black, and small), each page segmented as sparse text."""
+    from PIL import ImageOps
+
+    grey = Image.fromarray(image).convert("L")
+    grey = grey.resize((grey.width * 3, grey.height * 3), Image.LANCZOS)
+    ImageOps.invert(grey.point(lambda v: 255 if v > 120 else 0)).save(tmp_path / "ocr.png")
+    done = subprocess.run(["tesseract", str(tmp_path / "ocr.png"), "stdout", "--psm", "11"],
+                          capture_output=True, text=True, timeout=120)
+    return {w.strip(".,:;()[]").upper() for w in done.stdout.split()}
+
+
+def _burned_words(phi: dict) -> set[str]:
+    """What the phantom burns in: the patient's names and ID, the institution's name."""
+    words = {phi["PatientID"], *phi["PatientName"].upper().split("^"), *phi["InstitutionName"].upper().split()}
+    return {w for w in words if len(w) >= 4}
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed (Debian: tesseract-ocr)")
+def test_ocr_reads_the_burned_in_identifiers_before_and_none_after(tmp_path_factory, tmp_path):
+    import json
+
+    phantom = tmp_path_factory.mktemp("ocr")
+    write_phantom_set(phantom, n=4, seed=3)
+    out = tmp_path / "out"
+    assert run(phantom / "loops", "--masks", phantom / "truth", "--out", out, "--keep-names", "--quiet") == 0
+    read_before = 0
+    for path in sorted((phantom / "loops").glob("*.dcm")):
+        words = _burned_words(json.loads((phantom / "truth" / f"{path.stem}.json").read_text())["fake_phi"])
+        read_before += len(words & ocr_words(decoded(pydicom.dcmread(path))[0], tmp_path))
+        after = ocr_words(decoded(pydicom.dcmread(out / path.name))[0], tmp_path)
+        assert not words & after, (path.name, words & after)
+    # tesseract reads small scanner text imperfectly; on these four loops it reads several words
+    assert read_before >= 4, "OCR could not read the burned-in identifiers even in the originals"

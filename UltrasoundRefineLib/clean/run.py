@@ -1,0 +1,169 @@
+"""A clean run over files and folders: safety checks, resume, quarantine, one line per problem, the manifest.
+
+Every input ends in exactly one manifest row: exported, exists (resume), quarantined (its mask looks
+wrong: not written, listed for review), failed (one line on stderr naming the file and the reason) or
+skipped (a file in a folder that is not a loop). The run goes on past every bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from UltrasoundRefineLib.batch import _display_name, ensure_writable_dir
+from UltrasoundRefineLib.clean.export import clean_file, output_suffix
+from UltrasoundRefineLib.clean.manifest import STATUSES, write_manifest
+from UltrasoundRefineLib.clean.masks import LoopMask, MaskSource
+from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
+from UltrasoundRefineLib.io import find_loops
+from UltrasoundRefineLib.io.dicom import _scrub
+from UltrasoundRefineLib.io.images import file_sha256_key
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """When a mask looks wrong enough that a person should see it before the loop is exported: its
+    producer's quality below ``min_quality`` (masks a person drew or accepted have none), or a mask
+    covering less than ``min_fraction`` or more than ``max_fraction`` of the frame (an empty mask
+    exports a black loop; a full one removes nothing)."""
+
+    min_quality: float = 0.5
+    min_fraction: float = 0.05
+    max_fraction: float = 0.95
+
+    def __call__(self, m: LoopMask) -> str | None:
+        fraction = float(m.mask.mean())
+        if m.quality is not None and m.quality < self.min_quality:
+            return f"mask quality {m.quality:.2f} below {self.min_quality:.2f}"
+        if not self.min_fraction <= fraction <= self.max_fraction:
+            return f"mask covers {fraction:.1%} of the frame (outside {self.min_fraction:.0%}-{self.max_fraction:.0%})"
+        return None
+
+
+@dataclass
+class CleanReport:
+    rows: list[dict] = field(default_factory=list)
+    manifest: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.count("failed") else 0
+
+    def summary(self) -> str:
+        return ", ".join(f"{self.count(s)} {s}" for s in STATUSES)
+
+
+def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder inside an input folder (a later run would read its own outputs, and a
+    kept name could land on an input), the folder of an input file, or one that holds an input."""
+    out = out_dir.expanduser().resolve()
+    for given in inputs:
+        p = given.expanduser().resolve()
+        if not p.exists():
+            continue
+        if p.is_dir() and (out == p or p in out.parents):
+            raise OutputError(out_dir, f"is inside the input folder {given}: choose an output folder outside the inputs")
+        if out == p.parent or out in p.parents:
+            raise OutputError(out_dir, f"holds the input {given}: choose an output folder outside the inputs")
+
+
+def clean(
+    inputs,
+    out_dir: str | Path,
+    source: MaskSource,
+    *,
+    keep_names: bool = False,
+    resume: bool = False,
+    quarantine: Quarantine = Quarantine(),
+    seed: str | None = None,
+    progress: bool = True,
+) -> CleanReport:
+    """Clean every loop in ``inputs`` into ``out_dir`` and write ``out_dir/manifest.csv``.
+
+    Output names are the hash of the input's bytes (``<source_key>.dcm``) unless ``keep_names``, which
+    keeps each input's path relative to the folder it was found in (the folder structure).
+    """
+    from UltrasoundRefineLib.clean.deid import Deidentifier
+
+    inputs = [Path(p) for p in inputs]
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, inputs)
+    ensure_writable_dir(out_dir)
+    deidentify = Deidentifier(seed)
+    report = CleanReport()
+
+    def row(status: str, key: str = "", **fields) -> dict:
+        r = {"source_key": key, "status": status, **fields}
+        report.rows.append(r)
+        return r
+
+    def fail(error: UltrasoundRefineError, key: str = "") -> None:
+        print(f"ultrasound-refine: error: {error}", file=sys.stderr)
+        row("failed", key, reason=getattr(error, "reason", str(error)))
+
+    found = find_loops(inputs)
+    for error in found.errors:
+        fail(error)
+    for path in found.skipped:
+        print(f"ultrasound-refine: skipped {_display_name(path, inputs)}: not a loop", file=sys.stderr)
+        row("skipped", reason="not a loop (not DICOM with images, a video or an image format)")
+    input_files = {p.resolve() for p in found.files}
+
+    written: dict[Path, str] = {}
+    total = len(found.files)
+    for i, path in enumerate(found.files, 1):
+        name = _display_name(path, inputs)
+        try:
+            key = file_sha256_key(path)
+        except OSError as e:
+            fail(InputError(path, f"cannot read the file ({e.strerror or e})"))
+            continue
+        suffix = output_suffix(path)
+        rel = Path(name).with_suffix("").as_posix() + suffix if keep_names else f"{key}{suffix}"
+        out = out_dir / rel
+        if out.resolve() in input_files:  # belt and braces: check_out_dir already keeps outputs apart
+            fail(OutputError(out, "would overwrite an input"), key)
+            continue
+        if out in written:
+            what = "the same content as" if written[out] == key else "the same output name as"
+            print(f"ultrasound-refine: skipped {name}: {what} an earlier input", file=sys.stderr)
+            row("skipped", key, output=rel, reason=f"{what} an earlier input")
+            continue
+        written[out] = key
+        if resume and out.exists():
+            row("exists", key, output=rel)
+            continue
+        try:
+            done = clean_file(path, out, source, deidentify, quarantine)
+        except UltrasoundRefineError as e:
+            fail(e, key)
+            continue
+        except Exception as e:  # a bug or numerical failure on one loop must not lose the others
+            log.debug("failure on %s", name, exc_info=True)
+            # the message may quote a header value: scrubbed as the DICOM reader scrubs its own
+            fail(InputError(path, f"cleaning failed: {type(e).__name__}: {_scrub(e, None)}"), key)
+            continue
+        m = done.mask
+        fields = {"mask_source": m.source, "quality": None if m.quality is None else round(m.quality, 4),
+                  "mask_fraction": round(float(m.mask.mean()), 4), "frames": done.n_frames}
+        if done.held:
+            print(f"ultrasound-refine: quarantined {name}: {done.held}", file=sys.stderr)
+            row("quarantined", key, reason=done.held, **fields)
+        else:
+            row("exported", key, output=rel, **fields)
+        if progress:
+            q = "" if m.quality is None else f", quality {m.quality:.2f}"
+            print(f"[{i}/{total}] {name}: {report.rows[-1]['status']} ({m.source}{q}, mask {fields['mask_fraction']:.0%})",
+                  file=sys.stderr)
+
+    report.manifest = write_manifest(out_dir / MANIFEST, report.rows)
+    return report

@@ -1,0 +1,66 @@
+"""``clean``: every loop masked to its image region and de-identified, ready to leave the hospital."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from UltrasoundRefineLib.automask import METHODS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "clean",
+        help="mask every loop to its image region (0 outside, every frame) and de-identify DICOM headers",
+        description="Writes one cleaned file per loop into OUT (DICOM stays DICOM, uncompressed; images stay in "
+        "their format; video and JPEG become NRRD) and OUT/manifest.csv. Loops whose mask looks wrong are "
+        "quarantined (listed, not written). Exit code 2 when any input failed.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="loop files or folders (searched recursively); with --workspace, default: the workspace's loops")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--method", choices=sorted(METHODS), help="suggest each loop's mask with this auto-mask method")
+    where.add_argument("--model", metavar="MODEL", help="predict each loop's mask with this trained model folder")
+    where.add_argument("--masks", metavar="DIR", help="a folder of masks named by loop stem (<stem>.nrrd, .png, .seg.nrrd, ...)")
+    where.add_argument("--workspace", metavar="WS", help="each loop's reviewed mask in this workspace (human, else accepted)")
+    p.add_argument("--out", required=True, help="output folder (not inside an input folder)")
+    p.add_argument("--keep-names", action="store_true",
+                   help="keep input names and folder structure (default: outputs named by a hash of the input, "
+                        "since names often carry patient names or IDs)")
+    p.add_argument("--resume", action="store_true", help="skip inputs whose output already exists")
+    p.add_argument("--min-quality", type=float, default=0.5,
+                   help="quarantine masks whose quality score is below this (default 0.5; reviewed masks have none)")
+    p.add_argument("--min-fraction", type=float, default=0.05,
+                   help="quarantine masks covering less of the frame than this (default 0.05)")
+    p.add_argument("--max-fraction", type=float, default=0.95,
+                   help="quarantine masks covering more of the frame than this (default 0.95)")
+    p.add_argument("--seed", metavar="SECRET",
+                   help="de-identification seed: the same secret gives the same replacement UIDs, IDs and date "
+                        "shift in a later run (to resume or add loops of the same studies); keep it secret")
+    p.add_argument("--device", default="auto", help="with --model: cuda, mps, cpu or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source, model_source, workspace_source
+    from UltrasoundRefineLib.errors import UltrasoundRefineError
+
+    inputs = list(args.inputs)
+    if args.method:
+        source = method_source(args.method)
+    elif args.model:
+        source = model_source(args.model, args.device)
+    elif args.masks:
+        source = folder_source(args.masks)
+    else:
+        source, workspace_loops = workspace_source(args.workspace)
+        inputs = inputs or [str(p) for p in workspace_loops]
+    if not inputs:
+        raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
+    report = clean(
+        inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed,
+        quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction), progress=not args.quiet,
+    )
+    print(f"clean: {report.summary()} -> {report.manifest}", file=sys.stderr)
+    return report.exit_code
