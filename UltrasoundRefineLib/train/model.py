@@ -119,7 +119,7 @@ def save_model(model: Model, out_dir: str | Path, history: list | None = None) -
     state = {k: v.detach().to("cpu").clone() for k, v in model.net.state_dict().items()}
     try:
         atomic_torch_save(state, out / WEIGHTS)
-        digest = hashlib.sha256((out / WEIGHTS).read_bytes()).hexdigest()
+        digest = file_sha256(out / WEIGHTS)
         model.card["model_id"] = digest[:12]
         model.card["weights_sha256"] = digest
         model.card.setdefault("format", CARD_FORMAT)
@@ -132,16 +132,94 @@ def save_model(model: Model, out_dir: str | Path, history: list | None = None) -
 
 
 def load_weights(path: str | Path) -> dict:
-    """``torch.load(weights_only=True)``: tensors and plain containers only; anything else is refused."""
+    """``torch.load(weights_only=True)``: tensors and plain containers only; anything else is refused.
+
+    Two different refusals: "unsafe" for a file that holds pickled objects besides tensors (what a
+    planted payload looks like; never unpickled), "corrupt" for one that cannot be read at all.
+    """
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise InputError(path, f"refusing to load: the file holds more than plain tensors ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(path, f"not a readable weights file ({str(e).strip().splitlines()[0][:160] if str(e).strip() else e})") from None
+        raise InputError(path, f"refusing to load an unsafe weights file: it holds more than plain tensors "
+                               f"({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise InputError(path, f"corrupt weights file, cannot be read ({first})") from None
     return state
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_card(card, path: str | Path) -> dict:
+    """A model card as :func:`load_model` uses it, checked before anything is built or allocated: its
+    types, the input size (bounded like training's), known architecture and channels, the channel count
+    the network takes, and the weights' hash. Every error names the card and the key."""
+    from UltrasoundRefineLib.train.config import size_problem
+    from UltrasoundRefineLib.train.network import ARCHITECTURES
+    from UltrasoundRefineLib.train.render import CHANNELS
+
+    def bad(key: str, why: str):
+        raise InputError(path, f"model card: {key} {why}")
+
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(card, dict):
+        raise InputError(path, "not a model card (a JSON object with architecture and input)")
+    fmt = card.get("format", 0)
+    if not whole(fmt):
+        bad("format", f"must be a whole number, got {fmt!r}")
+    if fmt > CARD_FORMAT:
+        bad("format", f"{fmt} is newer than this version understands (up to {CARD_FORMAT}); upgrade UltrasoundRefine")
+    arch = card.get("architecture")
+    if not isinstance(arch, dict):
+        bad("architecture", "is missing or not an object (name, kwargs)")
+    name = arch.get("name")
+    if not isinstance(name, str):
+        bad("architecture.name", f"must be a network name, got {name!r}")
+    if name not in ARCHITECTURES:
+        bad("architecture.name", f"{name!r} is not a known network ({', '.join(sorted(ARCHITECTURES))})")
+    kwargs = arch.get("kwargs")
+    if not isinstance(kwargs, dict):
+        bad("architecture.kwargs", f"must be an object of {name}'s arguments, got {type(kwargs).__name__}")
+    inputs = card.get("input")
+    if not isinstance(inputs, dict):
+        bad("input", "is missing or not an object (size, channels)")
+    problem = size_problem(inputs.get("size"))
+    if problem:
+        bad("input.size", problem)
+    channels = inputs.get("channels")
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        bad("input.channels", f"must be a list of channel names, got {channels!r}")
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        bad("input.channels", f"names unknown channel(s) {', '.join(map(repr, unknown))} (known: {', '.join(CHANNELS)})")
+    if len(set(channels)) != len(channels):
+        bad("input.channels", f"repeats a channel ({channels})")
+    if kwargs.get("in_channels") != len(channels):
+        bad("architecture.kwargs.in_channels", f"is {kwargs.get('in_channels')!r}, but input.channels lists {len(channels)}")
+    if kwargs.get("out_channels") != 1 or kwargs.get("spatial_dims") != 2:
+        bad("architecture.kwargs", "must describe a 2D network with one output channel (spatial_dims 2, out_channels 1)")
+    try:
+        postprocess_mode(card.get("postprocess", True))
+    except ValueError as e:
+        bad("postprocess", str(e))
+    agreement = card.get("shape_min_agreement", SHAPE_MIN_AGREEMENT)
+    if isinstance(agreement, bool) or not isinstance(agreement, (int, float)) or not 0.0 <= agreement <= 1.0:
+        bad("shape_min_agreement", f"must be a number from 0 to 1, got {agreement!r}")
+    digest = card.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        bad("weights_sha256", f"must be the SHA-256 of weights.pt (64 hex digits), got {digest!r}: "
+                              "the weights cannot be verified")
+    return card
 
 
 def _resolve_model_paths(path: str | Path) -> tuple[Path, Path]:
@@ -166,15 +244,20 @@ def load_model(path: str | Path, device: str | torch.device | None = "auto") -> 
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(card_path, f"unreadable model card ({e})") from None
-    if not isinstance(card, dict) or "architecture" not in card or "input" not in card:
-        raise InputError(card_path, "not a model card (no architecture / input)")
-    if int(card.get("format", 0)) > CARD_FORMAT:
-        raise InputError(card_path, f"model card format {card.get('format')} is newer than this version understands")
-    state = load_weights(weights_path)
+    check_card(card, card_path)
+    state = load_weights(weights_path)  # before the hash: an unsafe or unreadable file is called that
+    digest = file_sha256(weights_path)
+    if digest != card["weights_sha256"]:
+        raise InputError(weights_path, f"does not match the card's weights_sha256 ({digest[:12]}... instead of "
+                                       f"{card['weights_sha256'][:12]}...): changed or damaged after training; refusing to use it")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(weights_path, "not a state_dict of tensors")
     arch = card["architecture"]
-    net = build_network(arch["name"], arch["kwargs"])
+    try:
+        net = build_network(arch["name"], arch["kwargs"])
+    except Exception as e:  # noqa: BLE001 - MONAI rejects bad arguments with assorted types
+        raise InputError(card_path, f"model card: architecture.kwargs do not build network {arch['name']!r} "
+                                    f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
