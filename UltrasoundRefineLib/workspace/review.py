@@ -123,7 +123,9 @@ def apply_decisions_csv(
             except UltrasoundRefineError as e:
                 tell(line, "error", str(e))
     finally:
-        if stream is not sys.stdin:
+        if str(path) == "-":
+            stream.detach()  # leave standard input itself open
+        else:
             stream.close()
     if not saw_row:
         raise InputError(path, "has no decision rows")
