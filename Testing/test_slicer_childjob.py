@@ -142,6 +142,19 @@ def test_train_stops_on_a_stop_line_through_a_launcher_and_keeps_its_checkpoint(
     assert (out / "checkpoint" / "checkpoint.pt").is_file() and not (out / "card.json").exists()
     assert not job.killed and _wait_gone(worker)
 
+    # the panel's words for these events, as the engine printed them (not copied strings)
+    from UltrasoundRefineLib.jobs import describe_progress, parse_progress_line, progress_percent
+
+    start = next(e for e in events if e["event"] == "start")
+    assert parse_progress_line(json.dumps(start)) == start
+    assert "on cpu" in describe_progress(start) and f"up to {start['epochs']} epochs" in describe_progress(start)
+    epoch = next(e for e in events if e["event"] == "epoch")
+    text = describe_progress(epoch, start["epochs"])
+    assert text.startswith(f"epoch {epoch['epoch']}/{start['epochs']}") and "loss" in text and "left" in text
+    assert all(0 <= p <= 100 for p in (progress_percent(e) for e in events) if p is not None)
+    assert progress_percent(epoch) is not None
+    assert "Train resumes it" in describe_progress(events[-1])
+
 
 def test_train_stops_when_its_stdin_closes(workspace, tmp_path):
     """The panel that started the run is gone (Slicer closed or crashed): the run stops, not orphaned."""

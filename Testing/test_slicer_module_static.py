@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from UltrasoundRefineLib import jobs
+from UltrasoundRefineLib.errors import UltrasoundRefineError
+from UltrasoundRefineLib.report.reader import read_report_table
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "UltrasoundRefine"
 MODULE_PY = MODULE_DIR / "UltrasoundRefine.py"
@@ -625,45 +629,45 @@ TRAIN_EVENTS = [
 
 
 def test_train_events_are_parsed_and_described(module):
-    events = [module.parseProgressLine(line) for line in TRAIN_EVENTS]
+    events = [jobs.parse_progress_line(line) for line in TRAIN_EVENTS]
     assert all(e is not None for e in events)
     start, step, epoch, checkpoint, done = events
-    assert "2 training, 1 validation examples, up to 40 epochs" in module.describeProgress(start)
-    assert module.describeProgress(epoch, 40).startswith("epoch 3/40 · step 4 · loss 0.4123 · val Dice 0.9412")
-    assert module.progressPercent(epoch) == 8  # 26 s of 346 s
-    assert "model d981e3654e8a" in module.describeProgress(done) and module.progressPercent(done) == 100
-    assert module.describeProgress(checkpoint).startswith("checkpoint · epoch 3")
-    assert module.progressPercent(step) is not None
-    assert "resum" in module.describeProgress({"event": "stopped", "epoch": 4})
+    assert "2 training, 1 validation examples, up to 40 epochs" in jobs.describe_progress(start)
+    assert jobs.describe_progress(epoch, 40).startswith("epoch 3/40 · step 4 · loss 0.4123 · val Dice 0.9412")
+    assert jobs.progress_percent(epoch) == 8  # 26 s of 346 s
+    assert "model d981e3654e8a" in jobs.describe_progress(done) and jobs.progress_percent(done) == 100
+    assert jobs.describe_progress(checkpoint).startswith("checkpoint · epoch 3")
+    assert jobs.progress_percent(step) is not None
+    assert "resum" in jobs.describe_progress({"event": "stopped", "epoch": 4})
 
 
 def test_progress_events_are_parsed_and_described(module):
-    event = module.parseProgressLine(
+    event = jobs.parse_progress_line(
         '{"event": "epoch", "epoch": 3, "step": 120, "loss": 0.2134, "val_dice": 0.9621, "elapsed_s": 80, "eta_s": 240}'
     )
-    assert module.progressPercent(event) == 25
-    text = module.describeProgress(event)
+    assert jobs.progress_percent(event) == 25
+    text = jobs.describe_progress(event)
     assert "epoch 3" in text and "loss 0.2134" in text and "val Dice 0.9621" in text and "4m00s left" in text
-    assert module.parseProgressLine("Epoch 3 done") is None
-    assert module.parseProgressLine('{"no_event": 1}') is None
-    assert module.parseProgressLine("{broken") is None
-    assert module.progressPercent({"event": "epoch", "epoch": 5, "epochs": 20}) == 25
-    assert module.progressPercent({"event": "start"}) is None
+    assert jobs.parse_progress_line("Epoch 3 done") is None
+    assert jobs.parse_progress_line('{"no_event": 1}') is None
+    assert jobs.parse_progress_line("{broken") is None
+    assert jobs.progress_percent({"event": "epoch", "epoch": 5, "epochs": 20}) == 25
+    assert jobs.progress_percent({"event": "start"}) is None
 
 
 def test_report_tables(module, tmp_path):
     csv_path = tmp_path / "comparisons.csv"
     csv_path.write_text("a,b,test,pvalue\nfinetune,scratch,welch,0.003\nfinetune,pretrain,welch,0.2\n")
-    headers, rows, summary = module.readReportTable(csv_path)
+    headers, rows, summary = read_report_table(csv_path)
     assert headers == ["a", "b", "test", "pvalue"] and len(rows) == 2 and "2" in summary
     json_path = tmp_path / "report.json"
     json_path.write_text('{"experiment": "demo", "comparisons": [{"a": "x", "pvalue": 0.01234567}, {"a": "y", "d": [1, 2]}]}')
-    headers, rows, summary = module.readReportTable(json_path)
+    headers, rows, summary = read_report_table(json_path)
     assert headers == ["a", "pvalue", "d"]
     assert rows == [["x", "0.01235", ""], ["y", "", "[1, 2]"]]
     assert "experiment: demo" in summary
-    with pytest.raises(ValueError, match="not found"):
-        module.readReportTable(tmp_path / "missing.json")
+    with pytest.raises(UltrasoundRefineError, match="missing.json.*not found"):
+        read_report_table(tmp_path / "missing.json")
 
 
 def test_report_table_of_a_real_experiment_report(module, tmp_path):
@@ -681,12 +685,12 @@ def test_report_table_of_a_real_experiment_report(module, tmp_path):
     }
     path = tmp_path / "report.json"
     path.write_text(json.dumps(doc))
-    headers, rows, summary = module.readReportTable(path)
+    headers, rows, summary = read_report_table(path)
     assert summary == doc["headline"]
     assert headers == ["a", "b", "test", "p", "p_holm"] and rows == [["finetune", "scratch", "student", "0.001", "0.004"]]
     csv_path = tmp_path / "comparisons.csv"
     csv_path.write_text(",".join(tables.COMPARISON_COLUMNS) + "\n")
-    headers, rows, _summary = module.readReportTable(csv_path)
+    headers, rows, _summary = read_report_table(csv_path)
     assert headers == list(tables.COMPARISON_COLUMNS) and rows == []
 
 
@@ -935,22 +939,22 @@ def test_packages_slicer_already_loaded_need_a_restart(module):
 
 
 def test_clean_arguments_follow_the_clean_command_line(module, tmp_path):
-    args = module.cleanArguments("fanfit", [tmp_path / "in"], tmp_path / "out")
+    args = jobs.clean_arguments("fanfit", [tmp_path / "in"], tmp_path / "out")
     assert args == ["clean", "--method", "fanfit", str(tmp_path / "in"), "--out", str(tmp_path / "out")]
-    assert module.cleanArguments("model", ["a.dcm", "b.dcm"], "o", model="m")[:4] == ["clean", "--model", "m", "a.dcm"]
-    assert module.cleanArguments("workspace", ["x"], "o", workspace="ws")[1:3] == ["--workspace", "ws"]
-    assert module.cleanArguments("workspace", [], "o", workspace="ws") == ["clean", "--workspace", "ws", "--out", "o"]
+    assert jobs.clean_arguments("model", ["a.dcm", "b.dcm"], "o", model="m")[:4] == ["clean", "--model", "m", "a.dcm"]
+    assert jobs.clean_arguments("workspace", ["x"], "o", workspace="ws")[1:3] == ["--workspace", "ws"]
+    assert jobs.clean_arguments("workspace", [], "o", workspace="ws") == ["clean", "--workspace", "ws", "--out", "o"]
     for bad in (dict(source="model", inputs=["x"], out="o"), dict(source="fanfit", inputs=[], out="o"),
                 dict(source="fanfit", inputs=["x"], out="."), dict(source="nope", inputs=["x"], out="o")):
-        with pytest.raises(ValueError):
-            module.cleanArguments(bad.pop("source"), bad.pop("inputs"), bad.pop("out"))
+        with pytest.raises(UltrasoundRefineError):
+            jobs.clean_arguments(bad.pop("source"), bad.pop("inputs"), bad.pop("out"))
     from UltrasoundRefineLib.cli import build_parser
 
     parser = build_parser()
     if "clean" not in parser._subparsers._group_actions[0].choices:
         pytest.skip("ultrasound-refine clean has not landed yet: checked against its documented command line only")
     for source, extra in (("fanfit", {}), ("threshold", {}), ("model", {"model": "m"}), ("workspace", {"workspace": "ws"})):
-        parser.parse_args(module.cleanArguments(source, ["in1", "in2"], "out", **extra))
+        parser.parse_args(jobs.clean_arguments(source, ["in1", "in2"], "out", **extra))
 
 
 def test_pip_ensure_gets_only_the_keywords_its_slicer_version_has(module):

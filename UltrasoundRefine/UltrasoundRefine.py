@@ -11,8 +11,6 @@ Supported: 3D Slicer 5.10 and 5.12 (both bundle Python 3.12; the library needs P
 Slicer 5.8 and older, with Python 3.9, are not supported).
 """
 
-import csv
-import json
 import logging
 import os
 import pathlib
@@ -62,17 +60,25 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
 
+# stdlib-only parts of the library (argument lists, progress lines, report tables): cheap to import
+from UltrasoundRefineLib.jobs import (  # noqa: E402
+    AUTOMASK_METHODS,
+    CLEAN_SOURCES,
+    TRAIN_STAGES,
+    TRAIN_STRATEGIES,
+    clean_arguments,
+    describe_progress,
+    parse_progress_line,
+    progress_percent,
+    train_arguments,
+)
+from UltrasoundRefineLib.report.reader import read_report_table  # noqa: E402
+
 #: The Python the library needs (Slicer 5.10 and 5.12 bundle 3.12; Slicer 5.8 bundles 3.9).
 MIN_PYTHON = (3, 10)
 SUPPORTED_SLICER = "5.10 and 5.12"
 
-AUTOMASK_METHODS = ["fanfit", "threshold"]
-TRAIN_STAGES = ["pretrain", "finetune", "scratch"]
-TRAIN_STRATEGIES = ["full", "frozen-encoder", "low-lr-encoder"]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]
-#: Where ``ultrasound-refine clean`` takes its masks from: an auto-mask method, a trained model, or a
-#: workspace's decided masks.
-CLEAN_SOURCES = ["fanfit", "threshold", "model", "workspace"]
 #: Exit code of ``ultrasound-refine train`` stopped on request: checkpoint kept, the same command resumes.
 TRAIN_STOPPED_EXIT = 143
 
@@ -218,139 +224,6 @@ def _callWithSupportedArguments(func, *args, **kwargs):
     return func(*args, **kwargs)
 
 
-def cleanArguments(source: str, inputs, out, *, model=None, workspace=None) -> list:
-    """Arguments after ``-m UltrasoundRefineLib`` for ``ultrasound-refine clean``:
-    ``clean (--method {threshold,fanfit} | --model DIR | --workspace WS) INPUT... --out DIR``
-    (with ``--workspace`` and no input, the workspace's own loops)."""
-    if source in AUTOMASK_METHODS:
-        origin = ["--method", source]
-    elif source == "model":
-        if not model or str(model) in ("", "."):
-            raise ValueError(_("Choose the model folder to clean with."))
-        origin = ["--model", str(model)]
-    elif source == "workspace":
-        if not workspace or str(workspace) in ("", "."):
-            raise ValueError(_("Choose the workspace whose decided masks clean its loops."))
-        origin = ["--workspace", str(workspace)]
-    else:
-        raise ValueError(f"unknown mask source {source!r}; choose from {CLEAN_SOURCES}")
-    inputs = [str(i) for i in inputs if str(i) not in ("", ".")]
-    if not inputs and source != "workspace":  # a workspace without inputs cleans its own loops
-        raise ValueError(_("Choose the folder (or file) of loops to clean."))
-    if not out or str(out) in ("", "."):
-        raise ValueError(_("Choose the output folder for the cleaned loops."))
-    return ["clean", *origin, *inputs, "--out", str(out)]
-
-
-def parseProgressLine(line: str) -> Optional[dict]:
-    """One line of a child process's stdout: a progress event (a JSON object with "event"), or None."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) and "event" in event else None
-
-
-def _duration(seconds) -> str:
-    seconds = int(round(float(seconds)))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-def describeProgress(event: dict, epochs: Optional[int] = None) -> str:
-    """A progress event of ``ultrasound-refine train --json`` as one short line for the panel.
-
-    ``epochs``: the run's most epochs (from its "start" event), shown as "epoch 3/40".
-    """
-    kind = event.get("event", "")
-    epochs = event.get("epochs") or epochs
-    if kind == "start":
-        return _("{stage} ({strategy}) on {device}: {n_train} training, {n_val} validation examples, up to {epochs} epochs").format(
-            stage=event.get("stage"), strategy=event.get("strategy"), device=event.get("device"),
-            n_train=event.get("n_train"), n_val=event.get("n_val"), epochs=epochs,
-        )
-    if kind == "warning":
-        return _("warning: {message}").format(message=event.get("message"))
-    if kind == "resume":
-        return _("resuming after epoch {epoch} from the checkpoint").format(epoch=event.get("epoch"))
-    if kind == "early_stop":
-        return _("early stop at epoch {epoch}: best validation Dice at epoch {best}").format(
-            epoch=event.get("epoch"), best=event.get("best_epoch")
-        )
-    if kind == "stopped":
-        return _("stopped after epoch {epoch}; the checkpoint is kept, Train resumes it").format(epoch=event.get("epoch"))
-    parts = [] if kind in ("step", "epoch") else [str(kind)]
-    if event.get("epoch") is not None:
-        parts.append(f"epoch {event['epoch']}" + (f"/{epochs}" if epochs else ""))
-    if event.get("step") is not None:
-        parts.append(f"step {event['step']}")
-    if event.get("loss") is not None:
-        parts.append(f"loss {float(event['loss']):.4f}")
-    if event.get("val_dice") is not None:
-        parts.append(f"val Dice {float(event['val_dice']):.4f}")
-    if event.get("test_dice") is not None:
-        parts.append(f"test Dice {float(event['test_dice']):.4f}")
-    if event.get("elapsed_s") is not None:
-        parts.append(f"{_duration(event['elapsed_s'])} elapsed")
-    if event.get("eta_s") is not None:
-        parts.append(f"about {_duration(event['eta_s'])} left")
-    if event.get("model_id"):
-        parts.append(_("model {model_id}").format(model_id=event["model_id"]))
-    if event.get("message"):
-        parts.append(str(event["message"]))
-    return " · ".join(p for p in parts if p)
-
-
-def progressPercent(event: dict) -> Optional[int]:
-    """0-100 from elapsed and remaining time, else from epoch/epochs; None when the event cannot say."""
-    elapsed, eta = event.get("elapsed_s"), event.get("eta_s")
-    if elapsed is not None and eta is not None and float(elapsed) + float(eta) > 0:
-        return int(round(100.0 * float(elapsed) / (float(elapsed) + float(eta))))
-    if event.get("epoch") is not None and event.get("epochs"):
-        return int(round(100.0 * float(event["epoch"]) / float(event["epochs"])))
-    return None
-
-
-def trainArguments(
-    workspace,
-    stage: str,
-    out,
-    *,
-    epochs: int = 0,
-    device: str = "auto",
-    seed: int = 0,
-    fromModel: Optional[str] = None,
-    strategy: str = "full",
-    extra: str = "",
-) -> list:
-    """Arguments after ``-m UltrasoundRefineLib`` for one ``train`` run of a workspace.
-
-    Progress comes as JSON lines (``--json``); a "stop" line on stdin stops the run with its checkpoint
-    kept (``--stop-on-stdin``: PythonSlicer forwards stdin, not signals). ``epochs`` 0 leaves the most
-    epochs to the stage's defaults. ``extra`` is split like a shell would and appended; an ``--from`` there wins over ours.
-    """
-    if stage not in TRAIN_STAGES:
-        raise ValueError(f"unknown training stage {stage!r}; choose from {TRAIN_STAGES}")
-    if strategy not in TRAIN_STRATEGIES:
-        raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose from {TRAIN_STRATEGIES}")
-    extraArgs = shlex.split(extra or "")
-    args = ["train", str(workspace), "--stage", stage, "--device", device, "--seed", str(int(seed)), "--json",
-            "--stop-on-stdin", "--out", str(out)]
-    if int(epochs) > 0:
-        args += ["--epochs", str(int(epochs))]
-    if stage == "finetune":
-        if fromModel and "--from" not in extraArgs:
-            args += ["--from", str(fromModel)]
-        args += ["--strategy", strategy]
-    return args + extraArgs
-
-
 def libraryParentDir() -> str:
     """The folder that holds the UltrasoundRefineLib package (next to this file once installed)."""
     import UltrasoundRefineLib
@@ -369,60 +242,6 @@ def pythonSlicerExecutable() -> str:
             if os.path.isfile(candidate):
                 return candidate
     raise RuntimeError(_("PythonSlicer was not found: training needs Slicer's own Python executable."))
-
-
-def readReportTable(path) -> tuple:
-    """``(headers, rows)`` of an experiment's ``comparisons.csv`` or report JSON, and a summary line.
-
-    A JSON report may be a list of comparison records or an object holding one under "comparisons"
-    (else its top-level values are shown as name/value rows). Returns ``(headers, rows, summary)``.
-    """
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(_("Report file not found: {path}").format(path=path))
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            table = list(csv.reader(f))
-        if not table:
-            raise ValueError(_("{path} is empty").format(path=path))
-        return table[0], table[1:], _("{n} comparisons").format(n=len(table) - 1)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    records, summary = None, ""
-    if isinstance(report, list):
-        records = report
-    elif isinstance(report, dict):
-        for key in ("comparisons", "results", "rows"):
-            if isinstance(report.get(key), list):
-                records = report[key]
-                break
-        # an UltrasoundRefine experiment report says in one sentence what it found
-        summary = str(report["headline"]) if report.get("headline") else " · ".join(
-            f"{k}: {v}" for k, v in report.items() if isinstance(v, (str, int, float, bool))
-        )[:500]
-    if records is not None and all(isinstance(r, dict) for r in records):
-        headers = []
-        for r in records:
-            headers += [k for k in r if k not in headers]
-        # nested records (e.g. the assumption checks of each comparison) do not fit a cell
-        headers = [h for h in headers if not all(isinstance(r.get(h), dict) for r in records if h in r)]
-        rows = [[_cell(r.get(h)) for h in headers] for r in records]
-        return headers, rows, summary or _("{n} comparisons").format(n=len(rows))
-    if isinstance(report, dict):
-        return ["name", "value"], [[str(k), _cell(v)] for k, v in report.items()], summary
-    raise ValueError(_("{path}: no table found in the report").format(path=path))
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
 
 
 def dice(a, b) -> float:
@@ -802,7 +621,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._onJobFinished(code)
 
     def _onJobLine(self, line: str) -> None:
-        event = parseProgressLine(line)
+        event = parse_progress_line(line)
         if event is None or self._jobKind != "train":
             if line.strip():
                 self._jobTail = (self._jobTail + [line])[-20:]
@@ -810,9 +629,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if event.get("event") == "start":
             self._trainEpochs = event.get("epochs")
-        text = describeProgress(event, self._trainEpochs)
+        text = describe_progress(event, self._trainEpochs)
         self.ui.trainStatusLabel.text = text
-        percent = progressPercent(event)
+        percent = progress_percent(event)
         if percent is not None:
             self.ui.trainProgressBar.value = percent
         if event.get("event") != "step":  # steps only update the label; the log keeps epochs and the rest
@@ -880,7 +699,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLoadReport(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to load the report."), waitCursor=True):
-            headers, rows, summary = readReportTable(self._parameterNode.reportPath)
+            headers, rows, summary = read_report_table(self._parameterNode.reportPath)
             table = self.ui.statsTableWidget
             table.setSortingEnabled(False)
             table.clear()
@@ -1259,14 +1078,14 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             if fromModel is None:
                 raise ValueError(_("Fine-tuning starts from a pretrained model, and this workspace has none yet: pretrain first."))
         out = self.trainOutputDir(stage, seed, strategy)
-        return self._childCommand(trainArguments(
-            self.workspace.root, stage, out, epochs=epochs, device=device, seed=seed, fromModel=fromModel,
+        return self._childCommand(train_arguments(
+            self.workspace.root, stage, out, epochs=epochs, device=device, seed=seed, from_model=fromModel,
             strategy=strategy, extra=extra,
         ))
 
     def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None):
         """``(program, arguments, environment additions)`` of ``ultrasound-refine clean`` in a child process."""
-        return self._childCommand(cleanArguments(source, inputs, out, model=model, workspace=workspace))
+        return self._childCommand(clean_arguments(source, inputs, out, model=model, workspace=workspace))
 
 
 #
@@ -1337,7 +1156,7 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def test_ProgressParsing(self):
-        event = parseProgressLine('{"event": "epoch", "epoch": 2, "loss": 0.25, "val_dice": 0.9, "elapsed_s": 30, "eta_s": 90}')
-        self.assertEqual(progressPercent(event), 25)
-        self.assertIn("val Dice 0.9000", describeProgress(event))
-        self.assertIsNone(parseProgressLine("plain log line"))
+        event = parse_progress_line('{"event": "epoch", "epoch": 2, "loss": 0.25, "val_dice": 0.9, "elapsed_s": 30, "eta_s": 90}')
+        self.assertEqual(progress_percent(event), 25)
+        self.assertIn("val Dice 0.9000", describe_progress(event))
+        self.assertIsNone(parse_progress_line("plain log line"))
