@@ -423,3 +423,48 @@ def test_ocr_reads_the_burned_in_identifiers_before_and_none_after(tmp_path_fact
         assert not words & after, (path.name, words & after)
     # tesseract reads small scanner text imperfectly; on these four loops it reads several words
     assert read_before >= 4, "OCR could not read the burned-in identifiers even in the originals"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A workspace whose loops have reviewed masks: suggestions accepted, then the truth imported as
+    human masks (which win)."""
+    root = tmp_path_factory.mktemp("clean_ws")
+    phantom, ws = root / "phantom", root / "ws"
+    write_phantom_set(phantom, n=3, seed=5)
+    assert main(["init", str(ws)]) == 0
+    assert main(["add", str(ws), str(phantom / "loops")]) == 0
+    assert main(["suggest", str(ws), "--method", "threshold", "--quiet"]) == 0
+    assert main(["review", str(ws), "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0.0"]) == 0
+    assert main(["import-masks", str(ws), str(phantom / "truth")]) == 0
+    return phantom, ws
+
+
+def test_workspace_masks_clean_its_loops(workspace, tmp_path):
+    phantom, ws = workspace
+    out = tmp_path / "out"
+    assert run("--workspace", ws, "--out", out, "--keep-names", "--quiet") == 0  # no INPUT: the workspace's loops
+    manifest = rows(out)
+    assert [r["status"] for r in manifest] == ["exported"] * 3
+    assert {r["mask_source"] for r in manifest} == {"human:imported"}
+    for path in sorted((phantom / "loops").glob("*.dcm")):
+        mask = read_mask(phantom / "truth" / f"{path.stem}.nrrd")
+        assert_masked(decoded(pydicom.dcmread(path)), decoded(pydicom.dcmread(out / path.name)), mask)
+
+
+def test_model_masks_are_what_predict_writes(workspace, tmp_path):
+    pytest.importorskip("torch")
+    phantom, ws = workspace
+    model = tmp_path / "model"
+    assert main(["train", str(ws), "--stage", "pretrain", "--size", "32", "--epochs", "1", "--out", str(model)]) == 0
+    assert main(["predict", "--model", str(model), str(phantom / "loops"), "--out", str(tmp_path / "pred"),
+                 "--quiet"]) == 0
+    out = tmp_path / "out"
+    # a one-epoch model's masks are poor: no quarantine bounds, so every loop is written
+    code = run(phantom / "loops", "--model", model, "--out", out, "--keep-names", "--quiet",
+               "--min-quality", "0", "--min-fraction", "0", "--max-fraction", "1")
+    assert code == 0
+    for path in sorted((phantom / "loops").glob("*.dcm")):
+        mask = read_mask(tmp_path / "pred" / f"{path.stem}.nrrd")
+        assert_masked(decoded(pydicom.dcmread(path)), decoded(pydicom.dcmread(out / path.name)), mask)
+    assert {r["mask_source"] for r in rows(out)} != {""}
