@@ -224,6 +224,11 @@ def _callWithSupportedArguments(func, *args, **kwargs):
     return func(*args, **kwargs)
 
 
+def _first(*candidates):
+    """The first that is not None (a MRML scene may be falsy when empty, so ``or`` will not do)."""
+    return next((c for c in candidates if c is not None), None)
+
+
 def libraryParentDir() -> str:
     """The folder that holds the UltrasoundRefineLib package (next to this file once installed)."""
     import UltrasoundRefineLib
@@ -272,6 +277,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobTail = []
         self._jobTimer = None
         self._trainEpochs = None
+        self._loadFailed = False  # the last suggestion could not be shown: N moves past it
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -290,7 +296,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         # the user's own settings: QSettings, not the scene
         settings = qt.QSettings()
-        self.ui.workspaceDirectoryButton.directory = settings.value(SETTINGS_WORKSPACE, "") or ""
+        if settings.value(SETTINGS_WORKSPACE, ""):
+            self.ui.workspaceDirectoryButton.directory = settings.value(SETTINGS_WORKSPACE)
         self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "") or ""
         self.ui.workspaceDirectoryButton.connect("directoryChanged(QString)", self.onWorkspaceDirectoryChanged)
         self.ui.reviewerLineEdit.connect("textChanged(QString)", self.onReviewerChanged)
@@ -514,6 +521,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateReviewGUI()
 
     def onNext(self) -> None:
+        review = self.logic.review
+        if review is not None and review.onScreen is None and review.current() is not None and not self._loadFailed:
+            self._move(lambda: None)  # it left the screen (scene closed, node deleted): show it again
+            return
         self._move(lambda: self.logic.review.next())
 
     def onBack(self) -> None:
@@ -545,8 +556,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateReviewGUI()
 
     def _showCurrent(self) -> None:
+        self._loadFailed = True
         try:
             self.logic.showCurrentSuggestion()
+            self._loadFailed = False
         finally:  # a failed load leaves nothing on screen, and the panel says so
             self._updateReviewGUI()
 
@@ -575,10 +588,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.reviewStatusLabel.text = _("Review queue done ({tally}).").format(tally=tally)
             return
         if not onScreen:
-            self.ui.reviewStatusLabel.text = _(
-                "Nothing on screen (the scene was closed, a review node was deleted, or loading failed):"
-                " N shows the next suggestion; Open workspace resumes where you stopped.\n{tally}"
-            ).format(tally=tally)
+            why = _("its loop could not be loaded: N moves on") if self._loadFailed else _(
+                "the scene was closed or a review node deleted: N shows it again"
+            )
+            self.ui.reviewStatusLabel.text = _("Nothing on screen ({why}).\n{tally}").format(why=why, tally=tally)
             return
         quality = "" if current.quality is None else _(", quality {q:.2f}").format(q=current.quality)
         decision = review.decisions.get(current.id)
@@ -918,7 +931,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
         nodes = self._reviewNodes
         self._unobserve()  # our own removals are not a user's deletion
-        scene = scene or self._reviewScene or slicer.mrmlScene
+        scene = _first(scene, self._reviewScene, slicer.mrmlScene)
         for node in nodes:
             if scene.IsNodePresent(node):
                 slicerbridge.remove_node(node, scene=scene)
@@ -945,7 +958,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         suggestion = self.review.current() if self.review is not None else None
         if suggestion is None:
             return None, None
-        scene = scene or slicer.mrmlScene
+        scene = _first(scene, slicer.mrmlScene)
         self._reviewScene = scene
         try:
             loop = self._prefetcher.load(suggestion.item_id) if self._prefetcher else self.workspace.load_loop(suggestion.item_id)
@@ -1018,13 +1031,17 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
         if self.reviewSegmentation is None or self.reviewVolume is None:
             raise ReviewError(_("No suggestion is on screen."))
-        return slicerbridge.segmentation_to_mask(self.reviewSegmentation, self.reviewVolume, scene=scene or self._reviewScene)
+        return slicerbridge.segmentation_to_mask(self.reviewSegmentation, self.reviewVolume, scene=_first(scene, self._reviewScene))
 
     def editPending(self) -> bool:
         """True when the mask on screen differs from the suggestion that was shown (an unsaved edit)."""
         if self.review is None or self.review.onScreen is None or self.reviewSegmentation is None:
             return False
-        return self.review.maskChanged(self.editedMask())
+        try:
+            return self.review.maskChanged(self.editedMask())
+        except Exception:  # e.g. the segment was deleted in the Segment Editor: that is a change too
+            logging.exception("UltrasoundRefine: the mask on screen could not be read")
+            return True
 
     def discardEdit(self) -> None:
         """Put the suggested mask back on screen."""

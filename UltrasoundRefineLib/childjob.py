@@ -34,6 +34,8 @@ class ChildJob:
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=environment, cwd=None if cwd is None else str(cwd), bufsize=1, text=True,
             encoding="utf-8", errors="replace",
+            # no console window popping up on Windows
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         self.pid = self.process.pid
         self.stopRequestedAt: Optional[float] = None
