@@ -133,7 +133,7 @@ def run_add(args) -> int:
     with _open(args.workspace) as ws:
         report = ws.add_loops(args.inputs)
         for e in report.errors:
-            _say(f"error: {e}")
+            _say(f"ultrasound-refine: error: {e}")
         for path, item_id in report.present:
             _say(f"already present: {path} (item {item_id})")
         for stem in report.duplicate_stems:
@@ -212,7 +212,7 @@ def run_suggest(args) -> int:
 
         report = ws.suggest(name, produce, round=args.round, progress=progress)
         for stem, reason in report.errors:
-            _say(f"error: {stem}: {reason}")
+            _say(f"ultrasound-refine: error: {stem}: {reason}")
         _say(f"round {report.round} ({name}): {len(report.added)} suggestions added, "
              f"{report.already} already there, {len(report.errors)} failed")
     return 2 if report.errors else 0
@@ -239,7 +239,7 @@ def run_review(args) -> int:
         sim = simulate_review(ws, args.truth, min_dice=args.min_dice, mistake_rate=args.mistake_rate,
                               seed=args.seed, round=args.round, user=args.user or "simulated-reviewer")
         for stem, reason in sim.errors:
-            _say(f"error: {stem}: {reason}")
+            _say(f"ultrasound-refine: error: {stem}: {reason}")
         if sim.missing_truth:
             _say(f"{len(sim.missing_truth)} suggestions have no truth mask in {args.truth} (left undecided)")
         rate = f"{sim.accept_rate:.3f}" if sim.reviewed else "n/a"
@@ -250,10 +250,16 @@ def run_review(args) -> int:
 
 
 def run_import(args) -> int:
+    from UltrasoundRefineLib.errors import InputError
+    from UltrasoundRefineLib.workspace.human_masks import MASK_EXTENSIONS
+
     with _open(args.workspace) as ws:
         report = ws.import_masks(args.inputs, user=args.user or _default_user())
+        if not (report.imported or report.unchanged or report.unmatched or report.ambiguous or report.errors):
+            raise InputError(", ".join(args.inputs), f"no mask files found (looked for {', '.join(MASK_EXTENSIONS)}); "
+                                                     "nothing imported")
         for e in report.errors:
-            _say(f"error: {e}")
+            _say(f"ultrasound-refine: error: {e}")
         for f in report.unmatched:
             _say(f"unmatched: {f} (no loop has the stem '{f.name}')")
         for f, n in report.ambiguous:
@@ -301,7 +307,9 @@ def run_status(args) -> int:
 def run_export(args) -> int:
     with _open(args.workspace, readonly=True) as ws:
         report = ws.export_masks(args.out)
+    for e in report.missing:
+        _say(f"ultrasound-refine: error: {e}")
     if report.without_mask:
         _say(f"{len(report.without_mask)} loops have no accepted or human mask (not exported)")
     _say(f"{len(report.written)} masks written to {args.out} (list in {report.manifest})")
-    return 0
+    return 2 if report.missing else 0

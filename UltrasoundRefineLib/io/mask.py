@@ -51,6 +51,12 @@ def read_mask(path: str | Path) -> np.ndarray:
 
     A 3D file with a single slice (as Slicer saves 2D labelmaps) is accepted.
     """
+    return read_label_image(path) > 0
+
+
+def read_label_image(path: str | Path) -> np.ndarray:
+    """A 2D label image's values as stored, ``(H, W)``: for callers that must see more than ``> 0``
+    (a probability map read as ``> 0`` is all foreground)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
@@ -62,4 +68,4 @@ def read_mask(path: str | Path) -> np.ndarray:
         array = array[0]
     if array.ndim != 2:
         raise InputError(path, f"a mask must be 2D (H x W); this file has shape {array.shape}")
-    return array > 0
+    return array

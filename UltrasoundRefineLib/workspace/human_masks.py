@@ -18,7 +18,8 @@ import numpy as np
 
 from UltrasoundRefineLib.errors import InputError, OutputError
 from UltrasoundRefineLib.io.find import strip_extension
-from UltrasoundRefineLib.io.mask import read_mask
+from UltrasoundRefineLib.io.mask import read_label_image, read_mask
+from UltrasoundRefineLib.workspace.errors import WorkspaceError
 
 MASK_EXTENSIONS = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
 
@@ -37,6 +38,7 @@ class ImportReport:
 class ExportReport:
     written: list[tuple[Path, str, str]] = field(default_factory=list)  # (file, item id, mask source)
     without_mask: list[str] = field(default_factory=list)  # stems of items with no accepted or human mask
+    missing: list[WorkspaceError] = field(default_factory=list)  # best masks whose file is gone from the workspace
     manifest: Path | None = None
 
 
@@ -93,12 +95,36 @@ def read_segmentation_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarr
     return out
 
 
+def drawn_mask(values: np.ndarray, path: str | Path) -> np.ndarray:
+    """A label image as a drawn region mask: 0 outside and one value inside (1, 255, a label number),
+    not empty. Anything else is refused, not thresholded: fractional values are a model's probability
+    map (0.1 / 0.9 read as ``> 0`` became a 100% mask), more values are an image or a multi-label map,
+    and a human mask is the ground truth the method trusts most, so it must be what someone drew."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise InputError(path, "holds NaN or infinite values: not a drawn mask")
+    levels = np.unique(values)
+    if np.issubdtype(values.dtype, np.floating) and (levels != np.round(levels)).any():
+        raise InputError(path, f"holds fractional values ({levels.min():g} to {levels.max():g}): a probability map, "
+                               "not a drawn mask; threshold it (e.g. > 0.5) and import the result")
+    if levels.size > 2 or (levels.size == 2 and levels[0] != 0):
+        shown = ", ".join(f"{v:g}" for v in levels[:4]) + (", ..." if levels.size > 4 else "")
+        raise InputError(path, f"holds {levels.size} values ({shown}); a drawn mask is 0 outside and one value inside")
+    mask = values != 0
+    if not mask.any():
+        raise InputError(path, "is empty (no pixel inside the region): not a mask; nothing imported from it")
+    return mask
+
+
 def read_human_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """Any supported mask file as bool ``(H, W)`` on a loop of ``shape`` (else an InputError naming it)."""
     path = Path(path)
     if path.name.lower().endswith(".seg.nrrd"):
-        return read_segmentation_mask(path, shape)
-    mask = read_mask(path)
+        mask = read_segmentation_mask(path, shape)
+        if not mask.any():
+            raise InputError(path, "is empty (its segments cover no pixel): not a mask; nothing imported from it")
+        return mask
+    mask = drawn_mask(read_label_image(path), path)
     if mask.shape != tuple(shape):
         raise InputError(path, f"mask shape {mask.shape} does not match the loop ({shape[0]}x{shape[1]})")
     return mask
@@ -224,6 +250,10 @@ def export_masks(ws, out_dir: str | Path) -> ExportReport:
         rel, source = best[item.id]
         name = f"{item.stem}.nrrd" if stem_count[item.stem] == 1 else f"{item.stem}.{item.id}.nrrd"
         dst = out / name
+        if not (ws.root / rel).is_file():  # the workspace's own file, not the destination, is at fault
+            report.missing.append(WorkspaceError(ws.root / rel, f"missing: the mask of loop {item.stem!r} ({source}) "
+                                                 "was deleted or moved out of the workspace; not exported"))
+            continue
         try:
             _copy_atomic(ws.root / rel, dst)
         except OSError as e:

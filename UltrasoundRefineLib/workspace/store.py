@@ -330,6 +330,16 @@ class Workspace:
             )
         return mask.astype(bool)
 
+    @classmethod
+    def _check_human_mask(cls, mask, item: Item, what: str) -> np.ndarray:
+        """A human mask is on the loop's grid and marks something: an empty one would teach that the
+        loop has no image region (a reviewer who finds the suggestion wrong rejects it instead)."""
+        mask = cls._check_mask(mask, item, what)
+        if not mask.any():
+            raise InputError(what, "is empty (no pixel inside the region): not stored as a human mask; "
+                                   "reject the suggestion instead")
+        return mask
+
     # ------------------------------------------------------------------ items
     def add_loops(self, inputs) -> AddReport:
         """Add loop files and folders; a loop already present (same content hash) is skipped and reported."""
@@ -696,7 +706,7 @@ class Workspace:
         details_json = json.dumps(details or {}, default=_json_default)
         if decision == "edited":
             item, like = self._grid(item_id)
-            mask = self._check_mask(edited_mask, item, f"edited mask for {item.stem}")
+            mask = self._check_human_mask(edited_mask, item, f"edited mask for {item.stem}")
         with self._write() as conn:
             if source_key is not None:  # under the write lock: no one can record the same key meanwhile
                 done = conn.execute("SELECT id FROM decisions WHERE source_key = ?", (source_key,)).fetchone()
@@ -757,7 +767,7 @@ class Workspace:
         if source not in ("imported", "edited"):
             raise UltrasoundRefineError(f"unknown human mask source {source!r}")
         item, like = self._grid(self.item(item_id).id)
-        mask = self._check_mask(mask, item, (provenance or {}).get("file") or f"human mask for {item.stem}")
+        mask = self._check_human_mask(mask, item, (provenance or {}).get("file") or f"human mask for {item.stem}")
         with self._write() as conn:
             return self._insert_human_mask(conn, item, like, mask, source, user, provenance or {})
 
