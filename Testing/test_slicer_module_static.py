@@ -804,6 +804,8 @@ def test_edits_are_seen_saved_only_when_changed_and_can_be_discarded(module, wor
     logic.openWorkspace(workspace_dir)
     volume, segmentation = logic.showCurrentSuggestion(scene=scene, showInViews=False)
     shown = logic.review.onScreen
+    display = segmentation.GetDisplayNode()  # an outline over the image, not a fill hiding the fan's edge
+    assert display.GetVisibility2DOutline() and not display.GetVisibility2DFill()
     assert not logic.editPending()
     with pytest.raises(ReviewError, match="not changed"):  # "Save edited mask" on an unchanged mask
         logic.decide("edited", "tst", editedMask=logic.editedMask())

@@ -757,6 +757,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         self._reviewScene = None
         self._observations = []  # (object, observer tag)
         self._prefetcher = None  # reads the next suggestion's loop while this one is reviewed
+        self._viewsSetUp = False  # layout and zoom set for the first suggestion shown, then left alone
 
     def getParameterNode(self):
         return UltrasoundRefineParameterNode(super().getParameterNode())
@@ -976,12 +977,19 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             self.clearReviewNodes(scene)
             raise
         self.reviewVolume, self.reviewSegmentation = volume, segmentation
+        display = segmentation.GetDisplayNode()
+        if display is not None:  # the outline only: a filled overlay hides the fan's edge being judged
+            display.SetVisibility2DFill(False)
+            display.SetVisibility2DOutline(True)
         self._observe(scene, segmentation)
         self.review.shown(mask)
         if self._prefetcher is not None:
             self._prefetcher.prefetch(self.review.queue[self.review.position + 1:])
         if showInViews and slicer.app is not None and slicer.util.mainWindow() is not None:
-            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            if not self._viewsSetUp:  # one big 2D view, fitted once: the reviewer's zoom is kept after
+                slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
+            slicer.util.setSliceViewerLayers(background=volume, fit=not self._viewsSetUp)
+            self._viewsSetUp = True
             if browser is not None and hasattr(slicer.modules, "sequences"):
                 slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
                 slicer.modules.sequences.showSequenceBrowser(browser)
