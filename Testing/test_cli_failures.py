@@ -262,6 +262,14 @@ def test_a_bad_model_card_is_named(model_dir, phantom, tmp_path, capsys, key, va
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_suggest_with_a_model_whose_card_claims_a_huge_input(model_dir, workspace, tmp_path, capsys):
+    """item 3 through `suggest --model`: a card claiming 40000 px inputs rendered 3 GB per loop."""
+    bad = _edit_card(model_dir, tmp_path, _set("input.size", 40000))
+    line = one_error(capsys, main(["suggest", str(workspace), "--model", str(bad), "--device", "cpu", "--quiet"]),
+                     bad / "card.json")
+    assert "input.size" in line and "40000" in line
+
+
 # --------------------------------------------------------------------------------------------------
 # item 3: nothing a file claims can exhaust memory
 
@@ -414,14 +422,19 @@ def test_import_masks_from_a_folder_without_masks(workspace, tmp_path, capsys):
     assert "no mask files" in line
 
 
-def test_decisions_are_not_recorded_in_a_deleted_workspace(workspace):
-    from UltrasoundRefineLib.workspace import Workspace, WorkspaceError
+def test_decisions_are_not_recorded_in_a_deleted_workspace(workspace, tmp_path):
+    """SQLite writes on into a database file deleted under it: 'recorded' would have been a lie."""
+    from UltrasoundRefineLib.workspace import Workspace, WorkspaceError, apply_decisions_csv
 
+    decisions = tmp_path / "decisions.csv"
     with Workspace.open(workspace) as ws:
-        first = ws.suggestions()[0]
+        suggestions = ws.suggestions()
+        decisions.write_text("suggestion_id,decision\n" + "".join(f"{s.id},rejected\n" for s in suggestions))
         shutil.rmtree(workspace)
         with pytest.raises(WorkspaceError, match="deleted or moved"):
-            ws.decide(first.id, "rejected", "tester")
+            ws.decide(suggestions[0].id, "rejected", "tester")
+        with pytest.raises(WorkspaceError, match="deleted or moved"):  # what `review --decisions` runs
+            apply_decisions_csv(ws, decisions, user="tester")
 
 
 def test_export_names_the_missing_suggestion_file(workspace, tmp_path, capsys):
