@@ -61,3 +61,35 @@ def test_with_pydicom_pixels_the_same_file_is_read(tmp_path):
     assert PYDICOM_PROBLEM is None
     loop = read_loop(pydicom_data.get_testdata_file("CT_small.dcm"))
     assert loop.frames.shape[-2:] == (128, 128)
+
+
+def test_with_the_real_pydicom_of_slicer_5_10():
+    """The same, with the pydicom 2.4.4 that Slicer 5.10 bundles, installed apart:
+    ``pip install --target DIR pydicom==2.4.4`` and ULTRASOUNDREFINE_PYDICOM2_DIR=DIR."""
+    folder = os.environ.get("ULTRASOUNDREFINE_PYDICOM2_DIR")
+    if not folder:
+        pytest.skip("set ULTRASOUNDREFINE_PYDICOM2_DIR to a folder with pydicom 2.4.4 (pip install --target)")
+    code = textwrap.dedent(
+        """
+        import numpy as np, pydicom, pydicom.data
+        assert pydicom.__version__.startswith("2."), pydicom.__version__
+        from UltrasoundRefineLib.automask import suggest_mask
+        from UltrasoundRefineLib.geometry import Sector
+        from UltrasoundRefineLib.io import read_loop
+        from UltrasoundRefineLib.loop import Loop
+        truth = Sector(apex_x=80, apex_y=8, half_angle_deg=38, r_max=100).mask((120, 160))
+        rng = np.random.default_rng(7)
+        frames = np.where(truth, np.clip(30 + rng.gamma(4.0, 30.0, (6, 120, 160)), 0, 255), 0).astype(np.uint8)
+        mask = suggest_mask(Loop(frames=frames, spacing=(0.3, 0.3), stem="t"), "fanfit").mask
+        print("dice", 2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+        try:
+            read_loop(pydicom.data.get_testdata_file("CT_small.dcm"))
+        except Exception as e:
+            print("ERROR:", e)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, str(REPO)]))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split("dice")[1].split()[0]) > 0.95
+    assert "pydicom 3.0 or later" in proc.stdout
