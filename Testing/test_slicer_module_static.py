@@ -885,7 +885,7 @@ def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view
     widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
     widget._shortcuts = []
     pressed = []
-    widget.logic = types.SimpleNamespace(review=types.SimpleNamespace(acceptsKeys=lambda: ready[0]))
+    widget.logic = types.SimpleNamespace(review=types.SimpleNamespace(acceptsKeys=lambda: ready[0], onScreen=object()))
     ready = [False]
     for name in ("onAcceptNext", "onAccept", "onReject", "onNext", "onBack", "onEdit"):
         setattr(widget, name, lambda name=name: pressed.append(name))
@@ -899,6 +899,11 @@ def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view
     ready[0] = True
     accept.slots["activatedAmbiguously()"]()
     assert pressed == ["onAcceptNext"]
+    # nothing on screen (scene closed): N still reaches its handler, which shows the suggestion again
+    ready[0] = False
+    widget.logic.review.onScreen = None
+    next(s for s in _FakeShortcut.made if s.key == module.REVIEW_SHORTCUTS["next"]).slots["activated()"]()
+    assert pressed == ["onAcceptNext", "onNext"]
     widget._removeShortcuts()
     assert widget._shortcuts == [] and all(not s.slots for s in _FakeShortcut.made)
 

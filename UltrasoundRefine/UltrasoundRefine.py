@@ -426,9 +426,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onKey(self, action: str, handler) -> None:
         review = self.logic.review
-        if action in _SETTLING_ACTIONS and (review is None or not review.acceptsKeys()):
-            return  # nothing on screen, or it has just appeared: this press was not about it
-        handler()
+        if action in _SETTLING_ACTIONS and review is not None and review.onScreen is not None and not review.acceptsKeys():
+            return  # the suggestion has just appeared: this press (a held or bounced key) was not about it
+        handler()  # with nothing on screen, A and X do nothing and N shows a suggestion
 
     # ------------------------------------------------------------------ suggest
 
