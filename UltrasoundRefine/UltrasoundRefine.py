@@ -654,7 +654,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         job, kind, status = self._job, self._jobKind, self._jobStatus()
         self._jobTimer.stop()
         self._job = None
-        if job.stopRequestedAt is not None:
+        if job.stopRequestedAt is not None or job.killed:
             if kind == "train" and exitCode == TRAIN_STOPPED_EXIT:
                 status.text = _("Stopped. The checkpoint is kept: Train with the same settings resumes it.")
             else:
@@ -674,10 +674,13 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to stop the process.")):
-            self._jobStatus().text = _("Stopping (a training run saves its checkpoint first)...")
-            # a "stop" line reaches the worker through PythonSlicer (signals do not); onPollJob kills
-            # the whole process tree if it has not ended after a grace period
-            self._job.stop()
+            if self._jobKind == "train":
+                self._jobStatus().text = _("Stopping after saving a checkpoint...")
+                # a "stop" line reaches the worker through PythonSlicer (signals do not); onPollJob
+                # kills the whole process tree if it has not ended after a grace period
+                self._job.stop()
+            else:  # cleaning has no checkpoint to save (clean --resume skips what is written)
+                self._job.kill()
 
     # ------------------------------------------------------------------ train
 
