@@ -595,6 +595,8 @@ def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, mo
     # finetune starts from the latest pretrained model unless --from is given
     with pytest.raises(ValueError, match="pretrain first"):
         logic.trainCommand("finetune")
+    with pytest.raises(UltrasoundRefineError, match="train first"):  # no model for the next round yet
+        logic.suggestCommand()
     logic.closeWorkspace()
     with Workspace.open(workspace_dir) as ws:
         for model_id in ("old", "new"):
@@ -607,6 +609,9 @@ def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, mo
     assert Path(parsed.out).name == "finetune-frozen-encoder-seed1"
     parsed = build_parser().parse_args(logic.trainCommand("finetune", extra="--from old")[1][2:])
     assert parsed.from_model == "old"
+    # the next round's suggestions come from the latest model, through the CLI's suggest
+    parsed = build_parser().parse_args(logic.suggestCommand("cpu")[1][2:])
+    assert (parsed.command, parsed.model, parsed.device, Path(parsed.workspace)) == ("suggest", "new", "cpu", workspace_dir)
 
     # an interrupted run (no card.json yet) is resumed in its folder; a finished one is kept
     out = logic.trainOutputDir("pretrain", 5)

@@ -70,6 +70,7 @@ from UltrasoundRefineLib.jobs import (  # noqa: E402
     describe_progress,
     parse_progress_line,
     progress_percent,
+    suggest_arguments,
     train_arguments,
 )
 from UltrasoundRefineLib.report.reader import read_report_table  # noqa: E402
@@ -313,6 +314,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.saveEditedButton.connect("clicked(bool)", self.onSaveEdited)
         self.ui.trainButton.connect("clicked(bool)", self.onTrain)
         self.ui.cancelTrainButton.connect("clicked(bool)", self.onCancelJob)
+        self.ui.suggestNextRoundButton.connect("clicked(bool)", self.onSuggestNextRound)
         self.ui.loadReportButton.connect("clicked(bool)", self.onLoadReport)
         self.ui.cleanButton.connect("clicked(bool)", self.onClean)
         self.ui.cancelCleanButton.connect("clicked(bool)", self.onCancelJob)
@@ -378,7 +380,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.suggestMaskButton.enabled = bool(p and p.inputNode)
         busy = self._job is not None
         self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not busy
-        self.ui.cancelTrainButton.enabled = busy and self._jobKind == "train"
+        self.ui.suggestNextRoundButton.enabled = bool(p and self.logic.workspace is not None) and not busy
+        self.ui.cancelTrainButton.enabled = busy and self._jobKind in ("train", "suggest")
         self.ui.cleanButton.enabled = bool(p) and not busy
         self.ui.cancelCleanButton.enabled = busy and self._jobKind == "clean"
         self.ui.cleanModelPathLineEdit.enabled = bool(p) and p.cleanSource == "model"
@@ -617,10 +620,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtonStates()
 
     def _jobLog(self):
-        return self.ui.trainLogTextEdit if self._jobKind == "train" else self.ui.cleanLogTextEdit
+        return self.ui.cleanLogTextEdit if self._jobKind == "clean" else self.ui.trainLogTextEdit
 
     def _jobStatus(self):
-        return self.ui.trainStatusLabel if self._jobKind == "train" else self.ui.cleanStatusLabel
+        return self.ui.cleanStatusLabel if self._jobKind == "clean" else self.ui.trainStatusLabel
 
     def onPollJob(self) -> None:
         job = self._job
@@ -663,6 +666,11 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if kind == "train":
                 self.ui.trainProgressBar.value = 100
                 status.text = _("Training finished.") + " " + status.text
+            elif kind == "suggest":
+                status.text = _("The model's suggestions are the new round: its review queue is open.")
+                with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
+                    self.logic.openWorkspace(self.logic.workspace.root)
+                    self._showCurrent()
             else:
                 status.text = _("Cleaning finished: see the output folder.")
         else:
@@ -696,6 +704,17 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.trainProgressBar.value = 0
             self.ui.trainStatusLabel.text = _("Starting...")
             self._startJob("train", program, args, env, self.logic.workspace.root)
+
+    def onSuggestNextRound(self) -> None:
+        """The method's next round: the latest trained model suggests, the reviewer reviews its masks."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the suggestions."), waitCursor=True):
+            if not self.logic.ensureDependencies(training=True):
+                return
+            if self._resolveEdit() == "stay":
+                return
+            program, args, env = self.logic.suggestCommand(self._parameterNode.trainDevice)
+            self.ui.trainStatusLabel.text = _("Suggesting with the latest model...")
+            self._startJob("suggest", program, args, env, self.logic.workspace.root)
 
     # ------------------------------------------------------------------ clean and export
 
@@ -1074,9 +1093,12 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ train and clean (child processes)
 
-    def latestModel(self, stage: str = "pretrain") -> Optional[str]:
-        """The id of the most recent registered model of a training stage, or None."""
-        models = [m for m in self.workspace.models() if (m.get("card") or {}).get("training", {}).get("stage") == stage]
+    def latestModel(self, stage: Optional[str] = "pretrain") -> Optional[str]:
+        """The id of the most recent registered model of a training stage (any stage: None), or None."""
+        models = [
+            m for m in self.workspace.models()
+            if stage is None or (m.get("card") or {}).get("training", {}).get("stage") == stage
+        ]
         return models[-1]["id"] if models else None
 
     def trainOutputDir(self, stage: str, seed: int, strategy: str = "full") -> pathlib.Path:
@@ -1110,6 +1132,13 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             self.workspace.root, stage, out, epochs=epochs, device=device, seed=seed, from_model=fromModel,
             strategy=strategy, extra=extra,
         ))
+
+    def suggestCommand(self, device: str = "auto"):
+        """``(program, arguments, environment additions)`` of the next round's suggestions by the
+        latest trained model, in a child process."""
+        if self.workspace is None:
+            raise ValueError(_("Open a workspace first."))
+        return self._childCommand(suggest_arguments(self.workspace.root, self.latestModel(None), device))
 
     def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None):
         """``(program, arguments, environment additions)`` of ``ultrasound-refine clean`` in a child process."""

@@ -152,3 +152,11 @@ def clean_arguments(source: str, inputs, out, *, model=None, workspace=None) -> 
     if not out or str(out) in ("", "."):
         raise UltrasoundRefineError("Choose the output folder for the cleaned loops.")
     return ["clean", *origin, *inputs, "--out", str(out)]
+
+
+def suggest_arguments(workspace, model: str, device: str = "auto") -> list:
+    """Arguments after ``-m UltrasoundRefineLib`` for the next round's suggestions by a trained model
+    (``suggest WS --model MODEL``): the method's iterative refinement, the model's masks reviewed next."""
+    if not model:
+        raise UltrasoundRefineError("there is no trained model in this workspace yet: train first")
+    return ["suggest", str(workspace), "--model", str(model), "--device", device]
