@@ -477,3 +477,11 @@ def test_an_os_error_names_its_file(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(ws_cli, "run_status", full)
     line = one_error(capsys, main(["status", "anywhere"]), tmp_path / "x.json", "No space left on device")
     assert "OSError" not in line
+
+
+def test_experiment_out_that_is_a_file_is_refused_before_any_run(reviewed, tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    code = main(["experiment", str(reviewed), "--out", str(target), "--device", "cpu"])
+    assert "cannot write" in one_error(capsys, code, target)
+    assert not (reviewed / "runs").exists() or not any((reviewed / "runs").iterdir())

@@ -54,9 +54,13 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.experiment.runner import run_experiment
     from UltrasoundRefineLib.workspace import Workspace
 
+    from UltrasoundRefineLib.batch import ensure_writable_dir
+
     spec = load_spec(args.spec)
     with Workspace.open(args.workspace, readonly=True):  # a clear error for a missing or bad workspace
         pass
+    if args.out:  # before hours of runs, not after them
+        ensure_writable_dir(Path(args.out))
     result = run_experiment(args.workspace, spec, device=args.device, workers=args.workers,
                             events=_events(args.json))
     out = Path(args.out) if args.out else Path(args.workspace) / "reports" / spec.name
