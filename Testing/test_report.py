@@ -25,6 +25,7 @@ from scipy import stats as sps
 from UltrasoundRefineLib import stats
 from UltrasoundRefineLib.errors import OutputError
 from UltrasoundRefineLib.report import (
+    COMPARISONS_CSV_COLUMNS,
     COMPARISON_COLUMNS,
     RUN_COLUMNS,
     ConditionInfo,
@@ -152,8 +153,9 @@ def _same(x, y):
 
 def test_files_written(written):
     result, paths = written
-    assert set(paths) == {"html", "json", "runs", "comparisons"}
-    assert {p.name for p in paths.values()} == {"report.html", "report.json", "runs.csv", "comparisons.csv"}
+    assert set(paths) == {"html", "json", "runs", "comparisons", "per_loop"}
+    assert {p.name for p in paths.values()} == {"report.html", "report.json", "runs.csv", "comparisons.csv",
+                                                "per_loop.csv"}
     assert all(p.is_file() for p in paths.values())
     # nothing temporary left behind
     assert sorted(x.name for x in paths["html"].parent.iterdir()) == sorted(p.name for p in paths.values())
@@ -188,19 +190,25 @@ def test_runs_csv_round_trips_awkward_floats(tmp_path):
 
 
 def test_comparisons_csv_matches_the_rows(written):
+    """One row per test the report shows: each comparison's primary test, then each of its checks."""
     result, paths = written
     header, rows = _read_csv(paths["comparisons"])
-    assert header == ["a", "b", "test", "statistic", "p", "p_holm", "effect_size", "n_a", "n_b"]
-    assert tuple(header) == COMPARISON_COLUMNS
-    assert len(rows) == len(result.comparisons) == len(CONDITIONS) - 1 + 1  # fanfit-threshold asked twice
-    for cells, row in zip(rows, result.comparisons):
+    assert header == ["a", "b", "test", "statistic", "p", "p_holm", "effect_size", "n_a", "n_b",
+                      "role", "data", "metric", "note"]
+    assert tuple(header) == COMPARISONS_CSV_COLUMNS and tuple(header[:9]) == COMPARISON_COLUMNS
+    assert len(result.comparisons) == len(CONDITIONS) - 1 + 1  # fanfit-threshold asked twice
+    expected = [x for row in result.comparisons
+                for x in [(row, "primary", row.primary), *((row, "check", c) for c in row.checks.values())]]
+    assert len(rows) == len(expected)
+    for cells, (row, role, c) in zip(rows, expected):
         d = dict(zip(header, cells))
-        assert (d["a"], d["b"], d["test"]) == (row.a, row.b, row.test)
-        assert _same(float(d["p"]), row.p)
-        assert _same(float(d["p_holm"]), row.p_holm)
-        assert _same(float(d["statistic"]), row.statistic)
-        assert _same(float(d["effect_size"]), row.effect_size)
-        assert (int(d["n_a"]), int(d["n_b"])) == (row.n_a, row.n_b)
+        assert (d["a"], d["b"], d["test"], d["role"]) == (row.a, row.b, c.test, role)
+        assert (d["data"], d["metric"], d["note"]) == ("runs.csv", result.metric, c.note)
+        assert _same(float(d["p"]), c.pvalue)
+        assert d["p_holm"] == "" if role == "check" else _same(float(d["p_holm"]), row.p_holm)
+        assert _same(float(d["statistic"]), c.statistic)
+        assert _same(float(d["effect_size"]), c.effect_size)
+        assert (int(d["n_a"]), int(d["n_b"])) == (c.n_a, c.n_b)
 
 
 def test_anyone_can_recompute_p_from_runs_csv(written):
@@ -210,7 +218,9 @@ def test_anyone_can_recompute_p_from_runs_csv(written):
     score = lambda c: [float(r[3]) for r in runs if r[0] == c]  # noqa: E731
     _, comps = _read_csv(paths["comparisons"])
     checked = 0
-    for a, b, test, statistic, p, *_ in comps:
+    for a, b, test, statistic, p, _p_holm, _effect, _na, _nb, role, *_ in comps:
+        if role != "primary":
+            continue  # the checks: Testing/test_report_recompute.py
         assert test == "student"
         if math.isnan(float(p)):
             continue  # no spread at all: not testable, shown as such
@@ -233,7 +243,7 @@ def test_paired_experiment_recomputes_with_ttest_rel():
         return [float(r["dice"]) for r in rows]
 
     for row in comps:
-        if row["p"] == "nan":
+        if row["p"] == "nan" or row["role"] != "primary":
             continue
         assert row["test"] == "paired"
         assert float(row["p"]) == pytest.approx(sps.ttest_rel(score(row["a"]), score(row["b"])).pvalue, rel=1e-12)
@@ -280,7 +290,7 @@ def test_html_is_self_contained(written):
     assert len(imgs) == 4  # Dice, other metrics, training curves, overlays
     assert all(src.startswith("data:image/png;base64,") for src in imgs)
     hrefs = re.findall(r"href='([^']*)'", page)
-    assert set(hrefs) == {"report.json", "runs.csv", "comparisons.csv"}
+    assert set(hrefs) == {"report.json", "runs.csv", "comparisons.csv", "per_loop.csv"}
 
 
 def test_html_headline_says_what_was_found(written):
@@ -404,7 +414,7 @@ def test_read_only_folder_raises_output_error(tmp_path):
 def test_existing_report_replaced_only_by_a_complete_one(tmp_path, monkeypatch):
     out = tmp_path / "report"
     out.mkdir()
-    old = {n: f"old {n}\n" for n in ("report.html", "report.json", "runs.csv", "comparisons.csv")}
+    old = {n: f"old {n}\n" for n in ("report.html", "report.json", "runs.csv", "comparisons.csv", "per_loop.csv")}
     for n, t in old.items():
         (out / n).write_text(t)
 

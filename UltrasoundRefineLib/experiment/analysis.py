@@ -19,39 +19,85 @@ def comparisons(result: ExperimentRun):
     """Every condition against the baseline plus the spec's pairs, Holm-corrected together.
 
     The repeats of every condition share seeds, human-mask draws and test loops, so the primary test
-    is Student's paired t (with the unpaired Student and Welch t and Wilcoxon attached as checks)."""
+    is Student's paired t (with the unpaired Student and Welch t and Wilcoxon attached as checks). A test
+    that cannot be computed because both conditions are deterministic says why in its note."""
     from UltrasoundRefineLib.stats import compare_conditions
 
     spec = result.spec
-    return compare_conditions(result.values(spec.metric), spec.baseline, paired=True, alpha=spec.alpha,
+    rows = compare_conditions(result.values(spec.metric), spec.baseline, paired=True, alpha=spec.alpha,
                               pairs=spec.comparisons)
+    return [_explain_untestable(spec, row) for row in rows]
 
 
-def per_loop_notes(result: ExperimentRun, rows) -> list[str]:
+def _no_spread_reason(spec, condition) -> str:
+    if condition.kind == "automask":
+        return f"{condition.name} is an auto-mask method, the same in every repeat"
+    return (f"{condition.name} is one pretraining (seed {spec.base_seed}) that served every repeat "
+            "(shared_pretrain), so its repeats are identical")
+
+
+def _explain_untestable(spec, row):
+    """Name the cause of a comparison's missing spread: two deterministic conditions."""
+    import dataclasses
+
+    a, b = spec.condition(row.a), spec.condition(row.b)
+    if not (spec.is_deterministic(a) and spec.is_deterministic(b)):
+        return row
+    why = (f"{_no_spread_reason(spec, a)}; {_no_spread_reason(spec, b)}: the repeats cannot compare them, "
+           "so they are compared loop by loop instead")
+
+    def explained(c):
+        return dataclasses.replace(c, note=f"{c.note} ({why})") if c.note else c
+
+    return dataclasses.replace(row, primary=explained(row.primary),
+                               checks={name: explained(c) for name, c in row.checks.items()})
+
+
+def loop_comparisons(result: ExperimentRun, rows) -> tuple[int, list]:
     """Two deterministic conditions (e.g. threshold vs fanfit) have no spread over repeats, so the
-    repeated-run test cannot judge them; their per-loop Dice over the same test loops can (paired t
-    over loops, with Wilcoxon as the check)."""
-    from UltrasoundRefineLib.stats import compare
+    repeated-run test cannot judge them; their per-loop scores over the same test loops can: paired t
+    over loops (Wilcoxon as the check), on the first repeat both have (their repeats are identical).
+    Returns ``(repeat, rows)``; the rows are outside Holm's correction (they judge these loops only)."""
+    from UltrasoundRefineLib.stats import ComparisonRow, compare
 
     spec = result.spec
-    notes = []
+    first = {}
+    for r in sorted(result.runs, key=lambda r: r["repeat"]):
+        first.setdefault(r["condition"], r)
+    out = []
+    repeat = min((r["repeat"] for r in first.values()), default=0)
     for row in rows:
         a, b = spec.condition(row.a), spec.condition(row.b)
         if not (spec.is_deterministic(a) and spec.is_deterministic(b)):
             continue
-        la = next(r for r in result.runs if r["condition"] == a.name).get("per_loop", {})
-        lb = next(r for r in result.runs if r["condition"] == b.name).get("per_loop", {})
+        ra, rb = first.get(a.name), first.get(b.name)
+        if ra is None or rb is None or ra["repeat"] != repeat or rb["repeat"] != repeat:
+            continue
+        la, lb = ra.get("per_loop", {}), rb.get("per_loop", {})
         stems = sorted(set(la) & set(lb))
         if len(stems) < 3:
             continue
         va, vb = [la[k][spec.metric] for k in stems], [lb[k][spec.metric] for k in stems]
         t = compare(va, vb, test="paired", names=(a.name, b.name))
         w = compare(va, vb, test="wilcoxon", names=(a.name, b.name))
+        out.append(ComparisonRow(a=a.name, b=b.name, primary=t, p_holm=float("nan"),
+                                 significant=bool(t.pvalue < spec.alpha), alpha=spec.alpha, n_for_power=None,
+                                 checks={"wilcoxon": w}))
+    return repeat, out
+
+
+def per_loop_notes(result: ExperimentRun, rows) -> list[str]:
+    """The loop-by-loop comparisons (:func:`loop_comparisons`) in words, for the report's notes."""
+    metric = result.spec.metric
+    notes = []
+    for row in loop_comparisons(result, rows)[1]:
+        t, w = row.primary, row.checks["wilcoxon"]
         notes.append(
-            f"{a.name} against {b.name} loop by loop (both are deterministic, so their repeats cannot be "
-            f"compared): mean {spec.metric} {t.mean_a:.4f} vs {t.mean_b:.4f} over the same {len(stems)} test "
+            f"{row.a} against {row.b} loop by loop (both are deterministic, so their repeats cannot be "
+            f"compared): mean {metric} {t.mean_a:.4f} vs {t.mean_b:.4f} over the same {t.n_a} test "
             f"loops, difference {t.difference:+.4f} (95% CI {t.ci_low:+.4f} to {t.ci_high:+.4f}), paired t-test "
-            f"p = {t.pvalue:.3g}, Wilcoxon p = {w.pvalue:.3g}. This judges these loops, not new data.")
+            f"p = {t.pvalue:.3g}, Wilcoxon p = {w.pvalue:.3g}. This judges these loops, not new data; "
+            "comparisons.csv has both tests, per_loop.csv the scores.")
     return notes
 
 
@@ -110,6 +156,7 @@ def analyse(result: ExperimentRun, workspace_path: str | Path, out_dir: str | Pa
 
     spec = result.spec
     rows = comparisons(result)
+    loop_repeat, by_loop = loop_comparisons(result, rows)
     varied, fixed = variance_sources(spec)
     try:
         overlays = _overlays(result, Path(workspace_path))
@@ -137,5 +184,7 @@ def analyse(result: ExperimentRun, workspace_path: str | Path, out_dir: str | Pa
         extra_comparisons=list(spec.comparisons),
         metric=spec.metric,
         versions={"UltrasoundRefine": __version__},
+        loop_comparisons=by_loop,
+        loop_repeat=loop_repeat,
     )
     return write_report(report, out_dir)

@@ -392,6 +392,9 @@ def render(result: ExperimentResult, figures: dict[str, bytes | None], versions:
         + ", ".join(f"<a href='{e(f)}'>{e(f)}</a>" for f in files.values())
         + f". Every run's scores are in runs.csv at full precision; for example, {e(example)} against the baseline:</p>",
         f"<pre>{e(recompute)}</pre>",
+        "<p class='small'>comparisons.csv has one row per test on this page (the primary test and every check, "
+        "and the loop-by-loop tests), each naming its data (runs.csv, or per_loop.csv and the repeat) and the "
+        "metric, and saying why where a test could not be computed.</p>",
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"

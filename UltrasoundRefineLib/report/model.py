@@ -22,6 +22,9 @@ METRIC_NAMES = ("dice", "iou", "accuracy", "hd95")
 #: Columns of ``runs.csv``, in order: one row per (condition, repeat).
 RUN_COLUMNS = ("condition", "repeat", "seed", *METRIC_NAMES, "seconds")
 
+#: Columns of ``per_loop.csv``: one row per (condition, repeat, test loop).
+PER_LOOP_COLUMNS = ("condition", "repeat", "seed", "loop", *METRIC_NAMES)
+
 #: Whether a larger value of the metric is better (hd95 is a distance: smaller is better).
 HIGHER_IS_BETTER = {"dice": True, "iou": True, "accuracy": True, "hd95": False}
 
@@ -90,7 +93,9 @@ class ExperimentResult:
     ``comparisons`` come from :func:`UltrasoundRefineLib.stats.compare_conditions` on ``metric``
     (Dice unless said otherwise); ``varied`` names the sources of variance that changed between
     repeats, ``fixed`` what was held the same; ``extra_comparisons`` are the ``(a, b)`` pairs that
-    were asked for explicitly (beyond every condition against ``baseline``).
+    were asked for explicitly (beyond every condition against ``baseline``). ``loop_comparisons`` compare
+    conditions without spread over repeats (deterministic ones) loop by loop instead, over the test loops
+    of repeat ``loop_repeat`` (paired by loop; outside Holm's correction: they judge these loops only).
     """
 
     name: str
@@ -109,6 +114,8 @@ class ExperimentResult:
     extra_comparisons: list[tuple[str, str]] = field(default_factory=list)
     metric: str = "dice"
     versions: dict = field(default_factory=dict)
+    loop_comparisons: list[ComparisonRow] = field(default_factory=list)
+    loop_repeat: int = 0
 
     # ------------------------------------------------------------------ derived views
 

@@ -1,8 +1,10 @@
-"""The figures of the report as data: per-condition summaries, the two CSV files, the JSON document.
+"""The figures of the report as data: per-condition summaries, the three CSV files, the JSON document.
 
 The CSV files are the report's promise that anyone can recompute its statistics: every float is
 written with ``repr`` (the shortest text that reads back to the same double), so
-``float(cell) == value`` holds exactly, and the columns never change.
+``float(cell) == value`` holds exactly. ``comparisons.csv`` has one row per test the report shows (the
+primary test and each check of every comparison, and the loop-by-loop tests), each naming the file and
+column its samples come from (``data``, ``metric``): scipy on those samples gives its p to the last bit.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import numpy as np
 
 from UltrasoundRefineLib.stats import COMPARISON_COLUMNS, ComparisonRow, StatsInputError, describe
 
-from .model import METRIC_NAMES, RUN_COLUMNS, ExperimentResult, is_finite, pairs_match
+from .model import METRIC_NAMES, PER_LOOP_COLUMNS, RUN_COLUMNS, ExperimentResult, is_finite, pairs_match
+
+#: Columns of ``comparisons.csv``: those of :data:`COMPARISON_COLUMNS` (``p_holm`` only on the primary test
+#: of the repeated runs, which Holm's correction covers), then what the row is: ``role`` (primary or
+#: check), ``data`` (``runs.csv``, or ``per_loop.csv, repeat R``), ``metric`` (the column compared) and
+#: ``note`` (why a test could not be computed).
+COMPARISONS_CSV_COLUMNS = (*COMPARISON_COLUMNS, "role", "data", "metric", "note")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +146,38 @@ def runs_csv(result: ExperimentResult) -> str:
     return _csv(RUN_COLUMNS, rows)
 
 
+def test_rows(result: ExperimentResult) -> list[dict]:
+    """One record per test the report shows, as :data:`COMPARISONS_CSV_COLUMNS`: each comparison of the
+    repeated runs (primary, then its checks), then each loop-by-loop comparison."""
+    out = []
+    sources = [(row, "runs.csv", True) for row in result.comparisons]
+    sources += [(row, f"per_loop.csv, repeat {result.loop_repeat}", False) for row in result.loop_comparisons]
+    for row, data, holm in sources:
+        for role, c in [("primary", row.primary), *(("check", check) for check in row.checks.values())]:
+            out.append({
+                "a": row.a, "b": row.b, "test": c.test, "statistic": c.statistic, "p": c.pvalue,
+                "p_holm": row.p_holm if (holm and role == "primary") else None,
+                "effect_size": c.effect_size, "n_a": c.n_a, "n_b": c.n_b,
+                "role": role, "data": data, "metric": result.metric, "note": c.note,
+            })
+    return out
+
+
 def comparisons_csv(result: ExperimentResult) -> str:
-    """``a,b,test,statistic,p,p_holm,effect_size,n_a,n_b``: one row per comparison, in input order."""
+    """One row per test shown (:func:`test_rows`), in the report's order."""
+    return _csv(COMPARISONS_CSV_COLUMNS, [[r[c] for c in COMPARISONS_CSV_COLUMNS] for r in test_rows(result)])
+
+
+def per_loop_csv(result: ExperimentResult) -> str:
+    """``condition,repeat,seed,loop,dice,iou,accuracy,hd95``: every run's score on every test loop."""
     rows = []
-    for row in result.comparisons:
-        d = row.to_dict()
-        rows.append([d[c] for c in COMPARISON_COLUMNS])
-    return _csv(COMPARISON_COLUMNS, rows)
+    for name in result.condition_names():
+        for r in result.runs_of(name):
+            for loop in sorted(r.per_loop):
+                scores = r.per_loop[loop]
+                rows.append([r.condition, int(r.repeat), int(r.seed), loop]
+                            + [float(scores.get(m, math.nan)) for m in METRIC_NAMES])
+    return _csv(PER_LOOP_COLUMNS, rows)
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -213,6 +246,8 @@ def report_document(result: ExperimentResult, headline: str, versions: dict, cre
         "fixed": list(result.fixed),
         "conditions": conditions,
         "comparisons": [comparison_record(r) for r in result.comparisons],
+        "loop_comparisons": [{**comparison_record(r), "data": f"per_loop.csv, repeat {result.loop_repeat}"}
+                             for r in result.loop_comparisons],
         "extra_comparisons": [list(p) for p in result.extra_comparisons],
         "runs": [
             {

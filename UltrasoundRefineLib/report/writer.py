@@ -1,7 +1,7 @@
-"""Write the report's four files, all or nothing.
+"""Write the report's five files, all or nothing.
 
 Everything is rendered in memory first; then each file goes to a temporary file in the output
-folder, and only when all four are complete are they renamed over the old ones. A failure at any
+folder, and only when all five are complete are they renamed over the old ones. A failure at any
 point (bad input, a full disk, a folder we may not write) leaves an existing report as it was.
 """
 
@@ -20,9 +20,10 @@ from UltrasoundRefineLib.errors import OutputError
 from . import html as _html
 from . import plots
 from .model import ExperimentResult, validate
-from .tables import comparisons_csv, report_document, runs_csv
+from .tables import comparisons_csv, per_loop_csv, report_document, runs_csv
 
-FILES = {"html": "report.html", "json": "report.json", "runs": "runs.csv", "comparisons": "comparisons.csv"}
+FILES = {"html": "report.html", "json": "report.json", "runs": "runs.csv", "comparisons": "comparisons.csv",
+         "per_loop": "per_loop.csv"}
 
 
 def versions(extra: dict | None = None) -> dict:
@@ -49,7 +50,7 @@ def versions(extra: dict | None = None) -> dict:
 
 
 def render(result: ExperimentResult, created: str | None = None) -> dict[str, bytes]:
-    """The four files' contents, keyed as :data:`FILES`; nothing is written."""
+    """The five files' contents, keyed as :data:`FILES`; nothing is written."""
     validate(result)
     created = created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     vers = versions(result.versions)
@@ -67,6 +68,7 @@ def render(result: ExperimentResult, created: str | None = None) -> dict[str, by
         "json": (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"),
         "runs": runs_csv(result).encode("utf-8"),
         "comparisons": comparisons_csv(result).encode("utf-8"),
+        "per_loop": per_loop_csv(result).encode("utf-8"),
     }
 
 
