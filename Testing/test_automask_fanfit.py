@@ -362,3 +362,26 @@ def test_phantom_fit_shape_on_low_resolution_masks(phantoms):
     # These masks are right even where the image is black, which no network's are: there the fit goes by
     # the image and the boxes instead (fit_shape), and gives a little back (measured: 0.9992 -> 0.9984).
     assert after.mean() > 0.998 and np.all(after > 0.99), (before, after)
+
+
+@pytest.mark.parametrize("name", ["pointed", "curvilinear", "dual_rect"])
+def test_match_evidence_gives_a_guessing_mask_the_region_s_exact_edges(name):
+    """A network's mask, blurry at its input size and guessing past the region into the black, is
+    matched to the loop's own evidence: the exact region comes back, and the agreement says so."""
+    from UltrasoundRefineLib.automask.fanfit import match_evidence
+
+    loop, truth = render(CASES[name], seed=3)
+    guess = ndi.binary_dilation(degrade(truth, size=48, seed=3), iterations=6)
+    matched, agreement, info = match_evidence(guess, loop)
+    assert dice(matched, truth) > 0.97 > dice(guess, truth), (name, dice(matched, truth), dice(guess, truth))
+    assert 0.6 < agreement < 0.97 and info["evidence_agreement"] == round(agreement, 4)
+
+
+def test_match_evidence_agrees_little_with_a_mask_that_points_elsewhere():
+    from UltrasoundRefineLib.automask.fanfit import match_evidence
+
+    loop, truth = render(CASES["pointed"], seed=4)
+    elsewhere = np.zeros(SHAPE, bool)
+    elsewhere[:40, :120] = True  # the text in the top corner
+    _, agreement, _ = match_evidence(elsewhere, loop)
+    assert agreement < 0.3

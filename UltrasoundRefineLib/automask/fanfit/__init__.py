@@ -21,6 +21,10 @@ evidence restores the exact edges where the evidence is weak.
 3. Selection: the reading whose shape agrees best with its hull, unless one about as good finds much
    more; the quality is that agreement, lowered where the evidence fills little of the hull.
 
+:func:`match_evidence` makes the same readings and picks, per area, the one closest to a given mask
+(a trained network's): the network says which part of the screen is the region, the evidence where
+its edges are.
+
 :func:`fit_shape` fits the shape to a clean mask (a network's prediction, blurry from its low
 resolution): candidates for each component (the sides by RANSAC lines through the row extents, apex
 = their intersection, far arc by a robust circle fit, top pointed, flat or curved, vertical clips; a
@@ -31,6 +35,6 @@ with the fewest disagreeing pixels plus a penalty per parameter, then a sub-pixe
 """
 
 from UltrasoundRefineLib.automask.fanfit.shapefit import ShapeFit, fit_shape
-from UltrasoundRefineLib.automask.fanfit.suggest import METHOD, suggest_fanfit
+from UltrasoundRefineLib.automask.fanfit.suggest import METHOD, match_evidence, suggest_fanfit
 
-__all__ = ["METHOD", "ShapeFit", "fit_shape", "suggest_fanfit"]
+__all__ = ["METHOD", "ShapeFit", "fit_shape", "match_evidence", "suggest_fanfit"]

@@ -1,14 +1,17 @@
-"""Step 1: ``suggest_fanfit``, the scanner's region from the evidence a loop offers."""
+"""Step 1: ``suggest_fanfit``, the scanner's region from the evidence a loop offers; and
+``match_evidence``, the evidence's region that a given mask (a network's) points to."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.automask import evidence
 from UltrasoundRefineLib.automask.evidence import convex_hull
+from UltrasoundRefineLib.automask.fanfit.select import _iou
 from UltrasoundRefineLib.automask.fanfit.shapefit import fit_shape
 from UltrasoundRefineLib.loop import Loop
 
@@ -20,16 +23,63 @@ LARGER = 1.2  # ... and one at least this much larger than the best found a part
 UNFITTED = 0.8  # quality factor of a view whose hull no scanner shape fits
 
 
+@dataclass
+class Reading:
+    """One reading of one area's evidence (:func:`.evidence.candidates`), its views fitted.
+
+    label: how the evidence was read (margin and static reading, or sparse); views: per view side by
+    side, ``(mask, info, agreement, quality)`` from :func:`_fit_part`."""
+
+    label: dict
+    views: list[tuple[np.ndarray, dict, float, float]]
+
+    @property
+    def agreement(self) -> float:
+        """The worst view's agreement of its shape with its hull."""
+        return min(v[2] for v in self.views)
+
+    @property
+    def quality(self) -> float:
+        return min(v[3] for v in self.views)
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.count_nonzero(v[0])) for v in self.views)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.logical_or.reduce([v[0] for v in self.views])
+
+
+def area_readings(ev: evidence.Evidence, area: np.ndarray, *, min_agreement: float = 0.97, seed: int = 0) -> list[Reading]:
+    """Every reading of one area's evidence worth fitting, fitted (sparse speckle only where no other
+    reading agreed well with a shape: it is the last resort)."""
+    readings: list[Reading] = []
+    for label, found in evidence.candidates(ev, area):
+        if label.get("sparse") and readings and max(r.agreement for r in readings) >= SPARSE_FALLBACK:
+            break
+        views = [_fit_part(part, min_agreement, seed) for part in evidence.side_by_side_parts(found)]
+        readings.append(Reading(label, views))
+    return readings
+
+
+def choose_reading(readings: list[Reading]) -> Reading:
+    """The reading whose shapes agree best with their hulls, unless one that agrees about as well finds
+    much more (the region is all the scanner draws: a reading that finds less has lost a dark part of
+    it; a few per cent more is compression noise along the edge, not a missed part)."""
+    best = max(readings, key=lambda r: r.agreement)
+    larger = [r for r in readings if r.agreement >= best.agreement - SCORE_TIE and r.size >= LARGER * best.size]
+    return max(larger, key=lambda r: r.size) if larger else best
+
+
 def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0.97, seed: int = 0) -> MaskSuggestion:
     """The scanner's image region (sector, flat-top sector, curvilinear fan, rectangle, dual view, an
     M-mode strip with its reference sector), from the evidence real scans offer (:mod:`.evidence`).
 
     Per area (each image region box, or the whole frame without boxes), for each candidate reading
-    of the evidence (:func:`.evidence.candidates`): the views side by side, each one's convex hull
-    (the dark parts of the region along its edge come back), the geometric shape fitted to that hull
-    (:func:`fit_shape`) where the two agree, else the hull. The reading whose shape agrees best with
-    its hull wins, unless one that agrees about as well finds much more (the region is all the scanner
-    draws: a reading that finds less has lost a dark part of it).
+    of the evidence (:func:`area_readings`): the views side by side, each one's convex hull (the dark
+    parts of the region along its edge come back), the geometric shape fitted to that hull
+    (:func:`fit_shape`) where the two agree, else the hull; then :func:`choose_reading`.
 
     Quality: the winner's agreement, lowered where the evidence fills little of its hull (a region
     with much black inside is a guess there) and, for the whole mask, for implausible sizes.
@@ -39,23 +89,13 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
     mask = np.zeros(loop.shape, bool)
     parts, scores = [], []
     for area in ev.areas:
-        tried = []
-        for reading, found in evidence.candidates(ev, area):
-            if reading.get("sparse") and tried and max(t[0] for t in tried) >= SPARSE_FALLBACK:
-                break  # sparse speckle is the last resort, for a region nothing else found
-            fitted = [_fit_part(part, min_agreement, seed) for part in evidence.side_by_side_parts(found)]
-            size = sum(int(np.count_nonzero(f[0])) for f in fitted)
-            tried.append((min(f[2] for f in fitted), size, reading, fitted))
-        if not tried:
+        readings = area_readings(ev, area, min_agreement=min_agreement, seed=seed)
+        if not readings:
             continue
-        # a few per cent more is compression noise along the edge, not a missed part
-        best = max(tried, key=lambda t: t[0])
-        larger = [t for t in tried if t[0] >= best[0] - SCORE_TIE and t[1] >= LARGER * best[1]]
-        _, _, reading, fitted = max(larger, key=lambda t: t[1]) if larger else best
-        scores.append(min(f[3] for f in fitted))
-        for part_mask, info, _, _ in fitted:
-            mask |= part_mask
-            parts.append({**info, "reading": reading})
+        chosen = choose_reading(readings)
+        scores.append(chosen.quality)
+        mask |= chosen.mask
+        parts += [{**info, "reading": chosen.label} for _, info, _, _ in chosen.views]
     frac = float(mask.mean())
     details = {"evidence": ev.info, "box_prior": not ev.areas[0].all() or len(ev.areas) > 1, "parts": parts,
                "fraction": round(frac, 4), "model": "+".join(p["model"] for p in parts) or "none",
@@ -65,6 +105,33 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
         return MaskSuggestion(mask, 0.0, METHOD, details)
     plausible = 1.0 if 0.05 < frac < 0.9 else 0.5
     return MaskSuggestion(mask, float(np.clip(min(scores) * plausible, 0.0, 1.0)), METHOD, details)
+
+
+def match_evidence(mask: np.ndarray, loop: Loop, *, max_frames: int = 64, min_agreement: float = 0.97,
+                   seed: int = 0) -> tuple[np.ndarray, float, dict]:
+    """The loop's own evidence of its region, read the way ``mask`` points to: per area, the fitted
+    reading (:func:`area_readings`) that agrees best with the mask there.
+
+    A network trained on a few masks knows which part of a screen is the region, but draws its edges
+    at its low input resolution and guesses across black; the evidence has the exact edges but may be
+    read several ways (a header band, a faint far field). Returns ``(matched mask, its IoU with
+    mask, details)``; the caller decides whether that agreement is enough to prefer it."""
+    mask = np.asarray(mask, bool)
+    ev = evidence.gather(loop, max_frames=max_frames)
+    matched = np.zeros(loop.shape, bool)
+    labels = []
+    for area in ev.areas:
+        target = mask & area
+        if not target.any():
+            continue
+        readings = area_readings(ev, area, min_agreement=min_agreement, seed=seed)
+        if not readings:
+            continue
+        best = max(readings, key=lambda r: _iou(r.mask & area, target))
+        matched |= best.mask & area
+        labels.append(best.label)
+    agreement = float(_iou(matched, mask)) if mask.any() else 0.0
+    return matched, agreement, {"evidence_readings": labels, "evidence_agreement": round(agreement, 4)}
 
 
 def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.ndarray, dict, float, float]:
