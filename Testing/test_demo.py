@@ -82,6 +82,22 @@ def test_demo_headline_claims(demo):
     assert by_loop == {(r["a"], r["b"]) for r in untestable}
 
 
+def test_on_a_gpu_the_demo_pretrains_per_repeat(monkeypatch):
+    """Where pretraining is affordable each repeat pretrains, so no comparison of the method lacks spread."""
+    import torch
+
+    from UltrasoundRefineLib.demo import demo_spec, pretrain_per_repeat
+
+    assert not pretrain_per_repeat("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pretrain_per_repeat("auto") and pretrain_per_repeat("cuda")
+    spec = demo_spec(QUICK_SIZE, shared_pretrain=False)
+    assert not any(spec.is_deterministic(c) for c in spec.conditions if c.kind != "automask")
+    shared = demo_spec(QUICK_SIZE)  # on a CPU: one pretraining for every repeat
+    assert shared.is_deterministic(shared.condition("threshold-pretrained"))
+
+
 def test_demo_prints_each_run_once(demo):
     import re
 
