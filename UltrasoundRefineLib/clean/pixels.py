@@ -26,9 +26,9 @@ def mask_pixels(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if frames.shape[1:3] != mask.shape:
         raise ValueError(f"mask {mask.shape} does not fit frames {frames.shape}")
-    out = np.array(frames, copy=True, order="C")
-    out[:, ~mask] = 0
-    return out
+    # one pass: multiplying by 0/1 (a new array) is faster than a copy followed by fancy indexing
+    keep = mask.astype(frames.dtype).reshape(mask.shape + (1,) * (frames.ndim - 3))
+    return np.multiply(frames, keep)
 
 
 def _stored_dtype(pixels: np.ndarray, meta: dict) -> np.ndarray:
