@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from UltrasoundRefineLib.loop import Loop
