@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "experiment",
         help="run every condition x repeat of a spec on a workspace; statistics and report",
         description="Runs resume: finished runs (in WORKSPACE/runs/<name>/) are not run again. Writes "
-        "report.html, report.json, runs.csv and comparisons.csv to --out (default WORKSPACE/reports/<name>).",
+        "report.html, report.json, runs.csv, per_loop.csv and comparisons.csv to --out (default WORKSPACE/reports/<name>).",
     )
     p.add_argument("workspace", metavar="WORKSPACE")
     p.add_argument("--spec", help="experiment spec (TOML); default: the built-in comparison")
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo",
         help="the whole method on the built-in phantom: suggestions, review, pretrain, fine-tune, statistics",
-        description="Writes OUT/report.html, report.json, runs.csv, comparisons.csv and the best refined "
+        description="Writes OUT/report.html, report.json, runs.csv, per_loop.csv, comparisons.csv and the best refined "
         "model in OUT/model (usable by predict). Resumes when run again over the same OUT.",
     )
     d.add_argument("--out", default="demo-output")
