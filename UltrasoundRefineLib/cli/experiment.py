@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "experiment",
         help="run every condition x repeat of a spec on a workspace; statistics and report",
         description="Runs resume: finished runs (in WORKSPACE/runs/<name>/) are not run again. Writes "
-        "report.html, report.json, runs.csv, per_loop.csv and comparisons.csv to --out (default WORKSPACE/reports/<name>).",
+        "report.html, report.json, runs.csv, per_loop.csv and comparisons.csv to --out "
+        "(default WORKSPACE/reports/<name>).",
     )
     p.add_argument("workspace", metavar="WORKSPACE")
     p.add_argument("--spec", help="experiment spec (TOML); default: the built-in comparison")
