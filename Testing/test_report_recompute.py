@@ -25,8 +25,8 @@ LOOPS = [f"loop{k:02d}" for k in range(7)]
 
 
 def _run(condition: str, repeat: int, per_loop_dice: np.ndarray) -> dict:
-    per_loop = {s: {"dice": float(d), "iou": float(d / (2 - d)), "accuracy": float(0.5 + d / 2), "hd95": float(10 * (1 - d))}
-                for s, d in zip(LOOPS, per_loop_dice)}
+    per_loop = {s: {"dice": float(d), "iou": float(d / (2 - d)), "accuracy": float(0.5 + d / 2),
+                    "hd95": float(10 * (1 - d))} for s, d in zip(LOOPS, per_loop_dice)}
     mean = {m: float(np.mean([v[m] for v in per_loop.values()])) for m in ("dice", "iou", "accuracy", "hd95")}
     return {"condition": condition, "repeat": repeat, "seed": repeat, **mean, "seconds": 1.0 + repeat,
             "history": [], "per_loop": per_loop}

@@ -113,7 +113,8 @@ def _truth(tmp_path: Path, ws: Workspace) -> Path:
     truth = tmp_path / "truth"
     truth.mkdir()
     for s in ws.suggestions():
-        sitk.WriteImage(sitk.GetImageFromArray(ws.suggestion_mask(s.id).astype(np.uint8)), str(truth / f"{s.stem}.nrrd"))
+        mask = ws.suggestion_mask(s.id).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(mask), str(truth / f"{s.stem}.nrrd"))
     return truth
 
 

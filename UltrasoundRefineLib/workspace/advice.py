@@ -9,8 +9,9 @@ from __future__ import annotations
 import shlex
 
 
-def _cli(*words: str) -> str:
-    return "`ultrasound-refine " + " ".join(shlex.quote(str(w)) if i == 1 else str(w) for i, w in enumerate(words)) + "`"
+def _cli(command: str, root: str, *rest: str) -> str:
+    """A command line to copy, the workspace path quoted for the shell."""
+    return "`" + " ".join(["ultrasound-refine", command, shlex.quote(root), *rest]) + "`"
 
 
 def nothing_to_train(ws, stage: str, producer: str | None = None) -> str:
@@ -36,8 +37,8 @@ def _no_accepted_suggestions(ws, root: str, producer: str | None) -> str:
     if pending:
         return (f"none of the suggestions{of} is accepted yet ({pending} wait for a decision): decide them in "
                 f"Slicer or with {_cli('review', root, '--decisions', 'FILE.csv')}")
-    return (f"every decided suggestion{of} was rejected: make a new round ({_cli('suggest', root, '--method', 'fanfit')}"
-            f" or --model MODEL) and review it")
+    return (f"every decided suggestion{of} was rejected: make a new round "
+            f"({_cli('suggest', root, '--method', 'fanfit')} or --model MODEL) and review it")
 
 
 def _no_finetune_masks(ws, root: str) -> str:
