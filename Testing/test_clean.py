@@ -468,3 +468,15 @@ def test_model_masks_are_what_predict_writes(workspace, tmp_path):
         mask = read_mask(tmp_path / "pred" / f"{path.stem}.nrrd")
         assert_masked(decoded(pydicom.dcmread(path)), decoded(pydicom.dcmread(out / path.name)), mask)
     assert {r["mask_source"] for r in rows(out)} != {""}
+
+
+def test_kept_names_keep_folders_and_uid_dots(phantom, tmp_path):
+    folder = tmp_path / "in"
+    for i, path in enumerate(sorted((phantom / "loops").glob("*.dcm"))):
+        target = folder / "study" / f"1.2.840.99.{i}"  # UID-named, no extension, as archives name them
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    out = tmp_path / "out"
+    assert run(folder, "--method", "threshold", "--out", out, "--keep-names", "--quiet") == 0
+    assert sorted(r["output"] for r in rows(out)) == ["study/1.2.840.99.0.dcm", "study/1.2.840.99.1.dcm"]
+    assert all((out / r["output"]).is_file() for r in rows(out))

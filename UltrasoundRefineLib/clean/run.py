@@ -17,7 +17,7 @@ from UltrasoundRefineLib.clean.export import clean_file, output_suffix
 from UltrasoundRefineLib.clean.manifest import STATUSES, write_manifest
 from UltrasoundRefineLib.clean.masks import LoopMask, MaskSource
 from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
-from UltrasoundRefineLib.io import find_loops
+from UltrasoundRefineLib.io import find_loops, loop_stem
 from UltrasoundRefineLib.io.dicom import _scrub
 from UltrasoundRefineLib.io.images import file_sha256_key
 
@@ -120,50 +120,53 @@ def clean(
 
     written: dict[Path, str] = {}
     total = len(found.files)
-    for i, path in enumerate(found.files, 1):
-        name = _display_name(path, inputs)
-        try:
-            key = file_sha256_key(path)
-        except OSError as e:
-            fail(InputError(path, f"cannot read the file ({e.strerror or e})"))
-            continue
-        suffix = output_suffix(path)
-        rel = Path(name).with_suffix("").as_posix() + suffix if keep_names else f"{key}{suffix}"
-        out = out_dir / rel
-        if out.resolve() in input_files:  # belt and braces: check_out_dir already keeps outputs apart
-            fail(OutputError(out, "would overwrite an input"), key)
-            continue
-        if out in written:
-            what = "the same content as" if written[out] == key else "the same output name as"
-            print(f"ultrasound-refine: skipped {name}: {what} an earlier input", file=sys.stderr)
-            row("skipped", key, output=rel, reason=f"{what} an earlier input")
-            continue
-        written[out] = key
-        if resume and out.exists():
-            row("exists", key, output=rel)
-            continue
-        try:
-            done = clean_file(path, out, source, deidentify, quarantine)
-        except UltrasoundRefineError as e:
-            fail(e, key)
-            continue
-        except Exception as e:  # a bug or numerical failure on one loop must not lose the others
-            log.debug("failure on %s", name, exc_info=True)
-            # the message may quote a header value: scrubbed as the DICOM reader scrubs its own
-            fail(InputError(path, f"cleaning failed: {type(e).__name__}: {_scrub(e, None)}"), key)
-            continue
-        m = done.mask
-        fields = {"mask_source": m.source, "quality": None if m.quality is None else round(m.quality, 4),
-                  "mask_fraction": round(float(m.mask.mean()), 4), "frames": done.n_frames}
-        if done.held:
-            print(f"ultrasound-refine: quarantined {name}: {done.held}", file=sys.stderr)
-            row("quarantined", key, reason=done.held, **fields)
-        else:
-            row("exported", key, output=rel, **fields)
-        if progress:
-            q = "" if m.quality is None else f", quality {m.quality:.2f}"
-            print(f"[{i}/{total}] {name}: {report.rows[-1]['status']} ({m.source}{q}, mask {fields['mask_fraction']:.0%})",
-                  file=sys.stderr)
-
-    report.manifest = write_manifest(out_dir / MANIFEST, report.rows)
+    try:
+        for i, path in enumerate(found.files, 1):
+            name = _display_name(path, inputs)
+            try:
+                key = file_sha256_key(path)
+            except OSError as e:
+                fail(InputError(path, f"cannot read the file ({e.strerror or e})"))
+                continue
+            suffix = output_suffix(path)
+            # kept names lose only a known extension: UID-named DICOM files (1.2.840.1234) keep their dots
+            rel = (Path(name).parent / loop_stem(name)).as_posix() + suffix if keep_names else f"{key}{suffix}"
+            out = out_dir / rel
+            if out.resolve() in input_files:  # belt and braces: check_out_dir already keeps outputs apart
+                fail(OutputError(out, "would overwrite an input"), key)
+                continue
+            if out in written:
+                what = "the same content as" if written[out] == key else "the same output name as"
+                print(f"ultrasound-refine: skipped {name}: {what} an earlier input", file=sys.stderr)
+                row("skipped", key, output=rel, reason=f"{what} an earlier input")
+                continue
+            written[out] = key
+            if resume and out.exists():
+                row("exists", key, output=rel)
+                continue
+            try:
+                done = clean_file(path, out, source, deidentify, quarantine)
+            except UltrasoundRefineError as e:
+                fail(e, key)
+                continue
+            except Exception as e:  # a bug or numerical failure on one loop must not lose the others
+                log.debug("failure on %s", name, exc_info=True)
+                # the message may quote a header value: scrubbed as the DICOM reader scrubs its own
+                fail(InputError(path, f"cleaning failed: {type(e).__name__}: {_scrub(e, None)}"), key)
+                continue
+            m = done.mask
+            fields = {"mask_source": m.source, "quality": None if m.quality is None else round(m.quality, 4),
+                      "mask_fraction": round(float(m.mask.mean()), 4), "frames": done.n_frames}
+            if done.held:
+                print(f"ultrasound-refine: quarantined {name}: {done.held}", file=sys.stderr)
+                row("quarantined", key, reason=done.held, **fields)
+            else:
+                row("exported", key, output=rel, **fields)
+            if progress:
+                q = "" if m.quality is None else f", quality {m.quality:.2f}"
+                print(f"[{i}/{total}] {name}: {report.rows[-1]['status']} ({m.source}{q}, mask {fields['mask_fraction']:.0%})",
+                      file=sys.stderr)
+    finally:
+        # also when interrupted: the rows so far say what was written (a --resume run rebuilds the rest)
+        report.manifest = write_manifest(out_dir / MANIFEST, report.rows)
     return report
