@@ -7,8 +7,9 @@ The floor reads each DICOM with pydicom, decodes its pixels and writes them back
 the mask, the masking, de-identification, the manifest and atomic writes; it is timed three ways:
 with masks given (``--masks``: the cleaning alone), with ``threshold`` and with ``fanfit`` masks
 (each includes finding the region). On ``n`` phantom loops (US multi-frame, 12 frames of 240 x 320);
-each timing is the best of ``repeats`` runs (fanfit: one run), on one CPU thread. ``--devset``: also the dev set's DICOM files (eight encodings, most
-compressed) with their reference masks, best of two. Writes JSON with the machine named.
+each timing is the best of ``repeats`` runs (fanfit: one run), on one CPU thread. ``--devset``: also
+the dev set's DICOM files (eight encodings, most compressed) with their reference masks, best of two.
+Writes JSON with the machine named.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Header de-identification: DICOM PS3.15 Basic Application Level Confidentiality Profile.
 
 dicognito does the work that needs care: names, IDs, addresses, equipment and institution are
-replaced, dates and times shifted by one offset per run, and every UID remapped through one
-``Anonymizer``, so the loops of one study still share a study UID after cleaning. What it leaves
-(descriptions, comments and other free text, patient age/size/weight, private tags, overlays, icons)
-is removed here. The pixel side of the profile's Clean Pixel Data Option is :mod:`.pixels`' mask.
+replaced, dates shifted by one offset per run, and every UID remapped through one ``Anonymizer``,
+so the loops of one study still share a study UID after cleaning. What it leaves (descriptions,
+comments and other free text, patient age/size/weight, device IDs, locations, private tags, overlays,
+icons) is removed here, malformed dates (which it cannot shift) and every time are emptied. The pixel
+side of the profile's Clean Pixel Data Option is :mod:`.pixels`' mask.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ REMOVE = (
     "PatientAge", "PatientComments", "PatientSexNeutered", "PatientSize",
     "PatientState", "PatientTransportArrangements", "PatientWeight", "PerformedLocation",
     "PerformedProcedureStepDescription", "PreMedication", "PregnancyStatus", "ProtocolName",
-    "ReasonForTheImagingServiceRequest", "ReasonForTheRequestedProcedure", "ReasonForStudy", "ReasonForVisit", "ReferencedPatientAliasSequence",
+    "ReasonForTheImagingServiceRequest", "ReasonForTheRequestedProcedure", "ReasonForStudy", "ReasonForVisit",
+    "ReferencedPatientAliasSequence",
     "ReferencedPatientSequence", "ReferencedStudySequence", "RequestAttributesSequence",
     "RequestedContrastAgent", "RequestedProcedureComments", "RequestedProcedureDescription",
     "ResultsComments", "ScheduledProcedureStepDescription", "ScheduledStudyLocation", "SeriesDescription",
