@@ -480,3 +480,39 @@ def test_kept_names_keep_folders_and_uid_dots(phantom, tmp_path):
     assert run(folder, "--method", "threshold", "--out", out, "--keep-names", "--quiet") == 0
     assert sorted(r["output"] for r in rows(out)) == ["study/1.2.840.99.0.dcm", "study/1.2.840.99.1.dcm"]
     assert all((out / r["output"]).is_file() for r in rows(out))
+
+
+def test_bare_dataset_without_preamble_or_file_meta(tmp_path):
+    """Old archives hold bare implicit-VR datasets (no preamble, no file meta, no extension): the output
+    is a complete DICOM file whose file meta names the new (remapped) instance."""
+    frames = synthetic_frames(False, t=2)
+    ds = us_dataset(frames, rgb=False)
+    ds.preamble = None
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.SourceApplicationEntityTitle = "SECRET_AE"
+    (tmp_path / "in").mkdir()
+    ds.save_as(tmp_path / "in" / "IM0001", implicit_vr=True, little_endian=True)
+    masks, mask = _mask_for(tmp_path, "IM0001", frames.shape[1:3])
+    out = tmp_path / "out"
+    # named explicitly: in a folder an extension-less file without a preamble is not taken for DICOM
+    assert run(tmp_path / "in" / "IM0001", "--masks", masks, "--out", out, "--keep-names", "--quiet") == 0
+    cleaned = pydicom.dcmread(out / "IM0001.dcm")
+    assert (out / "IM0001.dcm").read_bytes()[128:132] == b"DICM"
+    assert cleaned.file_meta.MediaStorageSOPInstanceUID == cleaned.SOPInstanceUID != ds.SOPInstanceUID
+    assert cleaned.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert "SourceApplicationEntityTitle" not in cleaned.file_meta
+    assert_masked(frames, decoded(cleaned), mask)
+
+
+def test_monochrome1_keeps_its_interpretation(tmp_path):
+    """MONOCHROME1 stays MONOCHROME1 (0 is white there: the outside shows white, and holds nothing)."""
+    frames = synthetic_frames(False, t=2)
+    ds = us_dataset(frames, rgb=False)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    src = _write_variant(tmp_path, "mono1", ds)
+    masks, mask = _mask_for(tmp_path, "mono1", frames.shape[1:3])
+    out = tmp_path / "out"
+    assert run(src, "--masks", masks, "--out", out, "--keep-names", "--quiet") == 0
+    cleaned = pydicom.dcmread(out / "mono1.dcm")
+    assert cleaned.PhotometricInterpretation == "MONOCHROME1"
+    assert_masked(frames, decoded(cleaned), mask)

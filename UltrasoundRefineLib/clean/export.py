@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 
+from pydicom.dataset import validate_file_meta
+
 from UltrasoundRefineLib.atomic import atomic_write
 from UltrasoundRefineLib.clean.masks import LoopMask, MaskSource
 from UltrasoundRefineLib.clean.pixels import mask_pixels, store_pixels
@@ -77,7 +79,6 @@ def _decide(loop: Loop, source: MaskSource, check: Check) -> tuple[LoopMask, str
 
 def _clean_dicom(path: Path, out: Path, source: MaskSource, deidentify, check: Check) -> Cleaned:
     import pydicom
-    from pydicom.dataset import validate_file_meta
 
     from UltrasoundRefineLib.io.dicom import _quiet, read_dicom_source
 
@@ -87,11 +88,28 @@ def _clean_dicom(path: Path, out: Path, source: MaskSource, deidentify, check: C
         with _quiet():  # pydicom's warnings quote values (names, dates): keep them out of the logs
             store_pixels(ds, mask_pixels(pixels, mask.mask), loop.meta, path)
             deidentify(ds)
-            ds.preamble = ds.preamble or b"\0" * 128
-            validate_file_meta(ds.file_meta, enforce_standard=True)
+            _complete_file_meta(ds)
             # force_encoding: a big-endian source's header is re-encoded little endian (save_as refuses to)
             _write(out, lambda tmp: pydicom.dcmwrite(tmp, ds, implicit_vr=False, little_endian=True, force_encoding=True))
     return Cleaned(mask, loop.n_frames, loop.shape, held)
+
+
+def _complete_file_meta(ds) -> None:
+    """A DICOM file's preamble and file meta, which old archives' bare datasets lack, describing the
+    de-identified dataset; without the application entity titles of the machines it passed through."""
+    from pydicom.uid import generate_uid
+
+    if "SOPInstanceUID" not in ds:
+        ds.SOPInstanceUID = generate_uid()
+    meta = ds.file_meta
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle"):
+        if keyword in meta:
+            del meta[keyword]
+    ds.preamble = ds.preamble or b"\0" * 128
+    validate_file_meta(meta, enforce_standard=True)
 
 
 def _clean_to_nrrd(path: Path, out: Path, source: MaskSource, deidentify, check: Check) -> Cleaned:
