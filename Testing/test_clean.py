@@ -516,3 +516,17 @@ def test_monochrome1_keeps_its_interpretation(tmp_path):
     cleaned = pydicom.dcmread(out / "mono1.dcm")
     assert cleaned.PhotometricInterpretation == "MONOCHROME1"
     assert_masked(frames, decoded(cleaned), mask)
+
+
+def test_nrrd_copies_for_slicer(phantom, tmp_path):
+    import SimpleITK as sitk
+
+    out = tmp_path / "out"
+    assert run(phantom / "loops", "--masks", phantom / "truth", "--out", out, "--nrrd", "--quiet") == 0
+    for r in rows(out):
+        base = r["output"][: -len(".dcm")]
+        mask = read_mask(out / "nrrd" / "masks" / f"{base}.nrrd")
+        frames = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "nrrd" / "loops" / f"{base}.nrrd")))
+        cleaned = read_loop(out / r["output"])
+        np.testing.assert_array_equal(frames, cleaned.frames)  # the cleaned loop, as the readers give it
+        assert not frames[:, ~mask].any() and mask.any()

@@ -51,13 +51,16 @@ def output_suffix(path: str | Path) -> str:
 
 @dataclass
 class Cleaned:
-    """What cleaning one loop did: the mask it used, the loop's size, and ``held``: why the mask was
-    refused (nothing was written then), or ``None`` when the cleaned file was written."""
+    """What cleaning one loop did: the mask it used, the loop as the readers give it (8-bit frames), and
+    ``held``: why the mask was refused (nothing was written then), or ``None`` when the file was written."""
 
     mask: LoopMask
-    n_frames: int
-    shape: tuple[int, int]
+    loop: Loop
     held: str | None
+
+    @property
+    def n_frames(self) -> int:
+        return self.loop.n_frames
 
 
 Check = Callable[[LoopMask], str | None]  # a reason to hold the loop back, or None
@@ -91,7 +94,7 @@ def _clean_dicom(path: Path, out: Path, source: MaskSource, deidentify, check: C
             _complete_file_meta(ds)
             # force_encoding: a big-endian source's header is re-encoded little endian (save_as refuses to)
             _write(out, lambda tmp: pydicom.dcmwrite(tmp, ds, implicit_vr=False, little_endian=True, force_encoding=True))
-    return Cleaned(mask, loop.n_frames, loop.shape, held)
+    return Cleaned(mask, loop, held)
 
 
 def _complete_file_meta(ds) -> None:
@@ -114,8 +117,6 @@ def _complete_file_meta(ds) -> None:
 
 def _clean_to_nrrd(path: Path, out: Path, source: MaskSource, deidentify, check: Check) -> Cleaned:
     """Video and JPEG: the decoded frames, masked, as one NRRD (no container metadata is carried)."""
-    import SimpleITK as sitk
-
     from UltrasoundRefineLib.io import read_loop
 
     found = claim(path, explicit=True)
@@ -127,12 +128,19 @@ def _clean_to_nrrd(path: Path, out: Path, source: MaskSource, deidentify, check:
         loop = read_loop(path)
     mask, held = _decide(loop, source, check)
     if held is None:
-        frames = mask_pixels(loop.frames, mask.mask)
-        image = sitk.GetImageFromArray(frames, isVector=loop.is_rgb)
-        row, col = loop.spacing or (1.0, 1.0)
-        image.SetSpacing((float(col), float(row), float(loop.frame_time_ms or 1.0)))
-        _write(out, lambda tmp: sitk.WriteImage(image, tmp, True))
-    return Cleaned(mask, loop.n_frames, loop.shape, held)
+        write_loop_nrrd(mask_pixels(loop.frames, mask.mask), loop, out)
+    return Cleaned(mask, loop, held)
+
+
+def write_loop_nrrd(frames, loop: Loop, out: Path) -> None:
+    """``(T, H, W[, 3])`` frames as one NRRD (T slices, as Slicer shows a loop), with the loop's pixel
+    spacing; no metadata beyond the image geometry."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(frames, isVector=frames.ndim == 4)
+    row, col = loop.spacing or (1.0, 1.0)
+    image.SetSpacing((float(col), float(row), float(loop.frame_time_ms or 1.0)))
+    _write(out, lambda tmp: sitk.WriteImage(image, tmp, True))
 
 
 def _clean_image(path: Path, out: Path, source: MaskSource, deidentify, check: Check) -> Cleaned:
@@ -166,7 +174,7 @@ def _clean_image(path: Path, out: Path, source: MaskSource, deidentify, check: C
             writer.Execute(cleaned)
 
         _write(out, write)
-    return Cleaned(mask, loop.n_frames, loop.shape, held)
+    return Cleaned(mask, loop, held)
 
 
 def _write(out: Path, write: Callable[[str], None]) -> None:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from UltrasoundRefineLib.batch import _display_name, ensure_writable_dir
-from UltrasoundRefineLib.clean.export import clean_file, output_suffix
+from UltrasoundRefineLib.clean.export import clean_file, output_suffix, write_loop_nrrd
 from UltrasoundRefineLib.clean.manifest import STATUSES, write_manifest
 from UltrasoundRefineLib.clean.masks import LoopMask, MaskSource
+from UltrasoundRefineLib.clean.pixels import mask_pixels
 from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
-from UltrasoundRefineLib.io import find_loops, loop_stem
+from UltrasoundRefineLib.io import find_loops, loop_stem, write_mask
 from UltrasoundRefineLib.io.dicom import _scrub
 from UltrasoundRefineLib.io.images import file_sha256_key
 
@@ -76,6 +77,12 @@ def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
             raise OutputError(out_dir, f"holds the input {given}: choose an output folder outside the inputs")
 
 
+def _write_nrrd_copies(done, nrrd_dir: Path, base: str) -> None:
+    loop, mask = done.loop, done.mask.mask
+    write_loop_nrrd(mask_pixels(loop.frames, mask), loop, nrrd_dir / "loops" / f"{base}.nrrd")
+    write_mask(mask, nrrd_dir / "masks" / f"{base}.nrrd", like=loop)
+
+
 def clean(
     inputs,
     out_dir: str | Path,
@@ -85,12 +92,15 @@ def clean(
     resume: bool = False,
     quarantine: Quarantine = Quarantine(),
     seed: str | None = None,
+    nrrd: bool = False,
     progress: bool = True,
 ) -> CleanReport:
     """Clean every loop in ``inputs`` into ``out_dir`` and write ``out_dir/manifest.csv``.
 
     Output names are the hash of the input's bytes (``<source_key>.dcm``) unless ``keep_names``, which
-    keeps each input's path relative to the folder it was found in (the folder structure).
+    keeps each input's path relative to the folder it was found in (the folder structure). ``nrrd``: also
+    each exported loop (8-bit frames, masked) and its mask as NRRD for Slicer, ``out_dir/nrrd/loops/``
+    and ``out_dir/nrrd/masks/`` (a folder ``--masks`` and ``evaluate`` read), named as the output.
     """
     from UltrasoundRefineLib.clean.deid import Deidentifier
 
@@ -161,7 +171,13 @@ def clean(
                 print(f"ultrasound-refine: quarantined {name}: {done.held}", file=sys.stderr)
                 row("quarantined", key, reason=done.held, **fields)
             else:
-                row("exported", key, output=rel, **fields)
+                exported = row("exported", key, output=rel, **fields)
+                if nrrd:
+                    try:
+                        _write_nrrd_copies(done, out_dir / "nrrd", rel[: -len(suffix)])
+                    except UltrasoundRefineError as e:
+                        print(f"ultrasound-refine: error: {e}", file=sys.stderr)
+                        exported.update(status="failed", reason=f"exported, but not its NRRD copies: {e.reason}")
             if progress:
                 q = "" if m.quality is None else f", quality {m.quality:.2f}"
                 print(f"[{i}/{total}] {name}: {report.rows[-1]['status']} ({m.source}{q}, mask {fields['mask_fraction']:.0%})",

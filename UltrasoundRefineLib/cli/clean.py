@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep input names and folder structure (default: outputs named by a hash of the input, "
                         "since names often carry patient names or IDs)")
     p.add_argument("--resume", action="store_true", help="skip inputs whose output already exists")
+    p.add_argument("--nrrd", action="store_true",
+                   help="also write each exported loop (masked) and its mask as NRRD for Slicer: OUT/nrrd/loops, OUT/nrrd/masks")
     p.add_argument("--min-quality", type=float, default=0.5,
                    help="quarantine masks whose quality score is below this (default 0.5; reviewed masks have none)")
     p.add_argument("--min-fraction", type=float, default=0.05,
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
     report = clean(
-        inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed,
+        inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed, nrrd=args.nrrd,
         quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction), progress=not args.quiet,
     )
     print(f"clean: {report.summary()} -> {report.manifest}", file=sys.stderr)
