@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source, model_source, workspace_source
     from UltrasoundRefineLib.errors import UltrasoundRefineError
 
+    if not 0.0 <= args.min_fraction <= args.max_fraction <= 1.0:
+        raise UltrasoundRefineError(f"clean: need 0 <= --min-fraction <= --max-fraction <= 1 "
+                                    f"(got {args.min_fraction} and {args.max_fraction})")
     inputs = list(args.inputs)
     if args.method:
         source = method_source(args.method)
