@@ -201,6 +201,7 @@ def test_phantom_masked_exactly_and_header_deidentified(phantom, tmp_path):
         # what was done is said
         assert cleaned.BurnedInAnnotation == "NO"
         assert cleaned.PatientIdentityRemoved == "YES"
+        assert cleaned.LongitudinalTemporalInformationModified == "MODIFIED"
         assert cleaned.DeidentificationMethod
         assert {c.CodeValue for c in cleaned.DeidentificationMethodCodeSequence} == {"113100", "113101"}
         assert cleaned.SOPInstanceUID == cleaned.file_meta.MediaStorageSOPInstanceUID

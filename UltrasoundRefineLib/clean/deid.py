@@ -114,6 +114,7 @@ class Deidentifier:
         # and every time without a date, would keep their values. Times carry nothing we need.
         ds.walk(_empty_time)
         ds.PatientIdentityRemoved = "YES"
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"  # dates shifted (PS3.15 E.3.6)
         ds.DeidentificationMethod = list(METHOD)
         codes = []
         for value, meaning in _METHOD_CODES:
