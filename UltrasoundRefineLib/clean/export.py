@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-
 from pydicom.dataset import validate_file_meta
 
 from UltrasoundRefineLib.atomic import atomic_write
