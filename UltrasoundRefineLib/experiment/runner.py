@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from UltrasoundRefineLib.atomic import atomic_write_text
 from UltrasoundRefineLib.errors import UltrasoundRefineError
 from UltrasoundRefineLib.experiment.spec import Condition, ExperimentSpec
 
@@ -253,10 +254,7 @@ def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, 
         extra.setdefault("model_dir", str((run_dir / "model").relative_to(root_path)))
     record = _record(cond.name, seed, repeat, metrics, time.perf_counter() - start,
                      history=history, per_loop=per_loop, **extra)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=float))
-    os.replace(tmp, run_dir / "run.json")
+    _save_run(run_dir, record)
     return record
 
 
@@ -433,10 +431,13 @@ def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], r
 def _copy_deterministic(job: RunJob, done: dict[str, dict], root: Path) -> dict:
     source = next(r for r in done.values() if r["condition"] == job.condition.name)
     record = dict(source, repeat=job.repeat, seed=job.seed, copied_from_seed=source["seed"])
-    run_dir = _run_dir(root, job)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps(record, indent=1, default=float))
+    _save_run(_run_dir(root, job), record)
     return record
+
+
+def _save_run(run_dir: Path, record: dict) -> None:
+    # Atomic: a run killed while saving is run again on resume, never read back half-written.
+    atomic_write_text(run_dir / "run.json", json.dumps(record, indent=1, default=float))
 
 
 def _machine(device: str) -> dict:
