@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 from UltrasoundRefineLib import __version__
 from UltrasoundRefineLib.automask import MaskSuggestion
+from UltrasoundRefineLib.atomic import atomic_write_text
 from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
 from UltrasoundRefineLib.io import find_loops, loop_stem, read_loop, write_mask
 from UltrasoundRefineLib.loop import Loop
@@ -139,9 +140,7 @@ def run_batch(
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError as e:
         raise OutputError(path, f"cannot write the summary ({e.strerror or e})") from None

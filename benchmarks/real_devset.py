@@ -45,6 +45,7 @@ from scipy.stats import spearmanr  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.automask import suggest_mask  # noqa: E402
 from UltrasoundRefineLib.errors import InputError  # noqa: E402
 from UltrasoundRefineLib.io import loop_stem, read_loop  # noqa: E402
@@ -141,10 +142,7 @@ def main(argv=None) -> int:
         "training": trained.get("info"),
         "per_file": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, json.dumps(report, indent=1))
 
     print(f"\n{len(rows)} dev-set files on {platform.platform()}, {os.cpu_count()} CPUs")
     print(f"{'method':12s} {'mean':>6s} {'median':>6s} {'min':>6s} {'<0.80':>5s} {'>=0.95':>6s} {'rho(q,Dice)':>11s}")

@@ -3,13 +3,12 @@ so Slicer shows them right over the image."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from UltrasoundRefineLib.atomic import atomic_write
 from UltrasoundRefineLib.errors import InputError, OutputError
 from UltrasoundRefineLib.loop import Loop
 
@@ -32,16 +31,8 @@ def write_mask(mask: np.ndarray, path: str | Path, like: Loop | None = None) -> 
         image.SetOrigin(tuple(float(v) for v in like.origin))
         image.SetDirection(tuple(float(v) for v in like.direction))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nrrd", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise OutputError(path.parent, f"cannot write here ({e.strerror or e})") from None
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp, True))
     except (OSError, RuntimeError) as e:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(path, f"cannot write the mask ({str(e).splitlines()[0] if str(e) else e})") from None
     return path
 

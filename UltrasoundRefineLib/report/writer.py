@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
+from UltrasoundRefineLib.atomic import atomic_write_all
 from UltrasoundRefineLib.errors import OutputError
 
 from . import html as _html
@@ -88,23 +87,12 @@ def write_report(result: ExperimentResult, out_dir: str | Path) -> dict[str, Pat
         raise OutputError(out, "is not a folder")
     contents = render(result)
 
-    temps: dict[str, str] = {}
-    current = out
     try:
-        for key, data in contents.items():
-            current = out / FILES[key]
-            fd, tmp = tempfile.mkstemp(prefix=f".{FILES[key]}.", suffix=".tmp", dir=out)
-            temps[key] = tmp
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for reading
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for key, tmp in temps.items():
-            current = out / FILES[key]
-            os.replace(tmp, current)
+        atomic_write_all({out / FILES[key]: _writer(data) for key, data in contents.items()})
     except OSError as exc:
-        for tmp in temps.values():
-            Path(tmp).unlink(missing_ok=True)
-        raise OutputError(current, f"cannot write the report ({exc.strerror or exc})") from None
+        raise OutputError(out, f"cannot write the report ({exc.strerror or exc})") from None
     return {key: out / name for key, name in FILES.items()}
+
+
+def _writer(data: bytes):
+    return lambda tmp: Path(tmp).write_bytes(data)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from UltrasoundRefineLib.atomic import atomic_write
 from UltrasoundRefineLib.errors import InputError, OutputError
 from UltrasoundRefineLib.io.find import strip_extension
 from UltrasoundRefineLib.io.mask import read_label_image, read_mask
@@ -198,17 +198,6 @@ def import_masks(ws, inputs, user: str | None = None) -> ImportReport:
     return report
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nrrd", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def best_masks(ws) -> dict[str, tuple[str, str]]:
     """Per item id, its best mask (path relative to the workspace) and where it came from: the latest
     human mask, else the accepted suggestion of the latest round (its edited mask where it was edited).
@@ -255,19 +244,21 @@ def export_masks(ws, out_dir: str | Path) -> ExportReport:
                                                  "was deleted or moved out of the workspace; not exported"))
             continue
         try:
-            _copy_atomic(ws.root / rel, dst)
+            atomic_write(dst, lambda tmp: shutil.copyfile(ws.root / rel, tmp))
         except OSError as e:
             raise OutputError(dst, f"cannot write the mask ({e.strerror or e})") from None
         report.written.append((dst, item.id, source))
         rows.append({"file": name, "item_id": item.id, "stem": item.stem, "split": item.split or "", "source": source})
     manifest = out / "masks.csv"
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=out)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+
+    def write_manifest(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=["file", "item_id", "stem", "split", "source"])
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, manifest)
+
+    try:
+        atomic_write(manifest, write_manifest)
     except OSError as e:
         raise OutputError(manifest, f"cannot write the manifest ({e.strerror or e})") from None
     report.manifest = manifest

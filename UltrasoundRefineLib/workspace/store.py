@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from UltrasoundRefineLib import __version__
+from UltrasoundRefineLib.atomic import atomic_write
 from UltrasoundRefineLib.errors import InputError, UltrasoundRefineError
 from UltrasoundRefineLib.io.mask import read_mask, write_mask
 from UltrasoundRefineLib.loop import Loop
@@ -140,20 +141,22 @@ class Workspace:
         _require_writable_dir(root)
         # Build the database under a temporary name and rename it into place: a crash during create
         # never leaves a half-made workspace.db that open() would then have to call corrupt.
-        tmp = root / f".{schema.DB_NAME}.creating-{os.getpid()}"
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        def build(tmp: str) -> None:
+            try:
+                conn = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    schema.initialise(conn, created_by=f"UltrasoundRefine {__version__}", created_at=_now())
+                    conn.execute("PRAGMA journal_mode = WAL")
+                finally:
+                    conn.close()
+            finally:  # a clean close folds the log into the file; these are left only by a failure
+                for suffix in ("-wal", "-shm", "-journal"):
+                    Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
         try:
-            conn = sqlite3.connect(str(tmp), isolation_level=None)
-            schema.initialise(conn, created_by=f"UltrasoundRefine {__version__}", created_at=_now())
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.close()
-            os.replace(tmp, db)
+            atomic_write(db, build)
         except (OSError, sqlite3.Error) as e:
             raise WorkspaceError(root, f"cannot create the workspace database ({e})") from None
-        finally:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         return cls.open(root)
 
     @classmethod
