@@ -143,7 +143,7 @@ def test_worker_processes_get_one_library_thread_each(monkeypatch):
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from UltrasoundRefineLib.experiment.runner import _worker_threads
+    from UltrasoundRefineLib.executor import worker_thread_environment as _worker_threads
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "3")

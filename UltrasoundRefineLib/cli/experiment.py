@@ -17,6 +17,14 @@ def _events(as_json: bool):
     return emit
 
 
+def add_executor_option(parser: argparse.ArgumentParser, task: str) -> None:
+    """``--executor``, shared by the commands whose work splits into independent tasks."""
+    parser.add_argument(
+        "--executor", default="local", metavar="local|dask://HOST:PORT",
+        help=f"where {task} runs: local (default: processes on this machine) or dask://HOST:PORT (the workers of "
+        "a Dask cluster; every worker must see the same paths, e.g. a shared filesystem)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment",
@@ -29,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", help="experiment spec (TOML); default: the built-in comparison")
     p.add_argument("--out", help="report folder")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    p.add_argument("--workers", type=int, help="runs at once (default: one per two CPU cores, 4 on a GPU)")
+    p.add_argument("--workers", type=int,
+                   help="runs at once with --executor local (default: one per CPU core up to 8; on GPUs 8 per GPU, "
+                   "at most one per core)")
+    add_executor_option(p, "each (condition, repeat) run")
     p.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=run_experiment_cmd)
 
@@ -63,7 +74,7 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     if args.out:  # before hours of runs, not after them
         ensure_writable_dir(Path(args.out))
     result = run_experiment(args.workspace, spec, device=args.device, workers=args.workers,
-                            events=_events(args.json))
+                            events=_events(args.json), executor=args.executor)
     out = Path(args.out) if args.out else Path(args.workspace) / "reports" / spec.name
     paths = analyse(result, args.workspace, out)
     print(f"report: {paths['html']}", file=sys.stderr)

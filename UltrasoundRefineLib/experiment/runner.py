@@ -3,8 +3,10 @@
 Each repeat has a seed; every condition of a repeat uses that same seed, so a repeat shares its network
 initialisation, data order, augmentation draws and the human masks drawn for it across conditions (a
 paired design). What stays fixed: the workspace's test loops, its accepted suggestions and its pool of
-human masks. A finished run is a JSON file under ``<workspace>/runs/<experiment>/``; running again skips
-it. Pretrained models are shared by the fine-tuning conditions of the same repeat.
+human masks. A finished run is a JSON file under ``<workspace>/runs/<experiment>/``, written atomically: running again
+skips it, and a run started twice (a Dask worker lost after saving it) returns it instead of running
+again. Pretrained models are shared by the fine-tuning conditions of the same repeat. What runs the runs
+is an executor (:mod:`UltrasoundRefineLib.executor`): processes here, or a Dask cluster.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from UltrasoundRefineLib.atomic import atomic_write_text
 from UltrasoundRefineLib.errors import UltrasoundRefineError
+from UltrasoundRefineLib.executor import Executor, concurrent_runs, executor_from_spec, machine_gpus, threads_per_run
 from UltrasoundRefineLib.experiment.spec import Condition, ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -201,20 +202,19 @@ def _evaluate(model, data: ExperimentData) -> tuple[dict, dict]:
 
 
 def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, seed: int, root: str,
-            device: str, threads: int | None) -> dict:
-    """One (condition, repeat), in this process or a worker. Returns the run record (also saved)."""
-    import torch
-
+            device: str) -> dict:
+    """One (condition, repeat), in this process or a worker. Returns the run record (also saved); a run
+    saved already (by an earlier attempt of this task) is returned as it is."""
     from UltrasoundRefineLib.experiment.spec import Condition, spec_from_dict
     from UltrasoundRefineLib.train import finetune as ft
     from UltrasoundRefineLib.train.model import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
     spec = spec_from_dict(spec_dict)
     cond = Condition(**condition)
     root_path = Path(root)
     run_dir = root_path / "runs" / cond.name / f"seed-{seed}"
+    if (run_dir / "run.json").is_file():
+        return json.loads((run_dir / "run.json").read_text())
     needs = {cond.automask or cond.pretrain_on or "", "human" if cond.uses_human_masks else ""} - {""}
     data = load_data(Path(workspace_path), spec, needs)
     start = time.perf_counter()
@@ -260,12 +260,9 @@ def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, 
 
 # --------------------------------------------------------------------------- the runner
 def default_workers(device: str) -> int:
-    """Processes to run at once. CPU: one per core, each with one torch thread (small models scale
-    badly across threads: benchmarks/train_phantom.py). GPU: several small models share the device."""
-    cores = os.cpu_count() or 1
-    if device.startswith("cuda"):
-        return 4
-    return max(1, min(cores, 8))
+    """Runs at once on this machine for ``device``: :func:`~UltrasoundRefineLib.executor.concurrent_runs`
+    of its GPUs and cores."""
+    return concurrent_runs(machine_gpus(device), os.cpu_count() or 1)
 
 
 def run_experiment(
@@ -275,8 +272,14 @@ def run_experiment(
     device: str = "auto",
     workers: int | None = None,
     events: Events | None = None,
+    executor: str | Executor | None = None,
 ) -> ExperimentRun:
-    """Run what is not done yet; returns every run of the spec (finished earlier or now)."""
+    """Run what is not done yet; returns every run of the spec (finished earlier or now).
+
+    ``executor``: ``"local"`` (default: ``workers`` processes here, see :func:`default_workers`),
+    ``"dask://HOST:PORT"``, or an :class:`~UltrasoundRefineLib.executor.Executor` the caller owns.
+    On a Dask cluster ``device`` is resolved by each worker (``auto``: its GPU if it has one), and
+    ``workspace_path`` must be the same path on every worker (a shared filesystem)."""
     from UltrasoundRefineLib.train.device import resolve_device
 
     emit = events or (lambda e: None)
@@ -289,8 +292,21 @@ def run_experiment(
     root = workspace_path / "runs" / spec.name
     root.mkdir(parents=True, exist_ok=True)
     (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
-    workers = max(1, workers or default_workers(device_name))
-    threads = max(1, (os.cpu_count() or 1) // workers) if not device_name.startswith("cuda") else None
+    owned = executor is None or isinstance(executor, str)
+    if owned:
+        workers = max(1, workers or default_workers(device_name))
+        executor = executor_from_spec(executor, slots=workers, threads=threads_per_run(os.cpu_count() or 1, workers))
+    try:
+        return _run(workspace_path, spec, root, executor, device_name, device, emit)
+    finally:
+        if owned:
+            executor.close()
+
+
+def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Executor, device_name: str,
+         device_request: str, emit: Events) -> ExperimentRun:
+    # A remote worker resolves the device itself: "auto" is its own GPU, whatever this machine has.
+    task_device = device_request if executor.remote else device_name
 
     jobs = [RunJob(c, r, s) for c in spec.conditions for r, s in enumerate(spec.seeds())]
     done: dict[str, dict] = {}
@@ -301,7 +317,7 @@ def run_experiment(
     skipped = len(done)
     todo = [j for j in jobs if j.key not in done]
     emit({"event": "experiment_start", "runs": len(jobs), "to_run": len(todo), "skipped": skipped,
-          "workers": workers, "device": device_name})
+          "workers": executor.slots, "executor": executor.name, "device": task_device})
     start = time.perf_counter()
     spec_dict = spec.to_dict()
 
@@ -314,39 +330,14 @@ def run_experiment(
     def submit(pool, job: RunJob) -> Future:
         emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
         return pool.submit(run_job, str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat,
-                           job.seed, str(root), device_name, threads)
+                           job.seed, str(root), task_device)
 
-    if workers == 1:
-        _schedule(spec, todo, done, root, _InlinePool(), 1, submit, finished)
-    else:
-        # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        with _worker_threads(threads), ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            _schedule(spec, todo, done, root, pool, workers, submit, finished)
+    _schedule(spec, todo, done, root, executor, executor.slots, submit, finished)
     runs = [done[j.key] for j in jobs]
-    return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=_machine(device_name))
-
-
-#: The numerical libraries' own thread pools (numpy's and scipy's OpenBLAS, OpenMP): a worker that
-#: fits shapes with 2 BLAS threads on a 2-core machine takes the core of the worker training beside it.
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextmanager
-def _worker_threads(threads: int | None):
-    """While the worker processes start (they inherit the environment), their libraries' thread pools
-    get ``threads`` threads each, unless the user set these variables."""
-    if not threads:
-        yield
-        return
-    added = [k for k in _THREAD_VARIABLES if k not in os.environ]
-    for k in added:
-        os.environ[k] = str(threads)
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
+    machine = {**_machine(device_name), "executor": executor.name}
+    if executor.remote:  # this machine only scheduled the runs
+        machine["device"] = f"{device_request} (resolved by each worker)"
+    return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=machine)
 
 
 def _run_dir(root: Path, job: RunJob) -> Path:
@@ -356,18 +347,6 @@ def _run_dir(root: Path, job: RunJob) -> Path:
 def _condition_dict(c: Condition) -> dict:
     return {"name": c.name, "description": c.description, "automask": c.automask, "pretrain_on": c.pretrain_on,
             "finetune": c.finetune, "scratch": c.scratch}
-
-
-class _InlinePool:
-    """``submit`` runs the job here and now: the one-worker case without a process pool."""
-
-    def submit(self, fn, *args) -> Future:
-        fut: Future = Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as e:  # re-raised by fut.result() in the scheduler
-            fut.set_exception(e)
-        return fut
 
 
 def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], root: Path, pool, workers: int,
