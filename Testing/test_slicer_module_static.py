@@ -12,6 +12,7 @@ slicer-core's MRML classes and a real workspace, with only Slicer's application 
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import os
 import re
@@ -27,6 +28,7 @@ import pytest
 
 from UltrasoundRefineLib import jobs
 from UltrasoundRefineLib.errors import UltrasoundRefineError
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.report.reader import read_report_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -566,7 +568,7 @@ def test_suggest_mask_reuses_the_segmentation_of_the_same_loop_only(module):
     still = slicerbridge.loop_to_volume(loop, scene=scene)
     other, _ = logic.suggestMask(still, "threshold", first, scene=scene)
     assert other is not first
-    assert module.dice(slicerbridge.segmentation_to_mask(other, still, scene=scene), truth) > 0.95
+    assert dice(slicerbridge.segmentation_to_mask(other, still, scene=scene), truth) > 0.95
     with pytest.raises(ValueError, match="Select a volume"):
         logic.suggestMask(None)
 
@@ -1024,6 +1026,8 @@ def test_torch_comes_from_pytorchutils_before_monai_is_pip_installed(module, ins
 
     logic = module.UltrasoundRefineLogic
     monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["monai>=999", "no-such-package-xyz>=1"]))
+    # as in a fresh Slicer, where monai is not imported yet (here an earlier test file may have)
+    monkeypatch.setattr(module, "requirementsNeedingRestart", functools.partial(module.requirementsNeedingRestart, modules={}))
     assert logic().ensureDependencies(training=True) is True
     kinds = [entry[0] for entry in installer]
     assert kinds.index("installTorch") < kinds.index("pip_install")

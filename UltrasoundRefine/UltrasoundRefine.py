@@ -250,15 +250,6 @@ def pythonSlicerExecutable() -> str:
     raise RuntimeError(_("PythonSlicer was not found: training needs Slicer's own Python executable."))
 
 
-def dice(a, b) -> float:
-    """Dice overlap of two boolean masks (1.0 when both are empty)."""
-    import numpy as np
-
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 
 #
 # UltrasoundRefineWidget
@@ -1189,6 +1180,7 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
 
     def test_SuggestMaskOnSequence(self):
         from UltrasoundRefineLib import slicerbridge
+        from UltrasoundRefineLib.metrics import dice
 
         self.delayDisplay("Suggest a mask for a synthetic cine loop")
         loop, truth = self.syntheticLoop()
@@ -1204,6 +1196,7 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
 
     def test_SuggestMaskOnStillFrame(self):
         from UltrasoundRefineLib import slicerbridge
+        from UltrasoundRefineLib.metrics import dice
 
         self.delayDisplay("Suggest a mask for a single colour frame")
         loop, truth = self.syntheticLoop(n_frames=1, rgb=True)

@@ -25,6 +25,7 @@ from scipy.spatial import ConvexHull, QhullError
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.automask.evidence import FLOOR_MARGIN, background_level, disk, image_area
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import iou
 from UltrasoundRefineLib.regions import image_boxes
 
 METHOD = "threshold"
@@ -94,11 +95,6 @@ def _mask_at(
     return m
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / u) if u else 1.0
-
-
 def solidity(mask: np.ndarray) -> float:
     """Area over convex-hull area, per connected component, area-weighted (1 for a convex shape)."""
     labels, n = ndimage.label(mask)
@@ -144,7 +140,7 @@ def _box_agreement(mask: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> 
                 bb[y0 + r.min() : y0 + r.max() + 1, x0 + c.min() : x0 + c.max() + 1] = True
         outside = mask & ~box
         bb |= outside
-    return _iou(bb, box)
+    return iou(bb, box)
 
 
 def suggest_threshold(
@@ -233,7 +229,7 @@ def suggest_threshold(
     sol = solidity(mask)
     lo = _mask_at(proj, thr * 0.7, **params)
     hi = _mask_at(proj, thr * 1.4 + 1.0, **params)
-    stab = _iou(lo, hi)
+    stab = iou(lo, hi)
     box = _box_agreement(mask, image_boxes(loop))
     size_ok = float(np.clip(min((frac - min_fraction) / 0.06, (0.9 - frac) / 0.1, 1.0), 0.0, 1.0))
     sol_term = float(np.clip((sol - 0.75) / 0.23, 0.0, 1.0))

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from UltrasoundRefineLib.errors import InputError, UltrasoundRefineError
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.workspace.errors import UnknownItemError, WorkspaceError
 
 DECISION_WORDS = {
@@ -226,18 +227,6 @@ class SimulationReport:
         """What the accept rate should be: the bound's share, flipped at the mistake rate."""
         p = self.bound_rate
         return p * (1 - self.mistake_rate) + (1 - p) * self.mistake_rate
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice through MONAI, as everywhere else; two empty masks agree perfectly."""
-    import torch
-    from monai.metrics import compute_dice
-
-    if not pred.any() and not truth.any():
-        return 1.0
-    p = torch.as_tensor(pred, dtype=torch.float32)[None, None]
-    t = torch.as_tensor(truth, dtype=torch.float32)[None, None]
-    return float(compute_dice(p, t, include_background=True, ignore_empty=False)[0, 0])
 
 
 def simulate_review(
