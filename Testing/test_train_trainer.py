@@ -8,6 +8,8 @@ Tiny like test_train.py: 32 px, a 3-level U-Net with 4-16 channels, 8 small phan
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,3 +80,200 @@ def test_a_seeded_cpu_run_is_bit_identical_to_the_reference(pairs, tmp_path):
     # and the checkpoint it left loads with weights_only=True
     ckpt = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 2 and _weights_sha256(ckpt["model"]) == REFERENCE["weights_sha256"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-step overhead
+
+
+def _count_host_reads(monkeypatch) -> list:
+    """Count our code's reads of a tensor's value on the host (on a GPU each one waits for the device).
+
+    Only reads made by this library count: MONAI and torch read small host-side tensors per step by
+    design (``torch.arange(...).tolist()`` in the Dice loss, AdamW's step counters, kept on the CPU
+    unless fused, which is what the trainer uses on CUDA), which never wait for a GPU.
+    """
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _real=real, _name=name):
+            caller = sys._getframe(1).f_code.co_filename
+            if "UltrasoundRefineLib" in caller:
+                reads.append((_name, Path(caller).name, sys._getframe(1).f_lineno))
+            return _real(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return reads
+
+
+def test_host_reads_do_not_grow_with_the_steps(pairs, monkeypatch):
+    """No read of the loss (or anything else) inside a step: the epoch's loss and its validation Dice
+    are read once per epoch, with 2 steps an epoch as with 12."""
+    for steps in (2, 12):
+        reads = _count_host_reads(monkeypatch)
+        result = train_model(pairs, None, TINY.replace(min_steps_per_epoch=steps), seed=0, device="cpu")
+        monkeypatch.undo()
+        assert result.metrics["epochs_run"] == 2
+        assert len(reads) == 2 * 2, reads  # 2 epochs x (loss, val Dice)
+
+
+def test_the_optimizer_runs_multi_tensor_on_the_cpu(pairs):
+    from UltrasoundRefineLib.train.trainer import make_optimizer, optimizer_flags
+
+    assert optimizer_flags(torch.device("cpu")) == {"foreach": True}
+    assert optimizer_flags(torch.device("cuda")) == {"fused": True}
+    opt = make_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], TINY, torch.device("cpu"))
+    assert opt.param_groups[0]["foreach"] is True
+
+
+def test_data_stays_on_the_gpu_only_where_it_fits():
+    from UltrasoundRefineLib.train.trainer import fits_on_device
+
+    gpu = torch.device("cuda")
+    free_1gb = lambda device: (2**30, 80 * 2**30)  # noqa: E731
+    assert fits_on_device(400 * 2**20, gpu, free_1gb)
+    assert not fits_on_device(600 * 2**20, gpu, free_1gb)  # over half the free memory
+    assert fits_on_device(10 * 2**30, torch.device("cpu"), free_1gb)  # the CPU never asks
+
+
+# ---------------------------------------------------------------------------------------------------
+# early stopping
+
+
+def _ignite_stop(scores, patience, min_delta):
+    """ignite's EarlyStopping.__call__ (cumulative_delta=True), transcribed: (stop epoch, best epoch)."""
+    best, counter, best_epoch = None, 0, 0
+    for epoch, score in enumerate(scores, 1):
+        if best is None:
+            best, best_epoch = score, epoch
+        elif score <= best + min_delta:
+            counter += 1
+            if counter >= patience:
+                return epoch, best_epoch
+        else:
+            best, counter, best_epoch = score, 0, epoch
+    return None, best_epoch
+
+
+@pytest.mark.parametrize(
+    "scores, patience, min_delta",
+    [
+        ([0.5, 0.6, 0.6, 0.6, 0.7], 2, 0.0),
+        ([0.5, 0.6, 0.6, 0.61, 0.6, 0.6], 3, 0.0),
+        ([0.5, 0.55, 0.59, 0.62, 0.63], 2, 0.05),  # slow gains count once they add up to min_delta
+        ([0.9, 0.1, 0.2, 0.3], 3, 0.0),
+        ([0.3, 0.2], 1, 0.5),
+    ],
+)
+def test_early_stopping_follows_monai_ignite(scores, patience, min_delta):
+    from UltrasoundRefineLib.train.trainer import EarlyStopping
+
+    stopper, stopped_at = EarlyStopping(patience, min_delta), None
+    for epoch, score in enumerate(scores, 1):
+        stopper.update(score, epoch)
+        if stopper.should_stop:
+            stopped_at = epoch
+            break
+    assert (stopped_at, stopper.best_epoch) == _ignite_stop(scores, patience, min_delta)
+
+
+def test_without_validation_every_epoch_is_the_best_and_nothing_stops():
+    from UltrasoundRefineLib.train.trainer import EarlyStopping
+
+    stopper = EarlyStopping(patience=0, min_delta=0.0)
+    for epoch in (1, 2, 3):
+        assert stopper.update(None, epoch) and not stopper.should_stop
+    assert stopper.best_epoch == 3 and stopper.best_score is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# precision
+
+
+class FakeClock:
+    """A timer that says each timed stretch took the next of ``durations`` seconds."""
+
+    def __init__(self, *durations):
+        self.durations, self.now, self.calls = list(durations), 0.0, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # the end of a stretch
+            self.now += self.durations.pop(0)
+        return self.now
+
+
+def _gpu(amp: bool = True):
+    from UltrasoundRefineLib.train.device import DeviceChoice
+
+    return DeviceChoice(device=torch.device("cuda"), amp=amp, amp_dtype=torch.bfloat16 if amp else None, requested="cuda")
+
+
+def test_the_probe_keeps_the_faster_precision():
+    from UltrasoundRefineLib.train.device import choose_precision
+
+    calls = []
+    run = lambda dtype, n: calls.append((dtype, n))  # noqa: E731
+    # float32 1.0 s, bfloat16 0.5 s for 10 steps of 16 images: bfloat16
+    chosen = choose_precision(_gpu(), run, images_per_step=16, timer=FakeClock(1.0, 0.5), warmup=2, steps=10)
+    assert chosen.amp and chosen.amp_dtype == torch.bfloat16 and not chosen.tf32
+    assert chosen.precision_probe["images_per_s"] == {"float32": 160.0, "bfloat16": 320.0}
+    assert chosen.precision_probe["chosen"] == "bfloat16"
+    assert calls == [(None, 2), (None, 10), (torch.bfloat16, 2), (torch.bfloat16, 10)]
+    # the H200 case of issue 13: float32 (TF32) faster than bfloat16 autocast
+    chosen = choose_precision(_gpu(), run, images_per_step=16, timer=FakeClock(0.08, 0.12), warmup=2, steps=10)
+    assert not chosen.amp and chosen.amp_dtype is None and chosen.tf32
+    assert chosen.precision_probe["images_per_s"] == {"float32": 2000.0, "bfloat16": pytest.approx(1333.3)}
+    assert chosen.precision_probe["chosen"] == "float32"
+
+
+def test_a_failing_candidate_is_recorded_and_passed_over():
+    from UltrasoundRefineLib.train.device import choose_precision
+
+    def run(dtype, n):
+        if dtype is not None:
+            raise RuntimeError("no bfloat16 kernel for this op\ndetails")
+
+    chosen = choose_precision(_gpu(), run, images_per_step=16, timer=FakeClock(1.0), warmup=1, steps=4)
+    assert not chosen.amp and chosen.precision_probe["errors"] == {"bfloat16": "no bfloat16 kernel for this op"}
+
+
+def test_no_probe_on_the_cpu_without_amp_or_when_resuming():
+    from UltrasoundRefineLib.train.device import choose_precision, resolve_device
+
+    def run(dtype, n):
+        raise AssertionError("must not probe")
+
+    cpu = resolve_device("cpu")
+    assert choose_precision(cpu, run, images_per_step=16) is cpu
+    assert choose_precision(_gpu(amp=False), run, images_per_step=16) == _gpu(amp=False)
+    kept = choose_precision(_gpu(), run, images_per_step=16, kept="float32")
+    assert not kept.amp and kept.tf32 and kept.precision_probe == {"kept_from_checkpoint": "float32"}
+
+
+def test_a_cpu_run_trains_in_float32_and_the_card_says_so(pairs, tmp_path):
+    result = train_model(pairs, None, TINY.replace(epochs=1), seed=0, device="cpu", out=tmp_path / "m")
+    device = result.model.card["training"]["device"]
+    assert device["amp"] is False and device["amp_dtype"] is None
+    assert device["tf32"] is False and device["precision_probe"] is None
+
+
+def test_the_probe_leaves_the_run_untouched(pairs, tmp_path, monkeypatch):
+    """The probe trains a throwaway copy: run it for real (float32 and CPU bfloat16 autocast) before a
+    seeded run, and the run is still bit-identical to the reference."""
+    _on_reference_platform()
+    import UltrasoundRefineLib.train.trainer as trainer_module
+
+    probed = []
+
+    def probe_then_keep(dev, run_steps, **kwargs):
+        for dtype in (None, torch.bfloat16):
+            run_steps(dtype, 2)
+            probed.append(dtype)
+        return dev
+
+    monkeypatch.setattr(trainer_module, "choose_precision", probe_then_keep)
+    run = _reference_run(pairs, tmp_path)
+    assert probed == [None, torch.bfloat16]
+    assert run["weights_sha256"] == REFERENCE["weights_sha256"] and run["history"] == REFERENCE["history"]
