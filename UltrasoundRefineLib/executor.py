@@ -208,11 +208,12 @@ class DaskExecutor(_Closing):
 
 def _cluster_thread_share(client, nthreads: dict[str, int]) -> int:
     """The smallest per-task share of cores over the cluster's hosts (workers on one host share it)."""
+    from distributed.comm import get_address_host
+
     cores = client.run(os.cpu_count)
-    workers = client.scheduler_info(n_workers=-1)["workers"]
     by_host: dict[str, list[str]] = {}
     for address in nthreads:
-        by_host.setdefault(workers[address]["host"], []).append(address)
+        by_host.setdefault(get_address_host(address), []).append(address)
     shares = [threads_per_run(cores[addrs[0]] or 1, sum(nthreads[a] for a in addrs)) for addrs in by_host.values()]
     return min(shares)
 

@@ -1,0 +1,102 @@
+"""The experiment on a Dask cluster of two worker processes: the same runs as the local executor, a
+killed worker's run redone, finished runs not redone."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason='the Dask executor needs dask[distributed] (pip install ".[dask]")')
+
+from distributed import Client, LocalCluster  # noqa: E402
+
+from UltrasoundRefineLib.executor import DaskExecutor  # noqa: E402
+from UltrasoundRefineLib.experiment.analysis import analyse  # noqa: E402
+from UltrasoundRefineLib.experiment.runner import run_experiment  # noqa: E402
+
+# The tiny phantom workspace and spec of the runner's own tests (a fixture imported is a fixture here).
+from test_experiment_runner import _spec, workspace  # noqa: E402,F401
+
+CONDITIONS = ["threshold", "threshold-pretrained+finetuned"]  # a shared pretrained model, fine-tuned
+FIGURES = ("condition", "repeat", "seed", "dice", "iou", "accuracy", "hd95")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # The workers import this file (for _die_once) as the test run does: Testing/ on their path.
+    here = str(Path(__file__).parent)
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                      env={"PYTHONPATH": path}) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _die_once(marker: str, fn, *args):
+    """The first task to get here kills its worker process (as a lost machine would), later ones run."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return fn(*args)
+    os._exit(1)
+
+
+class _Killing(DaskExecutor):
+    """Counts what is submitted; with ``marker``, the first task's worker dies."""
+
+    def __init__(self, client, marker: Path | None = None):
+        super().__init__(client)
+        self.marker, self.submitted = marker, 0
+
+    def submit(self, fn, *args):
+        self.submitted += 1
+        if self.marker is None:
+            return super().submit(fn, *args)
+        return super().submit(_die_once, str(self.marker), fn, *args)
+
+
+def _figures(result, out: Path) -> list[tuple]:
+    rows = csv.DictReader(open(analyse(result, result.root.parents[1], out)["runs"]))
+    return sorted(tuple(r[k] for k in FIGURES) for r in rows)
+
+
+def test_dask_gives_the_local_runs_and_redoes_a_killed_workers_run(workspace, client, tmp_path):  # noqa: F811
+    local_spec = _spec(CONDITIONS)
+    local_spec.name = "on-local"
+    local = run_experiment(workspace, local_spec, device="cpu", workers=2)
+
+    marker = tmp_path / "killed"
+    dask_spec = _spec(CONDITIONS)
+    dask_spec.name = "on-dask"
+    executor = _Killing(client, marker)
+    assert executor.slots == 2 and executor.threads == max(1, (os.cpu_count() or 1) // 2)
+    on_dask = run_experiment(workspace, dask_spec, device="cpu", executor=executor)
+    assert marker.is_file()  # a worker did die mid-experiment ...
+    assert len(on_dask.runs) == 4 and on_dask.skipped == 0  # ... and every run is there
+    # the same figures as on local processes, run.json by run.json and in runs.csv
+    assert _figures(on_dask, tmp_path / "dask") == _figures(local, tmp_path / "local")
+    for run in on_dask.runs:
+        assert (on_dask.root / "runs" / run["condition"] / f"seed-{run['seed']}" / "run.json").is_file()
+    assert all((on_dask.root / r["model_dir"] / "card.json").is_file() for r in on_dask.runs if "model_dir" in r)
+
+    # run again: every run is finished, nothing reaches the cluster
+    again = _Killing(client)
+    second = run_experiment(workspace, dask_spec, device="cpu", executor=again)
+    assert again.submitted == 0 and second.skipped == 4
+    assert _figures(second, tmp_path / "again") == _figures(on_dask, tmp_path / "dask")
+
+
+def test_a_task_started_twice_returns_the_saved_run(workspace, client):  # noqa: F811
+    """A worker lost after saving its run: the rescheduled task returns the saved run, not a new one."""
+    from UltrasoundRefineLib.experiment.runner import _condition_dict, run_job
+
+    spec = _spec(["threshold", "human-only"])
+    root = workspace / "runs" / "twice"
+    args = (str(workspace), spec.to_dict(), _condition_dict(spec.conditions[1]), 0, 0, str(root), "cpu")
+    first = run_job(*args)
+    saved = root / "runs" / "human-only" / "seed-0" / "run.json"
+    stamp = saved.stat().st_mtime_ns
+    again = client.submit(run_job, *args, pure=False).result()
+    assert again == first and again["condition"] == "human-only" and saved.stat().st_mtime_ns == stamp
