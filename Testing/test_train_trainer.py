@@ -277,3 +277,56 @@ def test_the_probe_leaves_the_run_untouched(pairs, tmp_path, monkeypatch):
     run = _reference_run(pairs, tmp_path)
     assert probed == [None, torch.bfloat16]
     assert run["weights_sha256"] == REFERENCE["weights_sha256"] and run["history"] == REFERENCE["history"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# CUDA graphs (no GPU in CI: the fallback paths, and that training works through them)
+
+
+def _small_net():
+    from UltrasoundRefineLib.train.network import build_network, network_kwargs
+    from UltrasoundRefineLib.train.strategy import apply_strategy
+
+    net = build_network("unet", network_kwargs("unet", 3, TINY.net))
+    return net, apply_strategy(net, "unet", "full", 1e-3)
+
+
+def test_without_cuda_the_step_is_not_graphed_and_training_works(pairs, tmp_path, monkeypatch):
+    def must_not_capture(*args, **kwargs):
+        raise AssertionError("no capture without CUDA")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", must_not_capture)
+    events = []
+    result = train_model(pairs, None, TINY.replace(epochs=1), seed=0, device="cpu", out=tmp_path / "m", events=events.append)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["cuda_graph"] == "off: not a CUDA device"
+    assert result.model.card["training"]["cuda_graph"] == "off: not a CUDA device"
+    assert result.model_dir is not None and result.history[0]["loss"] > 0
+
+
+def test_a_failed_capture_falls_back_to_the_eager_network(monkeypatch):
+    from UltrasoundRefineLib.train.trainer import capture_network, release_network
+
+    net, setup = _small_net()
+    sample = torch.rand(2, 3, 32, 32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def fails_midway(module, args, **kwargs):
+        module.forward = lambda x: x  # what a capture that got far would leave behind
+        raise RuntimeError("operation not permitted when stream is capturing\ntrace")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fails_midway)
+    why = capture_network(net, setup, sample, _gpu(amp=False).with_precision(None))
+    assert why == "off: capture failed: operation not permitted when stream is capturing"
+    assert "forward" not in net.__dict__ and net(sample).shape == (2, 1, 32, 32)  # the module's own forward
+
+    captured = []
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, args, **kw: captured.append(args[0].shape))
+    assert capture_network(net, setup, sample, _gpu(amp=False).with_precision(None)) == "captured"
+    assert captured == [(2, 3, 32, 32)] and net.training
+    # not under autocast, and not when turned off
+    assert capture_network(net, setup, sample, _gpu()).startswith("off: bfloat16 autocast")
+    assert capture_network(net, setup, sample, _gpu(amp=False), enabled=False) == "off: turned off (cuda_graph=False)"
+    net.forward = lambda x: x
+    release_network(net)
+    assert "forward" not in net.__dict__

@@ -48,6 +48,9 @@ class TrainConfig:
     val_fraction: the share of the training examples held out (by group when groups are known) for
         early stopping; 0 disables validation and early stopping.
     encoder_lr_factor: the encoder's learning rate relative to ``lr`` for ``low-lr-encoder``.
+    cuda_graph: on CUDA in float32, replay the network's forward and backward from captured CUDA
+        graphs (see :func:`.trainer.capture_network`); ``False`` trains eagerly. How, not what, a run
+        learns, so it may change on resume.
     """
 
     size: int = 128
@@ -68,6 +71,7 @@ class TrainConfig:
     amp: bool = True
     log_every: int = 20
     loss: str = "dicece"
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         problem = size_problem(self.size)
@@ -94,7 +98,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     # Settings that may change between a kill and a resume without invalidating the checkpoint.
-    RESUMABLE_CHANGES = ("epochs", "patience", "log_every")
+    RESUMABLE_CHANGES = ("epochs", "patience", "log_every", "cuda_graph")
 
     def fingerprint_dict(self) -> dict:
         d = self.to_dict()

@@ -142,7 +142,8 @@ def _network(config: TrainConfig, arch_kwargs: dict, init: Model | None, strateg
 
 
 def _card(config: TrainConfig, arch_kwargs: dict, net: torch.nn.Module, *, stage: str, strategy: str, seed: int,
-          init: Model | None, train: Prepared, val: Prepared | None, dev: DeviceChoice, fingerprint: str, metrics: dict) -> dict:
+          init: Model | None, train: Prepared, val: Prepared | None, dev: DeviceChoice, cuda_graph: str, fingerprint: str,
+          metrics: dict) -> dict:
     return {
         "format": 1,
         "model_id": "unsaved",
@@ -170,6 +171,7 @@ def _card(config: TrainConfig, arch_kwargs: dict, net: torch.nn.Module, *, stage
             "val_data_hash": val.data_hash() if val is not None else None,
             "train_example_keys": sorted(train.keys),
             "device": dev.describe(),  # with the precision chosen and the probe's figures
+            "cuda_graph": cuda_graph,
             "fingerprint": fingerprint,
         },
         "metrics": metrics,
@@ -240,17 +242,18 @@ def train_model(
         trainer.resume()
     trainer.select_precision()
     dev = trainer.dev
-    send(trainer.start_event(stage=stage, strategy=strategy, seed=seed, parameters=count_parameters(net)))
-
     stop_flag = threading.Event()
     external_stop = _stop_checker(stop)
     with _sigterm_sets(stop_flag, handle_sigterm), tf32_matmuls(dev):
+        trainer.capture_graph()
+        send(trainer.start_event(stage=stage, strategy=strategy, seed=seed, parameters=count_parameters(net),
+                                 cuda_graph=trainer.cuda_graph))
         trainer.fit(lambda: stop_flag.is_set() or external_stop())
     trainer.finish()
 
     metrics = trainer.metrics()
     card = _card(config, arch_kwargs, net, stage=stage, strategy=strategy, seed=seed, init=init, train=train, val=val,
-                 dev=dev, fingerprint=fingerprint, metrics=metrics)
+                 dev=dev, cuda_graph=trainer.cuda_graph, fingerprint=fingerprint, metrics=metrics)
     if extra_card:
         card.update(extra_card)
     model = Model(net=net, card=card, device=dev.device)
