@@ -54,7 +54,7 @@ def _blocky(mask: np.ndarray, size: int = 16) -> np.ndarray:
 def test_postprocess_modes_and_old_cards():
     assert postprocess_mode(True) == "basic" and postprocess_mode(None) == "basic"
     assert postprocess_mode(False) == "none"
-    for mode in ("none", "basic", "shape"):
+    for mode in ("none", "basic", "shape", "evidence"):
         assert postprocess_mode(mode) == mode
     with pytest.raises(ValueError, match="unknown postprocess"):
         postprocess_mode("fancy")
@@ -80,6 +80,32 @@ def test_shape_mode_restores_exact_edges_of_a_blocky_mask(phantoms):
     assert np.mean(gains) > 0.003 and min(gains) > -0.002, gains
 
 
+def test_evidence_mode_takes_the_loop_s_edges_where_the_network_guesses(phantoms):
+    """A network on a scanner unlike its training data points at the region but misses much of it
+    (here: the truth cut to its top half and shifted): the loop's own evidence gives the region back.
+    A network that agrees with the evidence keeps its shape fit."""
+    from UltrasoundRefineLib.automask.fanfit import match_evidence
+
+    for p in phantoms[:2]:
+        truth = np.asarray(p.truth, bool)
+        rows = np.nonzero(truth.any(axis=1))[0]
+        guess = truth.copy()
+        guess[(rows[0] + rows[-1]) // 2 :] = False
+        guess = np.roll(guess, 6, axis=1)
+        out, info = refine_mask(guess, "evidence", loop=p.loop)
+        matched, agreement, _ = match_evidence(refine_mask(guess, "basic")[0], p.loop)
+        assert info["evidence_used"] and info["evidence_agreement"] == round(agreement, 4) < 0.85
+        assert np.array_equal(out, matched)
+        assert _dice(out, truth) > 0.95 > _dice(guess, truth) + 0.2
+        close = _blocky(truth)
+        out, info = refine_mask(close, "evidence", loop=p.loop)
+        assert not info["evidence_used"] and info["evidence_agreement"] >= 0.85
+        assert np.array_equal(out, refine_mask(close, "shape", loop=p.loop)[0])
+    # without a loop there is no evidence: the shape fit alone
+    out, info = refine_mask(_blocky(np.asarray(phantoms[0].truth, bool)), "evidence")
+    assert "evidence_used" not in info and "shape_used" in info
+
+
 def test_shape_mode_keeps_a_mask_that_is_no_scanner_shape():
     blob = np.zeros((120, 160), bool)
     blob[20:60, 20:60] = True
@@ -96,17 +122,17 @@ def test_new_models_predict_with_the_shape_fit_and_old_cards_do_not(phantoms, tm
     pairs = [(p.loop, p.truth) for p in phantoms]
     result = train_model(pairs, None, TINY, seed=0, device="cpu", out=tmp_path / "m")
     card = json.loads((tmp_path / "m" / "card.json").read_text())
-    assert card["postprocess"] == DEFAULT_POSTPROCESS == "shape"
+    assert card["postprocess"] == DEFAULT_POSTPROCESS == "evidence"
     assert card["shape_min_agreement"] == SHAPE_MIN_AGREEMENT
     model = load_model(tmp_path / "m", device="cpu")
     s = predict_loop(model, pairs[0][0])
-    assert s.details["postprocess"] == "shape" and "shape_agreement" in s.details
+    assert s.details["postprocess"] == "evidence" and "evidence_agreement" in s.details
     assert s.mask.shape == pairs[0][0].shape and s.mask.dtype == bool
     basic = predict_loop(model, pairs[0][0], postprocess=True)
     assert basic.details["postprocess"] == "basic" and "shape_agreement" not in basic.details
     model.card["postprocess"] = True  # an old card
     assert predict_loop(model, pairs[0][0]).details["postprocess"] == "basic"
-    for mode in ("shape", "basic", False):
+    for mode in ("evidence", "shape", "basic", False):
         summary = evaluate_model(result.model, pairs[:2], postprocess=mode)["summary"]
         assert summary["n"] == 2 and 0 <= summary["dice_mean"] <= 1
 

@@ -8,8 +8,9 @@ README (grey maximum over frames > 10, largest component, holes filled), ``thres
 ``fanfit``, each file read with ``read_loop`` as a user's would be; and Spearman's rho between each
 method's quality score and its Dice (a review that puts likely-wrong masks first needs it positive).
 With ``--train`` it also scores the trained models, each file's mask being what ``predict`` writes
-(test-time augmentation, then the shape fit with the loop's region boxes), and the network's own
-mask before the shape fit beside it:
+(test-time augmentation, then the model card's post-processing: the loop's evidence where the
+network disagrees with it, else the shape fit with the loop's region boxes), and beside it the
+network's own mask and the shape fit alone (``dice_network_only``, ``dice_shape_fit``):
 
 - **phantom-only**: pretrained on the phantom's accepted ``fanfit`` suggestions alone (a simulated
   reviewer accepts a suggestion whose Dice against the phantom's truth is at least 0.9); the phantom
@@ -125,8 +126,9 @@ def main(argv=None) -> int:
         d = np.array([r[method]["dice"] for r in rows])
         entry = {"mean": float(d.mean()), "median": float(np.median(d)), "min": float(d.min()),
                  "n_below_0.80": int((d < 0.80).sum()), "n_at_least_0.95": int((d >= 0.95).sum())}
-        if any("dice_network_only" in r[method] for r in rows):
-            entry["network_only_mean"] = float(np.mean([r[method].get("dice_network_only", 0.0) for r in rows]))
+        for part in ("network_only", "shape_fit"):
+            if any(f"dice_{part}" in r[method] for r in rows):
+                entry[f"{part}_mean"] = float(np.mean([r[method].get(f"dice_{part}", 0.0) for r in rows]))
         q = [r[method].get("quality") for r in rows if r["read"]]
         if method in METHODS and len(set(q)) > 1:
             rho, p = spearmanr(q, [r[method]["dice"] for r in rows if r["read"]])
@@ -150,6 +152,8 @@ def main(argv=None) -> int:
         rho = e.get("spearman_quality_dice", {}).get("rho", float("nan"))
         print(f"{method:12s} {e['mean']:6.3f} {e['median']:6.3f} {e['min']:6.3f} {e['n_below_0.80']:5d} "
               f"{e['n_at_least_0.95']:6d} {rho:11.3f}")
+        if "shape_fit_mean" in e:
+            print(f"{'':12s} network alone {e['network_only_mean']:.3f}, shape fit alone {e['shape_fit_mean']:.3f}")
     print(f"wrote {args.out}")
     return 0
 
@@ -192,7 +196,9 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
         examples = [(loops[s], truths[s]) for s in stems]
         full = evaluate_model(model, examples)["per_example"]
         alone = evaluate_model(model, examples, postprocess="basic")["per_example"]
-        return {s: {"dice": f["dice"], "dice_network_only": a["dice"]} for s, f, a in zip(stems, full, alone)}
+        shaped = evaluate_model(model, examples, postprocess="shape")["per_example"]
+        return {s: {"dice": f["dice"], "dice_network_only": a["dice"], "dice_shape_fit": h["dice"]}
+                for s, f, a, h in zip(stems, full, alone, shaped)}
 
     per_file: dict[str, dict] = {}
     stems = sorted(loops)

@@ -357,9 +357,17 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
 #: over the pixels where the image shows something; :data:`SHAPE_MIN_AGREEMENT` unless the card says
 #: otherwise). Measured with ``python benchmarks/train_phantom.py`` (2-core VM, 50 test loops, seed 0):
 #: the refined model's network masks alone 0.972, "shape" 0.988; human-only 0.949 -> 0.986.
-POSTPROCESS_MODES = ("none", "basic", "shape")
-DEFAULT_POSTPROCESS = "shape"
+#: ``"evidence"`` (needs the loop): basic, then the loop's own evidence of its region read the way the
+#: mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`); where the network agrees
+#: with it less than :data:`EVIDENCE_AGREEMENT` (IoU), the network is guessing on a screen unlike its
+#: training data and the evidence's edges are taken, else "shape" as above. Measured with
+#: ``benchmarks/real_devset.py --train`` (see benchmarks/results/real_devset.json): on scanners a model
+#: never saw, its masks are much closer to the truth this way, and on the phantom (where the network is
+#: sure) nothing changes.
+POSTPROCESS_MODES = ("none", "basic", "shape", "evidence")
+DEFAULT_POSTPROCESS = "evidence"
 SHAPE_MIN_AGREEMENT = 0.95
+EVIDENCE_AGREEMENT = 0.85
 
 
 def postprocess_mode(value) -> str:
@@ -377,8 +385,9 @@ def postprocess_mode(value) -> str:
 def refine_mask(mask: np.ndarray, postprocess="basic", *, loop: Loop | None = None,
                 min_agreement: float = SHAPE_MIN_AGREEMENT) -> tuple[np.ndarray, dict]:
     """Apply a :data:`POSTPROCESS_MODES` clean-up to a thresholded ``(H, W)`` mask; ``loop`` (optional)
-    lends its DICOM region boxes to the shape fit. Returns ``(mask, info)``; ``info`` says, for
-    ``"shape"``, which shape was fitted, its agreement with the mask and whether it was used."""
+    lends its DICOM region boxes to the shape fit and its evidence to ``"evidence"``. Returns ``(mask,
+    info)``; ``info`` says which shape was fitted, its agreement with the mask and whether it was used,
+    and for ``"evidence"`` the readings matched, their agreement with the mask and whether they were used."""
     mode = postprocess_mode(postprocess)
     mask = np.asarray(mask, bool)
     if mode == "none":
@@ -386,11 +395,17 @@ def refine_mask(mask: np.ndarray, postprocess="basic", *, loop: Loop | None = No
     mask = postprocess_mask(mask)
     if mode == "basic":
         return mask, {}
-    from UltrasoundRefineLib.automask.fanfit import fit_shape
+    from UltrasoundRefineLib.automask.fanfit import fit_shape, match_evidence
 
+    info = {}
+    if mode == "evidence" and loop is not None and mask.any():
+        matched, agreement, info = match_evidence(mask, loop)
+        info["evidence_used"] = bool(matched.any() and agreement < EVIDENCE_AGREEMENT)
+        if info["evidence_used"]:
+            return matched, info
     fit = fit_shape(mask, loop=loop, min_agreement=min_agreement)
-    return fit.mask, {"shape_model": fit.model, "shape_agreement": round(fit.agreement, 4), "shape_used": fit.used,
-                       "shape_fitted_to": fit.fitted_to, **fit.box}
+    return fit.mask, {**info, "shape_model": fit.model, "shape_agreement": round(fit.agreement, 4),
+                      "shape_used": fit.used, "shape_fitted_to": fit.fitted_to, **fit.box}
 
 
 def mask_from_members(members: torch.Tensor, geometry: Geometry, postprocess=True, *, loop: Loop | None = None,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ SPARSE_FALLBACK = 0.5  # sparse speckle is read only when no other reading agree
 SCORE_TIE = 0.02  # readings whose shapes agree within this of the best are as good as it ...
 LARGER = 1.2  # ... and one at least this much larger than the best found a part the best missed
 UNFITTED = 0.8  # quality factor of a view whose hull no scanner shape fits
+MATCH_TIE = 0.05  # readings within this IoU of the one closest to a given mask are as close to it
 
 
 @dataclass
@@ -109,29 +111,44 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
 
 def match_evidence(mask: np.ndarray, loop: Loop, *, max_frames: int = 64, min_agreement: float = 0.97,
                    seed: int = 0) -> tuple[np.ndarray, float, dict]:
-    """The loop's own evidence of its region, read the way ``mask`` points to: per area, the fitted
-    reading (:func:`area_readings`) that agrees best with the mask there.
+    """The loop's own evidence of its region, read the way ``mask`` points to: per area, among the
+    fitted readings (:func:`area_readings`) that agree best with the mask there (within MATCH_TIE),
+    the one :func:`choose_reading` prefers.
 
     A network trained on a few masks knows which part of a screen is the region, but draws its edges
     at its low input resolution and guesses across black; the evidence has the exact edges but may be
     read several ways (a header band, a faint far field). Returns ``(matched mask, its IoU with
-    mask, details)``; the caller decides whether that agreement is enough to prefer it."""
+    mask, details)``; the caller decides whether that agreement is enough to prefer it. The readings
+    are kept while the loop lives: every model evaluated on a loop reuses them."""
     mask = np.asarray(mask, bool)
-    ev = evidence.gather(loop, max_frames=max_frames)
     matched = np.zeros(loop.shape, bool)
     labels = []
-    for area in ev.areas:
+    for area, readings in _loop_readings(loop, max_frames, min_agreement, seed):
         target = mask & area
-        if not target.any():
+        if not target.any() or not readings:
             continue
-        readings = area_readings(ev, area, min_agreement=min_agreement, seed=seed)
-        if not readings:
-            continue
-        best = max(readings, key=lambda r: _iou(r.mask & area, target))
+        iou = [_iou(r.mask & area, target) for r in readings]
+        # among the readings the mask points to about equally, the evidence's own rule decides
+        close = [r for r, v in zip(readings, iou) if v >= max(iou) - MATCH_TIE]
+        best = choose_reading(close)
         matched |= best.mask & area
         labels.append(best.label)
     agreement = float(_iou(matched, mask)) if mask.any() else 0.0
     return matched, agreement, {"evidence_readings": labels, "evidence_agreement": round(agreement, 4)}
+
+
+_READINGS: dict[tuple, list] = {}
+
+
+def _loop_readings(loop: Loop, max_frames: int, min_agreement: float, seed: int) -> list:
+    """``[(area, readings)]`` of a loop, computed once per loop object and parameters (dropped with
+    the loop)."""
+    key = (id(loop), max_frames, min_agreement, seed)
+    if key not in _READINGS:
+        ev = evidence.gather(loop, max_frames=max_frames)
+        _READINGS[key] = [(area, area_readings(ev, area, min_agreement=min_agreement, seed=seed)) for area in ev.areas]
+        weakref.finalize(loop, _READINGS.pop, key, None)
+    return _READINGS[key]
 
 
 def _fit_part(found: np.ndarray, min_agreement: float, seed: int) -> tuple[np.ndarray, dict, float, float]:
