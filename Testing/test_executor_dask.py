@@ -88,15 +88,58 @@ def test_dask_gives_the_local_runs_and_redoes_a_killed_workers_run(workspace, cl
     assert _figures(second, tmp_path / "again") == _figures(on_dask, tmp_path / "dask")
 
 
-def test_a_task_started_twice_returns_the_saved_run(workspace, client):  # noqa: F811
-    """A worker lost after saving its run: the rescheduled task returns the saved run, not a new one."""
+@pytest.fixture(scope="module")
+def saved_run(workspace):  # noqa: F811
+    """A human-only run trained and saved in this process: its task's arguments, its record, its model."""
     from UltrasoundRefineLib.experiment.runner import _condition_dict, run_job
 
     spec = _spec(["threshold", "human-only"])
-    root = workspace / "runs" / "twice"
+    root = workspace / "runs" / "saved"
     args = (str(workspace), spec.to_dict(), _condition_dict(spec.conditions[1]), 0, 0, str(root), "cpu")
-    first = run_job(*args)
-    saved = root / "runs" / "human-only" / "seed-0" / "run.json"
+    record = run_job(*args)
+    return args, record, root / record["model_dir"]
+
+
+def test_a_task_started_twice_returns_the_saved_run(saved_run, client):
+    """A worker lost after saving its run: the rescheduled task returns the saved run, not a new one."""
+    from UltrasoundRefineLib.experiment.runner import run_job
+
+    args, first, model_dir = saved_run
+    saved = model_dir.parent / "run.json"
     stamp = saved.stat().st_mtime_ns
     again = client.submit(run_job, *args, pure=False).result()
     assert again == first and again["condition"] == "human-only" and saved.stat().st_mtime_ns == stamp
+
+
+def test_predict_on_dask_writes_what_local_predict_writes(workspace, saved_run, client, tmp_path, capsys):  # noqa: F811
+    """Each loop a task on the cluster: the same masks and summary entries as in this process."""
+    import json
+
+    import numpy as np
+
+    from UltrasoundRefineLib.cli import main
+    from UltrasoundRefineLib.io import read_mask
+
+    model_dir = saved_run[2]
+    loops = workspace.parent / "phantom" / "loops"
+    address = client.scheduler.address.replace("tcp://", "dask://")
+    outs = {}
+    for where in ("local", address):
+        out = tmp_path / ("local" if where == "local" else "dask")
+        assert main(["predict", "--model", str(model_dir), str(loops), "--out", str(out), "--quiet",
+                     "--device", "cpu", "--executor", where]) == 0
+        outs[where] = out
+    local, dask = (json.loads((outs[w] / "summary.json").read_text()) for w in ("local", address))
+    assert local["n_done"] == dask["n_done"] == len(list(loops.iterdir())) and dask["n_failed"] == 0
+
+    def without_time(loops):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in loops]
+
+    assert without_time(dask["loops"]) == without_time(local["loops"])  # input order, same figures
+    for e in local["loops"]:
+        assert np.array_equal(read_mask(outs[address] / e["mask"]), read_mask(outs["local"] / e["mask"]))
+    assert dask["model"]["device"] == "cpu (on each worker)"
+    # a scheduler that is not there: one line naming it
+    assert main(["predict", "--model", str(model_dir), str(loops), "--out", str(tmp_path / "x"),
+                 "--executor", "ftp://nowhere"]) == 2
+    assert "unknown executor 'ftp://nowhere'" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 For every input loop it writes ``OUT/<stem>.nrrd`` (one ``(H, W)`` mask on the loop's grid) and, at
 the end, ``OUT/summary.json``. A bad input is reported (one line on stderr, an entry in the summary)
-and the others are still processed; the exit code is 2 when anything failed, else 0.
+and the others are still processed; the exit code is 2 when anything failed, else 0. Each loop is one
+task of an executor (:mod:`UltrasoundRefineLib.executor`): this process by default, or a Dask cluster's
+workers, which then need a picklable producer and the same paths (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from UltrasoundRefineLib import __version__
 from UltrasoundRefineLib.automask import MaskSuggestion
@@ -25,6 +28,9 @@ from UltrasoundRefineLib.io import find_loops, loop_stem, read_loop, write_mask
 from UltrasoundRefineLib.loop import Loop
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from UltrasoundRefineLib.executor import Executor
 
 Producer = Callable[[Loop], MaskSuggestion]
 
@@ -71,7 +77,11 @@ def run_batch(
     *,
     progress: bool = True,
     extra_summary: dict | None = None,
+    executor: "Executor | None" = None,
 ) -> BatchResult:
+    from UltrasoundRefineLib.executor import InlineExecutor
+
+    executor = executor or InlineExecutor()
     out_dir = Path(out_dir)
     inputs = [Path(p) for p in inputs]
     ensure_writable_dir(out_dir)
@@ -87,6 +97,23 @@ def run_batch(
 
     stems: dict[str, str] = {}
     total = len(found.files)
+    entries: dict[int, dict] = {}
+    running: dict = {}
+
+    def collect(fut) -> None:
+        i, path, name = running.pop(fut)
+        try:
+            entry = fut.result()
+        except Exception as e:  # the worker was lost for good (Dask gave up rescheduling the loop)
+            entry = InputError(path, f"{producer_name} failed: {type(e).__name__}: {e}")
+        if isinstance(entry, UltrasoundRefineError):
+            fail(entry, name)
+            return
+        entries[i] = entry = {"file": name, **entry}
+        if progress:
+            print(f"[{i}/{total}] {entry['stem']}: quality {entry['quality']:.2f}, "
+                  f"mask {entry['mask_fraction']:.0%} of the image", file=sys.stderr)
+
     for i, path in enumerate(found.files, 1):
         name = _display_name(path, inputs)
         stem = loop_stem(path)
@@ -95,34 +122,19 @@ def run_batch(
                                   "outputs are named by stem, rename one"), name)
             continue
         stems[stem] = name
-        start = time.perf_counter()
-        try:
-            loop = read_loop(path)
-            suggestion = produce(loop)
-            write_mask(suggestion.mask, out_dir / f"{stem}.nrrd", like=loop)
-        except UltrasoundRefineError as e:
-            fail(e, name)
-            continue
-        except Exception as e:  # a bug or numerical failure on one loop must not lose the others
-            log.debug("failure on %s", name, exc_info=True)
-            fail(InputError(path, f"{producer_name} failed: {type(e).__name__}: {e}"), name)
-            continue
-        entry = {
-            "file": name,
-            "stem": stem,
-            "mask": f"{stem}.nrrd",
-            "method": suggestion.method,
-            "quality": round(float(suggestion.quality), 4),
-            "mask_fraction": round(float(suggestion.mask.mean()), 4),
-            "frames": loop.n_frames,
-            "shape": list(loop.shape),
-            "source_key": loop.source_key,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        result.done.append(entry)
-        if progress:
-            print(f"[{i}/{total}] {stem}: quality {entry['quality']:.2f}, "
-                  f"mask {entry['mask_fraction']:.0%} of the image", file=sys.stderr)
+        # a few loops queued per worker: busy workers, and progress lines as loops finish
+        while len(running) >= 2 * executor.slots:
+            for fut in wait(list(running), return_when=FIRST_COMPLETED).done:
+                collect(fut)
+        task_path, mask_path = path, out_dir / f"{stem}.nrrd"
+        if executor.remote:  # a worker's working folder is not ours
+            task_path, mask_path = task_path.absolute(), mask_path.absolute()
+        running[executor.submit(produce_loop, produce, producer_name, str(task_path), str(mask_path))] = (i, path, name)
+        for fut in [f for f in running if f.done()]:
+            collect(fut)
+    for fut in wait(list(running)).done:
+        collect(fut)
+    result.done = [entries[i] for i in sorted(entries)]  # input order, however the loops finished
 
     summary = {
         "tool": "ultrasound-refine",
@@ -137,6 +149,32 @@ def run_batch(
     }
     _write_json(out_dir / "summary.json", summary)
     return result
+
+
+def produce_loop(produce: Producer, producer_name: str, path: str, mask_path: str) -> dict | UltrasoundRefineError:
+    """One loop, in this process or a worker: read it, make its mask, write it; the summary entry, or
+    the loop's failure as a value (a failing loop is not worth another worker's attempt)."""
+    start = time.perf_counter()
+    try:
+        loop = read_loop(path)
+        suggestion = produce(loop)
+        write_mask(suggestion.mask, Path(mask_path), like=loop)
+    except UltrasoundRefineError as e:
+        return e
+    except Exception as e:  # a bug or numerical failure on one loop must not lose the others
+        log.debug("failure on %s", path, exc_info=True)
+        return InputError(path, f"{producer_name} failed: {type(e).__name__}: {e}")
+    return {
+        "stem": Path(mask_path).name[: -len(".nrrd")],
+        "mask": Path(mask_path).name,
+        "method": suggestion.method,
+        "quality": round(float(suggestion.quality), 4),
+        "mask_fraction": round(float(suggestion.mask.mean()), 4),
+        "frames": loop.n_frames,
+        "shape": list(loop.shape),
+        "source_key": loop.source_key,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def _write_json(path: Path, data: dict) -> None:

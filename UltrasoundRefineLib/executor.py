@@ -230,7 +230,7 @@ def _torch_threads_plugin(threads: int):
     return TorchThreads()
 
 
-def executor_from_spec(spec: str | None, *, slots: int, threads: int) -> Executor:
+def executor_from_spec(spec: str | None, *, slots: int, threads: int | None) -> Executor:
     """``local`` (or nothing): ``slots`` processes here, or this process when ``slots`` is 1;
     ``dask://HOST:PORT`` (or ``tcp://``, ``tls://``): a Dask cluster's scheduler."""
     spec = (spec or "local").strip()

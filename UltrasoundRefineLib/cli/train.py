@@ -12,6 +12,8 @@ from pathlib import Path
 # is first imported, which the CLI does lazily.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from UltrasoundRefineLib.cli.experiment import add_executor_option
+
 STOPPED_EXIT = 143  # 128 + SIGTERM: stopped on request, checkpoint kept, the same command resumes
 
 
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     q.add_argument("--no-tta", action="store_true", help="one forward pass per loop (faster; quality is then 1)")
     q.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    add_executor_option(q, "each loop's prediction")
     q.set_defaults(func=run_predict)
 
 
@@ -161,24 +164,50 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class ModelPrediction:
+    """``loop -> mask`` with a model folder, loaded once per process where it runs: what a Dask worker
+    gets instead of a loaded model (a task pickles its producer; weights are read from the shared folder)."""
+
+    _loaded: dict = {}
+
+    def __init__(self, model_dir: str, device: str, tta: bool):
+        self.model_dir, self.device, self.tta = model_dir, device, tta
+
+    def __call__(self, loop):
+        from UltrasoundRefineLib.train.model import load_model, predict_loop
+
+        key = (self.model_dir, self.device)
+        if key not in self._loaded:
+            self._loaded[key] = load_model(self.model_dir, self.device)
+        return predict_loop(self._loaded[key], loop, tta=self.tta)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.batch import run_batch
+    from UltrasoundRefineLib.executor import executor_from_spec
     from UltrasoundRefineLib.train.model import load_model, predict_loop
 
-    model = load_model(args.model, args.device)
-    extra = {
-        "model": {
-            "model_id": model.model_id,
-            "architecture": model.arch,
-            "input_size": model.size,
-            "channels": list(model.inputs),
-            "device": str(model.device),
-            "tta": not args.no_tta,
+    with executor_from_spec(args.executor, slots=1, threads=None) as executor:
+        # Loaded here also for a cluster: a bad model is one line before any loop, and the summary gets its card.
+        model = load_model(args.model, "cpu" if executor.remote else args.device)
+        extra = {
+            "model": {
+                "model_id": model.model_id,
+                "architecture": model.arch,
+                "input_size": model.size,
+                "channels": list(model.inputs),
+                "device": f"{args.device} (on each worker)" if executor.remote else str(model.device),
+                "tta": not args.no_tta,
+            }
         }
-    }
-    result = run_batch(
-        args.inputs, args.out, model.producer_name, lambda loop: predict_loop(model, loop, tta=not args.no_tta),
-        progress=not args.quiet, extra_summary=extra,
-    )
+        if executor.remote:
+            produce = ModelPrediction(str(Path(args.model).absolute()), args.device, not args.no_tta)
+        else:
+            def produce(loop):
+                return predict_loop(model, loop, tta=not args.no_tta)
+        result = run_batch(
+            args.inputs, args.out, model.producer_name, produce, progress=not args.quiet, extra_summary=extra,
+            executor=executor,
+        )
     print(f"{len(result.done)} masks written to {args.out}, {len(result.failed)} failed", file=sys.stderr)
     return result.exit_code

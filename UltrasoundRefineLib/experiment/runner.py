@@ -305,8 +305,11 @@ def run_experiment(
 
 def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Executor, device_name: str,
          device_request: str, emit: Events) -> ExperimentRun:
-    # A remote worker resolves the device itself: "auto" is its own GPU, whatever this machine has.
+    # A remote worker resolves the device itself ("auto" is its own GPU, whatever this machine has) and
+    # has its own working folder.
     task_device = device_request if executor.remote else device_name
+    if executor.remote:
+        workspace_path, root = workspace_path.absolute(), root.absolute()
 
     jobs = [RunJob(c, r, s) for c in spec.conditions for r, s in enumerate(spec.seeds())]
     done: dict[str, dict] = {}
