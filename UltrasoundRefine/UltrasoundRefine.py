@@ -7,8 +7,8 @@ run as ``PythonSlicer -m UltrasoundRefineLib ...`` child processes (``Ultrasound
 whose output the panel polls. The library is imported inside the methods that need it, so that loading
 the module costs nothing and missing Python packages can be installed on first use (after asking).
 
-Supported: 3D Slicer 5.10 and 5.12 (both bundle Python 3.12; the library needs Python 3.10 or later, so
-Slicer 5.8 and older, with Python 3.9, are not supported).
+Supported: 3D Slicer 5.10 and 5.12 (the library needs Python 3.10 or later, checked at load, so Slicer
+5.8 and older, with Python 3.9, are not supported).
 """
 
 import logging
