@@ -17,13 +17,10 @@ from UltrasoundRefineLib.automask.fanfit import fit_shape
 from UltrasoundRefineLib.automask.fanfit.shapefit import _seen_part
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import dice
 
 SHAPE = (240, 320)
 SECTOR = Sector(apex_x=160.0, apex_y=20.0, half_angle_deg=35.0, r_max=190.0)
-
-
-def dice(a, b) -> float:
-    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def box_of(mask: np.ndarray, grow=(2, 2, 2, 2)) -> dict:

@@ -9,14 +9,10 @@ import pytest
 from UltrasoundRefineLib.automask import evidence, suggest_mask
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
-from UltrasoundRefineLib.metrics import mask_metrics
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.regions import UltrasoundRegion, image_regions
 
 SHAPE = (240, 320)
-
-
-def dice(a, b) -> float:
-    return mask_metrics(a, b)["dice"]
 FAN = Sector(apex_x=160, apex_y=20, half_angle_deg=40, r_max=200, flat_top_y=30)
 
 

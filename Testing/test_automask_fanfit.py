@@ -15,14 +15,9 @@ from UltrasoundRefineLib.automask.fanfit import ShapeFit, fit_shape, suggest_fan
 from UltrasoundRefineLib.automask.fanfit.raster import _Raster
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask, region_from_dict
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import dice
 
 SHAPE = (240, 320)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else 2.0 * np.count_nonzero(a & b) / s
 
 
 def render(regions, *, seed=0, n_frames=8, rgb=False, holes=True, distractors=True, shape=SHAPE):

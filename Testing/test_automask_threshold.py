@@ -13,11 +13,8 @@ from UltrasoundRefineLib.automask import suggest_mask
 from UltrasoundRefineLib.automask.threshold import otsu_threshold, project, solidity, suggest_threshold
 from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
 def _clean_sector_loop(n_frames: int = 5, seed: int = 0) -> tuple[Loop, np.ndarray]:
@@ -34,7 +31,7 @@ def test_clean_sector_is_found_with_high_quality():
     loop, truth = _clean_sector_loop()
     s = suggest_threshold(loop)
     assert s.method == "threshold" and s.mask.dtype == bool and s.mask.shape == loop.shape
-    assert _dice(s.mask, truth) > 0.98
+    assert dice(s.mask, truth) > 0.98
     assert s.quality > 0.8
     json.dumps(s.details)
 
@@ -43,7 +40,7 @@ def test_registry_and_single_frame():
     loop, truth = _clean_sector_loop(n_frames=1)
     for projection in ("max", "mean", "std"):  # std of one frame falls back to the frame itself
         s = suggest_mask(loop, "threshold", projection=projection)
-        assert _dice(s.mask, truth) > 0.98, projection
+        assert dice(s.mask, truth) > 0.98, projection
     with pytest.raises(ValueError):
         suggest_threshold(loop, projection="median")
 
@@ -70,7 +67,7 @@ def test_dual_view_keeps_both_images():
     truth = regions_mask(regions, shape)
     frames = np.where(truth, 120, 0).astype(np.uint8)[None].repeat(3, 0)
     s = suggest_threshold(Loop(frames=frames))
-    assert _dice(s.mask, truth) > 0.99 and s.details["n_components"] == 2
+    assert dice(s.mask, truth) > 0.99 and s.details["n_components"] == 2
     only_largest = suggest_threshold(Loop(frames=frames), companion_fraction=1.0)
     assert only_largest.details["n_components"] == 1
 
@@ -100,13 +97,13 @@ def test_rgb_loop():
 @pytest.fixture(scope="module")
 def calibration():
     """20 phantom loops, the same seeds as ``benchmarks/automask_dice.py`` by default."""
-    dice, quality = [], []
+    scores, quality = [], []
     for i in range(20):
         p = make_phantom_loop(loop_seed(0, i))
         s = suggest_threshold(p.loop)
-        dice.append(_dice(s.mask, p.truth))
+        scores.append(dice(s.mask, p.truth))
         quality.append(s.quality)
-    return np.array(dice), np.array(quality)
+    return np.array(scores), np.array(quality)
 
 
 def test_mean_dice_is_realistically_imperfect(calibration):

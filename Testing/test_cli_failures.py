@@ -46,10 +46,8 @@ def one_error(capsys, code: int, *names) -> str:
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("phantom")
-    assert main(["phantom", "--n", "2", "--seed", "3", "--out", str(out)]) == 0
-    return out
+def phantom(phantom_set) -> Path:
+    return phantom_set(2, 3)
 
 
 @pytest.fixture(scope="module")

@@ -104,12 +104,10 @@ def test_lines_come_in_order_and_poll_waits_for_the_last_of_them():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, phantom_set):
     from UltrasoundRefineLib.cli import main
 
-    root = tmp_path_factory.mktemp("stop_on_stdin")
-    phantom, ws = root / "phantom", root / "ws"
-    assert main(["phantom", "--n", "6", "--seed", "5", "--out", str(phantom)]) == 0
+    phantom, ws = phantom_set(6, 5), tmp_path_factory.mktemp("stop_on_stdin") / "ws"
     assert main(["init", str(ws)]) == 0
     assert main(["add", str(ws), str(phantom / "loops")]) == 0
     assert main(["suggest", str(ws), "--method", "threshold", "--quiet"]) == 0

@@ -26,11 +26,10 @@ SMALL = ["--size", "32"]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, phantom_set):
     pytest.importorskip("UltrasoundRefineLib.workspace")
     root = tmp_path_factory.mktemp("train_cli")
-    phantom, ws = root / "phantom", root / "ws"
-    assert main(["phantom", "--n", "8", "--seed", "11", "--out", str(phantom)]) == 0
+    phantom, ws = phantom_set(8, 11), root / "ws"
     assert main(["init", str(ws)]) == 0
     assert main(["add", str(ws), str(phantom / "loops")]) == 0
     assert main(["split", str(ws), "--test-fraction", "0.25", "--finetune-count", "2", "--seed", "0"]) == 0

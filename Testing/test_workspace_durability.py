@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,15 +46,6 @@ WRITER = textwrap.dedent(
 )
 
 
-def _workspace(root: Path, n_items: int = 4) -> Workspace:
-    ws = Workspace.create(root)
-    for i in range(n_items):
-        loop = Loop(frames=np.zeros((1, 16, 20), np.uint8), source_key=f"{i:016x}", stem=f"l{i}")
-        item, _ = ws.add_item(loop, root.parent / f"l{i}.nrrd")
-        ws.add_suggestion(item.id, np.ones((16, 20), bool), "threshold", 0.5, 1)
-    return ws
-
-
 def _start_writer(root: Path, n: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(
@@ -76,9 +66,9 @@ def _wait_ready(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("kill_after", [5, 23, 61])
-def test_sigkill_mid_stream_loses_no_acknowledged_decision(tmp_path, kill_after):
+def test_sigkill_mid_stream_loses_no_acknowledged_decision(tmp_path, kill_after, tiny_workspace):
     root = tmp_path / "ws"
-    _workspace(root).close()
+    tiny_workspace(root, 4, mask=np.ones((16, 20), bool)).close()
     proc = _start_writer(root, 100_000)
     try:
         _wait_ready(proc)
@@ -112,9 +102,9 @@ def test_sigkill_mid_stream_loses_no_acknowledged_decision(tmp_path, kill_after)
         ws.decide(ws.suggestions()[0].id, "accepted", "after")
 
 
-def test_reader_and_writer_at_the_same_time(tmp_path):
+def test_reader_and_writer_at_the_same_time(tmp_path, tiny_workspace):
     root = tmp_path / "ws"
-    _workspace(root).close()
+    tiny_workspace(root, 4, mask=np.ones((16, 20), bool)).close()
     n = 150
     proc = _start_writer(root, n)
     try:
@@ -144,10 +134,10 @@ def test_reader_and_writer_at_the_same_time(tmp_path):
             proc.wait()
 
 
-def test_a_reader_does_not_block_a_decision(tmp_path):
+def test_a_reader_does_not_block_a_decision(tmp_path, tiny_workspace):
     """Even a reader holding a long read transaction does not stop decide() (WAL)."""
     root = tmp_path / "ws"
-    ws = _workspace(root)
+    ws = tiny_workspace(root, 4, mask=np.ones((16, 20), bool))
     raw = sqlite3.connect(root / "workspace.db", isolation_level=None)
     raw.execute("BEGIN")
     before = raw.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.workspace import Workspace, apply_decisions_csv, schema, simulate_review
 from UltrasoundRefineLib.workspace import review as review_mod
 
@@ -23,15 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPE = (8, 10)
 
 
-def _ws(root: Path, n: int) -> Workspace:
-    ws = Workspace.create(root)
-    for i in range(n):
-        loop = Loop(frames=np.zeros((1, *SHAPE), np.uint8), source_key=f"{i:016x}", stem=f"l{i}")
-        item, _ = ws.add_item(loop, root.parent / f"l{i}.nrrd")
-        mask = np.zeros(SHAPE, bool)
-        mask[: 1 + i % SHAPE[0]] = True
-        ws.add_suggestion(item.id, mask, "threshold", 0.5, 1)
-    return ws
+def _rows(i: int) -> np.ndarray:
+    """Loop ``i``'s suggestion: its top ``1 + i % 8`` rows, so the loops' masks differ."""
+    mask = np.zeros(SHAPE, bool)
+    mask[: 1 + i % SHAPE[0]] = True
+    return mask
 
 
 def _count(root: Path) -> int:
@@ -42,8 +37,8 @@ def _count(root: Path) -> int:
         conn.close()
 
 
-def test_running_a_csv_again_records_nothing_twice(tmp_path):
-    ws = _ws(tmp_path / "ws", 3)
+def test_running_a_csv_again_records_nothing_twice(tmp_path, tiny_workspace):
+    ws = tiny_workspace(tmp_path / "ws", 3, shape=SHAPE, mask=_rows)
     edited = tmp_path / "l2.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.ones(SHAPE, np.uint8)), str(edited))
     csv_path = tmp_path / "decisions.csv"
@@ -75,9 +70,9 @@ def _review_pipe(root: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, bufsize=1)
 
 
-def test_a_streamed_csv_is_applied_row_by_row_and_a_kill_loses_no_acknowledged_row(tmp_path):
+def test_a_streamed_csv_is_applied_row_by_row_and_a_kill_loses_no_acknowledged_row(tmp_path, tiny_workspace):
     n = 12
-    _ws(tmp_path / "ws", n).close()
+    tiny_workspace(tmp_path / "ws", n, shape=SHAPE, mask=_rows).close()
     root = tmp_path / "ws"
     rows = ["item,decision"] + [f"l{i},{'accepted' if i % 3 else 'rejected'}" for i in range(n)]
     proc = _review_pipe(root)
@@ -118,9 +113,9 @@ def _truth(tmp_path: Path, ws: Workspace) -> Path:
     return truth
 
 
-def test_two_simulated_reviewers_at_once_take_different_items(tmp_path, monkeypatch):
+def test_two_simulated_reviewers_at_once_take_different_items(tmp_path, monkeypatch, tiny_workspace):
     n = 8
-    ws = _ws(tmp_path / "ws", n)
+    ws = tiny_workspace(tmp_path / "ws", n, shape=SHAPE, mask=_rows)
     truth = _truth(tmp_path, ws)
     ws.close()
     # Reviewer A stops on its first item until reviewer B has been through the whole queue.
@@ -152,8 +147,8 @@ def test_two_simulated_reviewers_at_once_take_different_items(tmp_path, monkeypa
     assert sorted(decided) == sorted(set(decided)) and len(decided) == n
 
 
-def test_a_stale_claim_expires(tmp_path):
-    with _ws(tmp_path / "ws", 2) as ws:
+def test_a_stale_claim_expires(tmp_path, tiny_workspace):
+    with tiny_workspace(tmp_path / "ws", 2, shape=SHAPE, mask=_rows) as ws:
         first = ws.review_queue()[0].id
         assert review_mod.claim(ws, first, "A", ttl_s=60, now=1000.0)
         assert not review_mod.claim(ws, first, "B", ttl_s=60, now=1059.0)  # A is still on it
@@ -174,9 +169,9 @@ def _downgrade_to_v1(db: Path) -> None:
     conn.close()
 
 
-def test_a_workspace_of_schema_1_is_migrated_on_open(tmp_path):
+def test_a_workspace_of_schema_1_is_migrated_on_open(tmp_path, tiny_workspace):
     root = tmp_path / "ws"
-    with _ws(root, 2) as ws:
+    with tiny_workspace(root, 2, shape=SHAPE, mask=_rows) as ws:
         ws.decide("l0", "accepted", "ann")
     _downgrade_to_v1(root / "workspace.db")
     with Workspace.open(root, readonly=True) as ws:  # read-only: read as it is, not changed

@@ -11,8 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from UltrasoundRefineLib.errors import InputError
-from UltrasoundRefineLib.loop import Loop
-from UltrasoundRefineLib.metrics import mask_metrics
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.workspace import Workspace, apply_decisions_csv, simulate_review
 
 SHAPE = (16, 20)
@@ -24,18 +23,8 @@ def box(top, left, bottom, right, shape=SHAPE) -> np.ndarray:
     return m
 
 
-def _ws(root: Path, n: int) -> tuple[Workspace, list[int]]:
-    ws = Workspace.create(root)
-    sids = []
-    for i in range(n):
-        loop = Loop(frames=np.zeros((1, *SHAPE), np.uint8), source_key=f"{i:016x}", stem=f"l{i}")
-        item, _ = ws.add_item(loop, root.parent / f"l{i}.nrrd")
-        sids.append(ws.add_suggestion(item.id, box(0, 0, 16, 20), "threshold", 0.5, 1))
-    return ws, sids
-
-
-def test_csv_bad_rows_are_reported_by_line_and_good_rows_applied(tmp_path):
-    ws, sids = _ws(tmp_path / "ws", 6)
+def test_csv_bad_rows_are_reported_by_line_and_good_rows_applied(tmp_path, tiny_workspace):
+    ws = tiny_workspace(tmp_path / "ws", 6, shape=SHAPE, mask=box(0, 0, 16, 20))
     edited = tmp_path / "edits" / "l4.nrrd"
     edited.parent.mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(box(2, 2, 10, 10).astype(np.uint8)), str(edited))
@@ -77,20 +66,21 @@ def test_csv_bad_rows_are_reported_by_line_and_good_rows_applied(tmp_path):
     ws.close()
 
 
-def test_csv_without_header_and_with_suggestion_ids(tmp_path):
-    ws, sids = _ws(tmp_path / "ws", 3)
+def test_csv_without_header_and_with_suggestion_ids(tmp_path, tiny_workspace):
+    ws = tiny_workspace(tmp_path / "ws", 3, shape=SHAPE, mask=box(0, 0, 16, 20))
     p = tmp_path / "d.csv"
     p.write_text("l0,a\nl1,r\n", encoding="utf-8")
     assert len(apply_decisions_csv(ws, p, user="bob").applied) == 2
-    p.write_text(f"suggestion_id,decision,user\n{sids[2]},accepted,carol\nx,accepted,carol\n", encoding="utf-8")
+    l2 = ws.suggestions(item_id=ws.item("l2").id)[0].id
+    p.write_text(f"suggestion_id,decision,user\n{l2},accepted,carol\nx,accepted,carol\n", encoding="utf-8")
     report = apply_decisions_csv(ws, p, user="bob")
     assert [line for line, _ in report.applied] == [2] and [line for line, _ in report.errors] == [3]
     assert ws.decisions()[-1]["user"] == "carol"
     ws.close()
 
 
-def test_unusable_csv_files_are_refused_whole(tmp_path):
-    ws, _ = _ws(tmp_path / "ws", 1)
+def test_unusable_csv_files_are_refused_whole(tmp_path, tiny_workspace):
+    ws = tiny_workspace(tmp_path / "ws", 1, shape=SHAPE, mask=box(0, 0, 16, 20))
     with pytest.raises(InputError, match="no such file"):
         apply_decisions_csv(ws, tmp_path / "missing.csv", user="ann")
     (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00l0,\x00")
@@ -114,20 +104,15 @@ def _truth_dir(tmp_path: Path, n: int) -> Path:
     return d
 
 
-def test_simulated_reviewer_follows_its_bound_and_mistake_rate(tmp_path):
+def test_simulated_reviewer_follows_its_bound_and_mistake_rate(tmp_path, tiny_workspace):
     n = 160
-    root = tmp_path / "ws"
-    ws = Workspace.create(root)
-    truth = _truth_dir(tmp_path, n)
     rng = np.random.default_rng(5)
-    for i in range(n):
-        loop = Loop(frames=np.zeros((1, *SHAPE), np.uint8), source_key=f"{i:016x}", stem=f"l{i}")
-        item, _ = ws.add_item(loop, root.parent / f"l{i}.nrrd")
-        width = int(rng.integers(8, 21))  # Dice against the full truth: 2w / (w + 20)
-        ws.add_suggestion(item.id, box(0, 0, 16, width), "threshold", width / 20, 1)
+    widths = [int(rng.integers(8, 21)) for _ in range(n)]  # Dice against the full truth: 2w / (w + 20)
+    ws = tiny_workspace(tmp_path / "ws", n, shape=SHAPE, mask=lambda i: box(0, 0, 16, widths[i]))
+    truth = _truth_dir(tmp_path, n)
     # no mistakes: the accept rate is exactly the share at or above the bound
     exact = simulate_review(ws, truth, min_dice=0.9, mistake_rate=0.0, seed=1)
-    expected = sum(2 * w / (w + 20) >= 0.9 for w in [int(s.quality * 20 + 0.5) for s in ws.suggestions()]) / n
+    expected = sum(2 * w / (w + 20) >= 0.9 for w in widths) / n
     assert exact.reviewed == n and exact.mistakes == 0
     assert exact.accept_rate == exact.bound_rate == pytest.approx(expected)
     for d in ws.decisions():
@@ -151,8 +136,8 @@ def test_simulated_reviewer_follows_its_bound_and_mistake_rate(tmp_path):
     ws.close()
 
 
-def test_simulated_reviewer_reports_missing_truth_and_bad_arguments(tmp_path):
-    ws, _ = _ws(tmp_path / "ws", 3)
+def test_simulated_reviewer_reports_missing_truth_and_bad_arguments(tmp_path, tiny_workspace):
+    ws = tiny_workspace(tmp_path / "ws", 3, shape=SHAPE, mask=box(0, 0, 16, 20))
     truth = _truth_dir(tmp_path, 2)
     sim = simulate_review(ws, truth)
     assert sim.reviewed == 2 and sim.missing_truth == ["l2"]
@@ -194,7 +179,7 @@ def test_simulated_reviewer_on_phantom_data(tmp_path):
 
         bound = 0
         for s in ws.suggestions():
-            d = mask_metrics(ws.suggestion_mask(s.id), read_mask(truth_dir / f"{s.stem}.nrrd"))["dice"]
+            d = dice(ws.suggestion_mask(s.id), read_mask(truth_dir / f"{s.stem}.nrrd"))
             assert d == pytest.approx(sim.dice[s.stem], abs=1e-6)
             assert (s.decision == "accepted") == (d >= 0.9)
             bound += d >= 0.9

@@ -87,11 +87,8 @@ def test_workspace_splits_never_leak(tmp_path_factory, groups, seed, test_fracti
         assert {e.item_id for e in ws.examples("test")} == test_ids
 
 
-def test_assign_splits_keeps_placed_items_unless_reassigned(tmp_path):
-    with Workspace.create(tmp_path / "ws") as ws:
-        for k in range(20):
-            loop = Loop(frames=np.zeros((1, 4, 4), np.uint8), source_key=f"{k:016x}", group_key=f"p{k // 2}", stem=f"l{k}")
-            ws.add_item(loop, tmp_path / f"l{k}.nrrd")
+def test_assign_splits_keeps_placed_items_unless_reassigned(tmp_path, tiny_workspace):
+    with tiny_workspace(tmp_path / "ws", 20, shape=(4, 4), group=lambda k: f"p{k // 2}") as ws:
         counts = ws.assign_splits(test_fraction=0.2, finetune_count=4, seed=7)
         assert counts == {"pretrain": 12, "finetune": 4, "test": 4}
         first = {i.id: i.split for i in ws.items()}
@@ -106,13 +103,10 @@ def test_assign_splits_keeps_placed_items_unless_reassigned(tmp_path):
             ws.assign_splits(test_fraction=0.2, finetune_count=-1, seed=0)
 
 
-def test_splits_are_reproducible_from_the_seed(tmp_path):
+def test_splits_are_reproducible_from_the_seed(tmp_path, tiny_workspace):
     result = []
     for n in range(2):
-        with Workspace.create(tmp_path / f"ws{n}") as ws:
-            for k in range(15):
-                loop = Loop(frames=np.zeros((1, 4, 4), np.uint8), source_key=f"{k:016x}", stem=f"l{k}")
-                ws.add_item(loop, tmp_path / f"l{k}.nrrd")
+        with tiny_workspace(tmp_path / f"ws{n}", 15, shape=(4, 4)) as ws:
             ws.assign_splits(test_fraction=0.3, finetune_count=3, seed=42)
             result.append({i.id: i.split for i in ws.items()})
     assert result[0] == result[1]

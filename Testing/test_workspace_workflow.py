@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from UltrasoundRefineLib.cli import main
-from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.workspace import Workspace
 
 torch.set_num_threads(1)
@@ -21,10 +20,8 @@ TINY = ["--epochs", "1", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workflow")
-    assert main(["phantom", "--n", "4", "--seed", "3", "--out", str(root / "phantom")]) == 0
-    return root / "phantom"
+def phantom(phantom_set):
+    return phantom_set(4, 3)
 
 
 def _hand_drawn(phantom: Path, dest: Path, stems: list[str]) -> Path:
@@ -57,17 +54,9 @@ def test_readme_workflow_without_split(phantom, tmp_path, capsys):
         assert [m["id"] for m in w.models()] == [base["model_id"], card["model_id"]]
 
 
-def _workspace(root: Path, n: int = 6) -> Workspace:
-    ws = Workspace.create(root)
-    for i in range(n):
-        loop = Loop(frames=np.zeros((1, 8, 10), np.uint8), source_key=f"{i:016x}", stem=f"l{i}")
-        ws.add_item(loop, root.parent / f"l{i}.nrrd")
-    return ws
-
-
-def test_human_masks_fine_tune_unless_their_loops_are_in_test(tmp_path):
+def test_human_masks_fine_tune_unless_their_loops_are_in_test(tmp_path, tiny_workspace):
     mask = np.ones((8, 10), bool)
-    with _workspace(tmp_path / "ws") as ws:
+    with tiny_workspace(tmp_path / "ws", 6, shape=(8, 10)) as ws:
         ids = {i.stem: i.id for i in ws.items()}
         ws.add_human_mask("l0", mask)  # never split: fine-tunes
         sid = ws.add_suggestion(ids["l1"], mask, "threshold", 0.5, 1)
@@ -84,9 +73,9 @@ def test_human_masks_fine_tune_unless_their_loops_are_in_test(tmp_path):
         assert [e.stem for e in ws.examples("pretrain")] == ["l1", "l4"]
 
 
-def test_split_puts_named_loops_in_finetune(tmp_path, capsys):
+def test_split_puts_named_loops_in_finetune(tmp_path, capsys, tiny_workspace):
     root = tmp_path / "ws"
-    _workspace(root, 10).close()
+    tiny_workspace(root, 10, shape=(8, 10)).close()
     hand = tmp_path / "hand"
     hand.mkdir()
     for stem in ("l7", "l8"):
@@ -107,12 +96,8 @@ def test_split_puts_named_loops_in_finetune(tmp_path, capsys):
         assert {i.stem: i.split for i in ws.items()} == split
 
 
-def test_named_loops_bring_their_patient_group(tmp_path):
-    with Workspace.create(tmp_path / "ws") as ws:
-        for i in range(6):
-            loop = Loop(frames=np.zeros((1, 8, 10), np.uint8), source_key=f"{i:016x}", stem=f"l{i}",
-                        group_key="patient-a" if i < 2 else None)
-            ws.add_item(loop, tmp_path / f"l{i}.nrrd")
+def test_named_loops_bring_their_patient_group(tmp_path, tiny_workspace):
+    with tiny_workspace(tmp_path / "ws", 6, shape=(8, 10), group=lambda i: "patient-a" if i < 2 else None) as ws:
         ws.assign_splits(test_fraction=0.5, finetune_count=0, seed=1, finetune=["l1"])
         split = {i.stem: i.split for i in ws.items()}
     assert split["l0"] == split["l1"] == "finetune"  # never one patient in training and test
@@ -122,10 +107,10 @@ def _err(capsys) -> str:
     return capsys.readouterr().err
 
 
-def test_nothing_to_train_says_which_command_fixes_it(tmp_path, capsys):
+def test_nothing_to_train_says_which_command_fixes_it(tmp_path, capsys, tiny_workspace):
     root = tmp_path / "ws"
     mask = np.ones((8, 10), bool)
-    with _workspace(root, 4) as ws:
+    with tiny_workspace(root, 4, shape=(8, 10)) as ws:
         ids = [i.id for i in ws.items()]
     args = ["--size", "32", "--epochs", "1", "--out", str(tmp_path / "m")]
     # no suggestions at all

@@ -1,0 +1,49 @@
+"""Fixtures that several test files share. (Dice for tests is the library's own,
+``UltrasoundRefineLib.metrics.dice``, which Testing/test_metrics.py checks against MONAI.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def phantom_set(tmp_path_factory):
+    """``phantom_set(n, seed)``: the folder ``ultrasound-refine phantom --n N --seed S`` writes (``loops/``,
+    ``truth/``), made once per ``(n, seed)`` for the whole run, so read it and never write into it."""
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n: int, seed: int) -> Path:
+        if (n, seed) not in made:
+            from UltrasoundRefineLib.cli import main
+
+            out = tmp_path_factory.mktemp(f"phantom-n{n}-s{seed}")
+            assert main(["phantom", "--n", str(n), "--seed", str(seed), "--out", str(out)]) == 0
+            made[n, seed] = out
+        return made[n, seed]
+
+    return make
+
+
+@pytest.fixture
+def tiny_workspace():
+    """``tiny_workspace(root, n, shape=, mask=, group=)``: a new workspace at ``root`` holding ``n`` blank
+    one-frame loops ``l0``, ``l1``, ... (source keys ``0...0``, ``0...1``, ...). ``mask`` (an ``(H, W)``
+    array, or a function of the loop's number) gives each loop one suggestion (threshold, quality 0.5,
+    round 1); ``group`` (a function of the number) its patient group. The caller closes it."""
+    from UltrasoundRefineLib.loop import Loop
+    from UltrasoundRefineLib.workspace import Workspace
+
+    def make(root: Path, n: int, *, shape=(16, 20), mask=None, group=None) -> Workspace:
+        ws = Workspace.create(root)
+        for i in range(n):
+            loop = Loop(frames=np.zeros((1, *shape), np.uint8), source_key=f"{i:016x}", stem=f"l{i}",
+                        group_key=group(i) if group else None)
+            item, _ = ws.add_item(loop, root.parent / f"l{i}.nrrd")
+            if mask is not None:
+                ws.add_suggestion(item.id, mask(i) if callable(mask) else mask, "threshold", 0.5, 1)
+        return ws
+
+    return make
