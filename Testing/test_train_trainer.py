@@ -330,3 +330,31 @@ def test_a_failed_capture_falls_back_to_the_eager_network(monkeypatch):
     net.forward = lambda x: x
     release_network(net)
     assert "forward" not in net.__dict__
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def test_checkpoints_from_the_old_engine_and_from_a_gpu_run_resume_on_the_cpu(pairs, tmp_path):
+    """A checkpoint without the precision entry (the engine before the trainer) or with a fused GPU
+    optimiser resumes here, and the resumed run equals an uninterrupted one."""
+    config = TINY.replace(patience=100)
+    straight = train_model(pairs, None, config, seed=5, device="cpu")
+    for variant, flags in (("old", {"foreach": None, "fused": None}), ("gpu", {"foreach": None, "fused": True})):
+        ckpt_dir = tmp_path / variant
+        train_model(pairs, None, config.replace(epochs=1), seed=5, device="cpu", checkpoint_dir=ckpt_dir)
+        ck = torch.load(ckpt_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+        assert ck["amp_dtype"] == "float32"
+        if variant == "old":
+            del ck["amp_dtype"]
+        else:
+            ck["amp_dtype"] = "bfloat16"  # the CPU trains in float32 whatever the GPU chose
+        for g in ck["optimizer"]["param_groups"]:
+            g.update(flags)
+        torch.save(ck, ckpt_dir / "checkpoint.pt")
+        resumed = train_model(pairs, None, config, seed=5, device="cpu", checkpoint_dir=ckpt_dir)
+        assert resumed.model.card["training"]["device"]["amp"] is False
+        assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history], variant
+        a, b = straight.model.net.state_dict(), resumed.model.net.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), variant
