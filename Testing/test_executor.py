@@ -39,7 +39,30 @@ def test_default_workers_reads_the_machine(monkeypatch, gpus, cores, expected):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
     assert runner.default_workers("cuda") == expected
+    assert runner.default_workers("cuda:0") == concurrent_runs(min(gpus, 1), cores)  # one GPU named
     assert runner.default_workers("cpu") == min(cores, 8)  # a GPU that is there but not asked for
+
+
+def test_workers_take_the_gpus_in_turn(monkeypatch):
+    """Workers over 2 GPUs: each sees one GPU as ``cuda``, the first worker GPU 0, the next GPU 1, ..."""
+    import os
+    from multiprocessing import get_context
+
+    from UltrasoundRefineLib.executor import init_worker
+
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # this process is not a worker
+    started = get_context("spawn").Value("i", 0)
+    seen = []
+    for _ in range(5):
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        init_worker(1, 2, started)
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["0", "1", "0", "1", "0"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    init_worker(1, 1, started)  # one GPU (or a named one): the device the tasks name, untouched
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
 
 
 def test_executor_from_spec():

@@ -55,16 +55,25 @@ def threads_per_run(cores: int, runs: int) -> int:
 
 
 def machine_gpus(device: str) -> int:
-    """The CUDA devices runs on ``device`` can use (0 for the CPU and MPS)."""
+    """The CUDA devices runs on ``device`` use: every GPU for ``cuda``, the one named by ``cuda:N``,
+    none for the CPU and MPS."""
     if not device.startswith("cuda"):
         return 0
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return found if device == "cuda" else min(found, 1)
 
 
-def init_worker(threads: int) -> None:
-    """In each worker process, before any task: torch uses the worker's share of the cores."""
+def init_worker(threads: int, gpus: int = 0, started=None) -> None:
+    """In each worker process, before any task: torch uses the worker's share of the cores; with
+    ``gpus`` > 1, the workers take the GPUs in turn (``started`` counts the workers started so far), each
+    seeing one as ``cuda``, so 8 runs per GPU land 8 on each GPU, not all on the first."""
+    if gpus > 1 and started is not None:
+        with started.get_lock():
+            index = started.value
+            started.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # before torch first touches CUDA
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -118,22 +127,24 @@ class InlineExecutor(_Closing):
 
 class LocalExecutor(_Closing):
     """``workers`` spawned processes on this machine, each with ``threads`` threads for torch and the
-    numerical libraries (unless the user set those variables)."""
+    numerical libraries (unless the user set those variables), spread over ``gpus`` GPUs (0 or 1: as
+    the tasks' device says)."""
 
     remote = False
 
-    def __init__(self, workers: int, threads: int):
+    def __init__(self, workers: int, threads: int, gpus: int = 0):
         self.slots = max(1, workers)
         self.threads = max(1, threads)
-        self.name = f"local ({self.slots} processes x {self.threads} threads)"
+        self.name = f"local ({self.slots} processes x {self.threads} threads" + (f", {gpus} GPUs)" if gpus > 1 else ")")
+        context = get_context("spawn")
         # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         # The pool starts its processes as tasks come, and they inherit the environment then: it stays
         # set while the pool lives.
         self._environment = worker_thread_environment(self.threads)
         self._environment.__enter__()
-        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=get_context("spawn"),
-                                         initializer=init_worker, initargs=(self.threads,))
+        self._pool = ProcessPoolExecutor(max_workers=self.slots, mp_context=context, initializer=init_worker,
+                                         initargs=(self.threads, gpus, context.Value("i", 0)))
 
     def submit(self, fn: Callable, *args) -> Future:
         return self._pool.submit(fn, *args)
@@ -230,12 +241,12 @@ def _torch_threads_plugin(threads: int):
     return TorchThreads()
 
 
-def executor_from_spec(spec: str | None, *, slots: int, threads: int | None) -> Executor:
-    """``local`` (or nothing): ``slots`` processes here, or this process when ``slots`` is 1;
-    ``dask://HOST:PORT`` (or ``tcp://``, ``tls://``): a Dask cluster's scheduler."""
+def executor_from_spec(spec: str | None, *, slots: int, threads: int | None, gpus: int = 0) -> Executor:
+    """``local`` (or nothing): ``slots`` processes here (over ``gpus`` GPUs), or this process when
+    ``slots`` is 1; ``dask://HOST:PORT`` (or ``tcp://``, ``tls://``): a Dask cluster's scheduler."""
     spec = (spec or "local").strip()
     if spec == "local":
-        return InlineExecutor(threads) if slots <= 1 else LocalExecutor(slots, threads)
+        return InlineExecutor(threads) if slots <= 1 else LocalExecutor(slots, threads, gpus)
     scheme, sep, rest = spec.partition("://")
     if sep and rest and scheme == "dask":
         return DaskExecutor(f"tcp://{rest}")

@@ -295,7 +295,8 @@ def run_experiment(
     owned = executor is None or isinstance(executor, str)
     if owned:
         workers = max(1, workers or default_workers(device_name))
-        executor = executor_from_spec(executor, slots=workers, threads=threads_per_run(os.cpu_count() or 1, workers))
+        executor = executor_from_spec(executor, slots=workers, threads=threads_per_run(os.cpu_count() or 1, workers),
+                                      gpus=machine_gpus(device_name))
     try:
         return _run(workspace_path, spec, root, executor, device_name, device, emit)
     finally:
