@@ -137,6 +137,20 @@ def test_data_stays_on_the_gpu_only_where_it_fits():
     assert fits_on_device(10 * 2**30, torch.device("cpu"), free_1gb)  # the CPU never asks
 
 
+def test_data_too_big_for_the_gpu_stays_in_host_memory(pairs):
+    from UltrasoundRefineLib.train.data import prepare
+    from UltrasoundRefineLib.train.trainer import DeviceData
+
+    prepared = prepare(pairs, 32, TINY.inputs)
+    no_room = lambda device: (1024, 80 * 2**30)  # noqa: E731
+    data = DeviceData.place(prepared, None, torch.device("cuda"), no_room)  # never touches the (absent) GPU
+    assert data.x is prepared.images and data.y is prepared.labels and data.x_val is None
+    assert data.device.type == "cuda" and len(data) == len(pairs)
+    on_cpu = DeviceData.place(prepared, prepared, torch.device("cpu"))
+    x, y = on_cpu.batch(torch.tensor([2, 0]))
+    assert torch.equal(x, prepared.images[[2, 0]]) and torch.equal(y, prepared.labels[[2, 0]])
+
+
 # ---------------------------------------------------------------------------------------------------
 # early stopping
 

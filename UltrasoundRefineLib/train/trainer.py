@@ -35,7 +35,7 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
 #: Share of the free GPU memory the training and validation tensors may take; above it they stay in
-#: (pinned) host memory and each batch is copied over, leaving room for activations and the optimiser.
+#: host memory and each batch is copied over, leaving room for activations and the optimiser.
 DEVICE_DATA_SHARE = 0.5
 
 
@@ -62,8 +62,8 @@ def fits_on_device(nbytes: int, device: torch.device, mem_get_info: Callable | N
 
 @dataclass
 class DeviceData:
-    """Training (and validation) images and labels, where a step indexes them without a copy when
-    they fit on the device; otherwise in pinned host memory, each batch copied asynchronously."""
+    """Training (and validation) images and labels, on the device when they fit there (a step then
+    indexes them without a host copy); otherwise in host memory, each batch copied over."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -75,10 +75,7 @@ class DeviceData:
     def place(cls, train: Prepared, val: Prepared | None, device: torch.device, mem_get_info: Callable | None = None) -> "DeviceData":
         tensors = [train.images, train.labels] + ([val.images, val.labels] if val is not None else [])
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
-        if fits_on_device(nbytes, device, mem_get_info):
-            moved = [t.to(device) for t in tensors]
-        else:
-            moved = [t.pin_memory() for t in tensors]
+        moved = [t.to(device) for t in tensors] if fits_on_device(nbytes, device, mem_get_info) else tensors
         return cls(moved[0], moved[1], moved[2] if val is not None else None, moved[3] if val is not None else None, device)
 
     def __len__(self) -> int:
@@ -204,7 +201,8 @@ def cpu_state(net: torch.nn.Module) -> dict:
 
 
 class Trainer:
-    """Trains ``net`` on ``data``: :meth:`resume`, :meth:`select_precision`, then :meth:`fit`.
+    """Trains ``net`` on ``data``: :meth:`resume`, :meth:`select_precision`, :meth:`capture_graph`,
+    then :meth:`fit`, and :meth:`finish` for the best weights.
 
     Events go to ``send``; ``checkpoint`` (a file path) is written atomically after every epoch.
     """
@@ -289,8 +287,8 @@ class Trainer:
         self.optimizer.load_state_dict(state)
         self._resumed_amp = ck.get("amp_dtype")
         self._resumed_scaler = ck.get("scaler") or None
-        self.start_epoch = self.last_epoch = int(ck["epoch"])
-        self.start_epoch += 1
+        self.last_epoch = int(ck["epoch"])
+        self.start_epoch = self.last_epoch + 1
         self.history = list(ck["history"])
         best = float(ck["best_val_dice"])
         self.stopper = EarlyStopping(self.config.patience, self.config.min_delta, best if best >= 0 else None,
