@@ -125,14 +125,3 @@ def regions_mask(regions: list[Region], shape: tuple[int, int]) -> np.ndarray:
     for region in regions:
         m |= region.mask(shape)
     return m
-
-
-def sector_corners(s: Sector) -> dict[str, tuple[float, float]]:
-    """The four corners where the sides meet the top and far arcs (for display and fitting)."""
-    out = {}
-    for side, sign in (("left", -1), ("right", 1)):
-        a = math.radians(s.tilt_deg + sign * s.half_angle_deg)
-        ux, uy = math.sin(a), math.cos(a)
-        out[f"top_{side}"] = (s.apex_x + s.r_min * ux, s.apex_y + s.r_min * uy)
-        out[f"far_{side}"] = (s.apex_x + s.r_max * ux, s.apex_y + s.r_max * uy)
-    return out

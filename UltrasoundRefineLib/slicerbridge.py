@@ -28,8 +28,6 @@ ATTR_FRAME_TIME_MS = "UltrasoundRefine.FrameTimeMs"
 REGION_SEGMENT_NAME = "ImageRegion"
 REGION_SEGMENT_COLOR = (0.95, 0.75, 0.2)
 
-_VOLUME_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLLabelMapVolumeNode")
-
 
 # --------------------------------------------------------------------------------------------- scene
 

@@ -117,7 +117,6 @@ def summary(values) -> dict:
 def run(args) -> dict:
     import torch
 
-    from UltrasoundRefineLib.train.config import TrainConfig
     from UltrasoundRefineLib.train.data import render_examples
     from UltrasoundRefineLib.train.device import resolve_device
     from UltrasoundRefineLib.train.evaluate import evaluate_model

@@ -8,14 +8,12 @@ from pathlib import Path
 
 from UltrasoundRefineLib.errors import InputError
 from UltrasoundRefineLib.io.dicom import is_non_image_sop_class, media_storage_sop_class
-from UltrasoundRefineLib.io.naming import (  # noqa: F401 - loop_stem, strip_extension, STEM_EXTENSIONS: kept importable here
-    STEM_EXTENSIONS,
-    is_segmentation,
-    loop_stem,
-    strip_extension,
-)
+from UltrasoundRefineLib.io.naming import is_segmentation, loop_stem, strip_extension
 from UltrasoundRefineLib.io.registry import claim, read_with
 from UltrasoundRefineLib.loop import Loop
+
+# loop_stem and strip_extension live in io.naming; they stay importable from here, where they were first
+__all__ = ["Found", "find_loops", "read_loop", "loop_stem", "strip_extension"]
 
 _UNKNOWN = "(not DICOM, a video or a known image format)"
 

@@ -82,15 +82,6 @@ class OverlayCanvas:
         return out, masks
 
 
-def _sector_edge_x(s: Sector, y: float, sign: int) -> float:
-    """Column of a sector's side ray at row y (sign -1 left, +1 right)."""
-    a = math.radians(s.tilt_deg + sign * s.half_angle_deg)
-    x = s.apex_x + (y - s.apex_y) * math.tan(a)
-    if s.clip is not None:
-        x = max(x, s.clip[0]) if sign < 0 else min(x, s.clip[2])
-    return x
-
-
 def _region_extent_x(region, y0: float, y1: float, sign: int, truth: np.ndarray) -> float:
     """Outermost truth column on one side over rows [y0, y1]."""
     rows = truth[int(max(y0, 0)) : int(min(y1, truth.shape[0] - 1)) + 1]

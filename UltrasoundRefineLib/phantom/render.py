@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from UltrasoundRefineLib.geometry import Rectangle, Region, Sector
+from UltrasoundRefineLib.geometry import Rectangle, Region
 
 
 @dataclass
@@ -353,7 +353,3 @@ def compress(level_db: np.ndarray, dynamic_range_db: float) -> np.ndarray:
 
 def speckle_db(intensity: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(intensity + 1e-4)
-
-
-def is_sector(region: Region) -> bool:
-    return isinstance(region, Sector)

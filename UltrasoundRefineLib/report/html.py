@@ -319,7 +319,7 @@ def render(result: ExperimentResult, figures: dict[str, bytes | None], versions:
         f"<div class='headline'>{headline}</div>",
         explain,
         _runs_note(result),
-        f"<h2>Every condition against the baseline</h2>",
+        "<h2>Every condition against the baseline</h2>",
         f"<p class='small'>{e(T.design_sentence(result))} "
         f"“Runs for 80% power” is how many runs per condition a new experiment would need to detect the "
         f"observed difference 4 times out of 5 (— where the difference is zero or cannot be estimated).</p>",

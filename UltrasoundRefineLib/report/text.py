@@ -209,11 +209,6 @@ def comparison_parts(result: ExperimentResult, row: ComparisonRow, n_tests: int,
     return first, second
 
 
-def comparison_sentence(result: ExperimentResult, row: ComparisonRow, n_tests: int, *, lead: bool = False) -> str:
-    """One comparison in words; ``lead`` phrases it as the report's headline."""
-    return " ".join(comparison_parts(result, row, n_tests, lead=lead))
-
-
 def p_value_sentence(result: ExperimentResult, n_tests: int) -> str:
     holm = (
         f" Because {n_tests} comparisons were made, the p-values are Holm-corrected, and a difference is "

@@ -17,8 +17,8 @@ import numpy as np
 
 from UltrasoundRefineLib.atomic import atomic_write
 from UltrasoundRefineLib.errors import InputError, OutputError
-from UltrasoundRefineLib.io.find import strip_extension
 from UltrasoundRefineLib.io.mask import read_label_image, read_mask
+from UltrasoundRefineLib.io.naming import strip_extension
 from UltrasoundRefineLib.workspace.errors import WorkspaceError
 
 MASK_EXTENSIONS = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
