@@ -372,3 +372,18 @@ def test_checkpoints_from_the_old_engine_and_from_a_gpu_run_resume_on_the_cpu(pa
         assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history], variant
         a, b = straight.model.net.state_dict(), resumed.model.net.state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), variant
+
+
+def test_the_choice_is_reused_for_the_same_workload_in_a_process(monkeypatch):
+    from UltrasoundRefineLib.train import device as device_module
+
+    monkeypatch.setattr(device_module, "_CHOSEN", {})
+    calls = []
+    run = lambda dtype, n: calls.append(dtype)  # noqa: E731
+    first = device_module.choose_precision(_gpu(), run, images_per_step=16, timer=FakeClock(1.0, 0.5), workload=("unet", 16))
+    assert first.amp_dtype == torch.bfloat16 and len(calls) == 4
+    again = device_module.choose_precision(_gpu(), run, images_per_step=16, timer=FakeClock(0.1, 0.5), workload=("unet", 16))
+    assert len(calls) == 4 and again.amp_dtype == torch.bfloat16  # no second probe, the same choice
+    assert again.precision_probe["reused_in_process"] and again.precision_probe["images_per_s"] == first.precision_probe["images_per_s"]
+    other = device_module.choose_precision(_gpu(), run, images_per_step=64, timer=FakeClock(0.1, 0.5), workload=("unet", 64))
+    assert len(calls) == 8 and other.amp_dtype is None  # another workload is measured on its own

@@ -28,6 +28,9 @@ from UltrasoundRefineLib.train.config import TrainError
 #: kernel loading, the timed ones measure the steady state.
 PROBE_WARMUP_STEPS, PROBE_STEPS = 3, 10
 
+#: (device, mixed-precision dtype, workload) -> (the dtype chosen, the probe's figures), per process.
+_CHOSEN: dict[tuple, tuple] = {}
+
 
 @dataclass(frozen=True)
 class DeviceChoice:
@@ -70,6 +73,7 @@ def choose_precision(
     images_per_step: int,
     timer: Callable[[], float] = time.perf_counter,
     kept: str | None = None,
+    workload: tuple | None = None,
     warmup: int = PROBE_WARMUP_STEPS,
     steps: int = PROBE_STEPS,
 ) -> DeviceChoice:
@@ -78,12 +82,19 @@ def choose_precision(
     ``run_steps(amp_dtype, n)`` runs ``n`` training steps (``None``: float32) and waits for the device.
     Only on CUDA with mixed precision allowed (``dev.amp``); elsewhere ``dev`` is returned as it is
     (float32). ``kept`` (a dtype name from a checkpoint) skips the probe so that a resumed run goes on
-    as it started. A candidate that fails (a kernel missing for the dtype) is recorded and passed over.
+    as it started. ``workload`` (what decides a step's cost: network, input, batch) reuses this
+    process's earlier choice for the same workload on the same device, so the runs of an experiment do
+    not each pay for a probe nor flip between precisions on timing noise. A candidate that fails (a
+    kernel missing for the dtype) is recorded and passed over.
     """
     if dev.device.type != "cuda" or not dev.amp:
         return dev
     if kept is not None:
         return dev.with_precision(None if kept == "float32" else getattr(torch, kept), {"kept_from_checkpoint": kept})
+    memo_key = (str(dev.device), dev.amp_dtype, workload) if workload is not None else None
+    if memo_key in _CHOSEN:
+        chosen, probe = _CHOSEN[memo_key]
+        return dev.with_precision(chosen, {**probe, "reused_in_process": True})
     rates: dict[str, float] = {}
     errors: dict[str, str] = {}
     with tf32_matmuls(dev.with_precision(None)):
@@ -103,7 +114,10 @@ def choose_precision(
     probe = {"images_per_s": rates, "chosen": chosen, "batch_size": images_per_step, "steps": steps}
     if errors:
         probe["errors"] = errors
-    return dev.with_precision(None if chosen == "float32" else getattr(torch, chosen), probe)
+    dtype = None if chosen == "float32" else getattr(torch, chosen)
+    if memo_key is not None:
+        _CHOSEN[memo_key] = (dtype, probe)
+    return dev.with_precision(dtype, probe)
 
 
 @contextlib.contextmanager

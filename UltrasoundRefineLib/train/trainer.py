@@ -238,8 +238,11 @@ class Trainer:
     def select_precision(self, timer: Callable[[], float] = time.perf_counter) -> None:
         """Pick float32 or the GPU's mixed precision by timing a few steps of each (CUDA only; the
         CPU trains in float32 without probing). A resumed run keeps the precision it started with."""
+        # what a step costs: the network's structure, what of it learns, the input and the batch
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        workload = (repr(self.net), trainable, tuple(self.data.x.shape[1:]), self.batch)
         self.dev = choose_precision(self.dev, self._probe_steps, images_per_step=self.batch, timer=timer,
-                                    kept=self._resumed_amp)
+                                    kept=self._resumed_amp, workload=workload)
         if self.dev.amp and self.dev.amp_dtype == torch.float16:
             self.scaler = torch.amp.GradScaler("cuda")
             if self._resumed_scaler:
