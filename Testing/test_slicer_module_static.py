@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from UltrasoundRefineLib import jobs
+from UltrasoundRefineLib import jobs, reviewsession
+from UltrasoundRefineLib import slicer_install as install
 from UltrasoundRefineLib.errors import UltrasoundRefineError
 from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.report.reader import read_report_table
@@ -266,7 +267,7 @@ def test_dependencies_are_installed_only_on_first_use():
     logic = _methods(_class(tree, "UltrasoundRefineLogic"))
     # torch (PyTorchUtils, the GPU build) before anything that depends on it is pip-installed
     ensure = ast.unparse(logic["ensureDependencies"])
-    assert ensure.index("_ensureTorch(") < ensure.index("_callWithSupportedArguments(pipEnsure") < ensure.index("pip_install(")
+    assert ensure.index("_ensureTorch(") < ensure.index("call_with_supported_arguments(pipEnsure") < ensure.index("pip_install(")
     # ... and never at import: no installer call outside functions
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -513,7 +514,7 @@ def test_review_through_the_logic(module, workspace_dir):
 
     scene = module.scene
     logic = module.UltrasoundRefineLogic()
-    with pytest.raises(ValueError, match="workspace.db"):
+    with pytest.raises(UltrasoundRefineError, match="workspace.db"):
         logic.openWorkspace(workspace_dir.parent)
     logic.openWorkspace(workspace_dir)
     review = logic.review
@@ -579,7 +580,7 @@ def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, mo
 
     logic = module.UltrasoundRefineLogic()
     logic.openWorkspace(workspace_dir)
-    monkeypatch.setattr(module, "pythonSlicerExecutable", lambda: "/opt/Slicer/bin/PythonSlicer")
+    monkeypatch.setattr(jobs, "find_python_slicer", lambda extra_dirs=(): "/opt/Slicer/bin/PythonSlicer")
     program, args, env = logic.trainCommand("pretrain", 12, "cpu", 3, "--size 64")
     assert program.endswith("PythonSlicer") and args[:2] == ["-m", "UltrasoundRefineLib"]
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)  # the library is importable in the child
@@ -595,7 +596,7 @@ def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, mo
     assert build_parser().parse_args(logic.trainCommand("pretrain", 0, "auto", 0)[1][2:]).epochs is None
 
     # finetune starts from the latest pretrained model unless --from is given
-    with pytest.raises(ValueError, match="pretrain first"):
+    with pytest.raises(UltrasoundRefineError, match="pretrain first"):
         logic.trainCommand("finetune")
     with pytest.raises(UltrasoundRefineError, match="train first"):  # no model for the next round yet
         logic.suggestCommand()
@@ -616,11 +617,11 @@ def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, mo
     assert (parsed.command, parsed.model, parsed.device, Path(parsed.workspace)) == ("suggest", "new", "cpu", workspace_dir)
 
     # an interrupted run (no card.json yet) is resumed in its folder; a finished one is kept
-    out = logic.trainOutputDir("pretrain", 5)
+    out = jobs.train_output_dir(logic.workspace.models_dir, "pretrain", 5)
     (out / "checkpoint").mkdir(parents=True)
-    assert logic.trainOutputDir("pretrain", 5) == out
+    assert jobs.train_output_dir(logic.workspace.models_dir, "pretrain", 5) == out
     (out / "card.json").write_text("{}")
-    assert logic.trainOutputDir("pretrain", 5) == out.with_name("pretrain-seed5-2")
+    assert jobs.train_output_dir(logic.workspace.models_dir, "pretrain", 5) == out.with_name("pretrain-seed5-2")
     logic.closeWorkspace()
 
 
@@ -701,16 +702,15 @@ def test_report_table_of_a_real_experiment_report(module, tmp_path):
     assert headers == list(tables.COMPARISON_COLUMNS) and rows == []
 
 
-def test_missing_requirements_are_found_from_requirements_txt(module, monkeypatch):
-    logic = module.UltrasoundRefineLogic
-    requirements = logic.requirements()
+def test_missing_requirements_are_found_from_requirements_txt(module):
+    requirements = module.UltrasoundRefineLogic.requirements()
     assert any(r.startswith("monai") for r in requirements)
     # this environment has what the library's own tests need
-    assert not [m for m in logic.missingRequirements(training=True) if m.startswith(("monai", "pydicom"))]
+    assert not [m for m in install.missing_requirements(requirements, training=True) if m.startswith(("monai", "pydicom"))]
     # a package that is not installed, or too old, is reported; monai only when training
-    monkeypatch.setattr(logic, "requirements", staticmethod(lambda: ["no-such-package-xyz>=1.0", "numpy>=999", "monai>=1.4"]))
-    assert logic.missingRequirements() == ["no-such-package-xyz>=1.0", "numpy>=999"]
-    assert "monai>=1.4" not in logic.missingRequirements(training=True)
+    lines = ["no-such-package-xyz>=1.0", "numpy>=999", "monai>=1.4"]
+    assert install.missing_requirements(lines) == ["no-such-package-xyz>=1.0", "numpy>=999"]
+    assert "monai>=1.4" not in install.missing_requirements(lines, training=True)
 
 
 # ------------------------------------- review semantics on real MRML: nothing lost, nothing unseen
@@ -877,11 +877,12 @@ class _FakeShortcut:
 def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view_keys(module, monkeypatch):
     import slicer
 
-    assert not {k.split("+")[-1].upper() for k in module.REVIEW_SHORTCUTS.values()} & {k.upper() for k in module.SLICE_VIEW_KEYS}
+    shortcuts = reviewsession.REVIEW_SHORTCUTS
+    assert not {k.split("+")[-1].upper() for k in shortcuts.values()} & {k.upper() for k in reviewsession.SLICE_VIEW_KEYS}
     widgets = _ui_widgets()
     buttons = {"acceptNext": "acceptNextButton", "accept": "acceptButton", "reject": "rejectButton",
                "next": "nextButton", "back": "backButton", "edit": "editButton"}
-    for action, key in module.REVIEW_SHORTCUTS.items():  # each key is shown on its button
+    for action, key in shortcuts.items():  # each key is shown on its button
         text = widgets[buttons[action]].find("property[@name='text']/string").text
         assert f"({key})" in text, (action, text)
 
@@ -892,15 +893,17 @@ def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view
     widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
     widget._shortcuts = []
     pressed = []
-    widget.logic = types.SimpleNamespace(review=types.SimpleNamespace(acceptsKeys=lambda: ready[0], onScreen=object()))
+    review = types.SimpleNamespace(acceptsKeys=lambda: ready[0], onScreen=object())
+    review.ignoresKey = lambda action: reviewsession.ReviewSession.ignoresKey(review, action)  # the real rule
+    widget.logic = types.SimpleNamespace(review=review)
     ready = [False]
     for name in ("onAcceptNext", "onAccept", "onReject", "onNext", "onBack", "onEdit"):
         setattr(widget, name, lambda name=name: pressed.append(name))
     widget._installShortcuts()
-    assert {s.key for s in _FakeShortcut.made} == set(module.REVIEW_SHORTCUTS.values())
+    assert {s.key for s in _FakeShortcut.made} == set(shortcuts.values())
     assert all(s.autoRepeat is False for s in _FakeShortcut.made)
     assert all({"activated()", "activatedAmbiguously()"} <= set(s.slots) for s in _FakeShortcut.made)
-    accept = next(s for s in _FakeShortcut.made if s.key == module.REVIEW_SHORTCUTS["acceptNext"])
+    accept = next(s for s in _FakeShortcut.made if s.key == shortcuts["acceptNext"])
     accept.slots["activatedAmbiguously()"]()  # just shown: ignored
     assert pressed == []
     ready[0] = True
@@ -909,7 +912,7 @@ def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view
     # nothing on screen (scene closed): N still reaches its handler, which shows the suggestion again
     ready[0] = False
     widget.logic.review.onScreen = None
-    next(s for s in _FakeShortcut.made if s.key == module.REVIEW_SHORTCUTS["next"]).slots["activated()"]()
+    next(s for s in _FakeShortcut.made if s.key == shortcuts["next"]).slots["activated()"]()
     assert pressed == ["onAcceptNext", "onNext"]
     widget._removeShortcuts()
     assert widget._shortcuts == [] and all(not s.slots for s in _FakeShortcut.made)
@@ -945,11 +948,11 @@ def test_the_module_puts_the_library_on_sys_path_from_a_source_checkout(module, 
 
 def test_packages_slicer_already_loaded_need_a_restart(module):
     loaded = {"pydicom": object(), "PIL": object(), "libjpeg": object()}
-    need = module.requirementsNeedingRestart(
+    need = install.needing_restart(
         ["pydicom>=3.0", "Pillow>=9.0", "pylibjpeg-libjpeg>=2.1", "monai>=1.4", "av>=12"], loaded
     )
     assert need == ["pydicom>=3.0", "Pillow>=9.0", "pylibjpeg-libjpeg>=2.1"]
-    assert module.requirementsNeedingRestart(["monai>=1.4"], {}) == []
+    assert install.needing_restart(["monai>=1.4"], {}) == []
 
 
 def test_clean_arguments_follow_the_clean_command_line(module, tmp_path):
@@ -982,7 +985,7 @@ def test_pip_ensure_gets_only_the_keywords_its_slicer_version_has(module):
         calls.append(dict(prompt=prompt, requester=requester))
 
     for func in (slicer_5_12, early):
-        module._callWithSupportedArguments(func, ["x>=1"], constraints="c.txt", requester="UR",
+        install.call_with_supported_arguments(func, ["x>=1"], constraints="c.txt", requester="UR",
                                            prompt_install=False, prompt=False)
     assert calls == [dict(constraints="c.txt", prompt_install=False, requester="UR"), dict(prompt=False, requester="UR")]
 
@@ -1017,6 +1020,7 @@ def installer(module, monkeypatch, tmp_path):
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: log.append(("ask", text)) or True, raising=False)
     monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, *a, **k: log.append(("restart?", text)) or False, raising=False)
     monkeypatch.setattr(slicer.util, "restart", lambda: log.append(("restart",)), raising=False)
+    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda text, *a: log.append(("status", text)) if text else None, raising=False)
     monkeypatch.setattr(module, "_slicerPipEnsure", lambda: None)  # Slicer 5.10
     return log
 
@@ -1027,17 +1031,20 @@ def test_torch_comes_from_pytorchutils_before_monai_is_pip_installed(module, ins
     logic = module.UltrasoundRefineLogic
     monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["monai>=999", "no-such-package-xyz>=1"]))
     # as in a fresh Slicer, where monai is not imported yet (here an earlier test file may have)
-    monkeypatch.setattr(module, "requirementsNeedingRestart", functools.partial(module.requirementsNeedingRestart, modules={}))
+    monkeypatch.setattr(install, "needing_restart", functools.partial(install.needing_restart, modules={}))
     assert logic().ensureDependencies(training=True) is True
     kinds = [entry[0] for entry in installer]
     assert kinds.index("installTorch") < kinds.index("pip_install")
+    # the GUI thread is busy while pip runs: the status bar says so first, naming what is installed
+    status = next(e for e in installer if e[0] == "status")
+    assert kinds.index("status") < kinds.index("pip_install") and "monai, no-such-package-xyz" in status[1]
     pip = next(e for e in installer if e[0] == "pip_install")
     assert pip[1] == ["monai>=999", "no-such-package-xyz>=1"]
     assert pip[2] == f"torch=={importlib.metadata.version('torch')}"  # pip may not swap the GPU build
     # suggesting and reviewing need neither torch nor monai
     installer.clear()
     assert logic().ensureDependencies(training=False) is True
-    assert [e[0] for e in installer] == ["ask", "pip_install"] and installer[1][1] == ["no-such-package-xyz>=1"]
+    assert [e[0] for e in installer] == ["ask", "status", "pip_install"] and installer[2][1] == ["no-such-package-xyz>=1"]
 
 
 def test_a_package_slicer_has_loaded_is_not_used_after_an_upgrade_in_place(module, installer, monkeypatch):
@@ -1051,8 +1058,8 @@ def test_a_package_slicer_has_loaded_is_not_used_after_an_upgrade_in_place(modul
 
 
 def test_an_old_python_is_refused_with_the_supported_slicer_versions(module, monkeypatch):
-    monkeypatch.setattr(module, "MIN_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
-    with pytest.raises(RuntimeError, match="5.10 and 5.12"):
+    monkeypatch.setattr(install, "MIN_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
+    with pytest.raises(install.UnsupportedPythonError, match="5.10 and 5.12"):
         module.UltrasoundRefineLogic().ensureDependencies()
 
 

@@ -14,9 +14,6 @@ Supported: 3D Slicer 5.10 and 5.12 (the library needs Python 3.10 or later, chec
 import logging
 import os
 import pathlib
-import re
-import shlex
-import shutil
 import sys
 from typing import Annotated, Optional, Union
 
@@ -60,59 +57,14 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
 
-# stdlib-only parts of the library (argument lists, progress lines, report tables): cheap to import
-from UltrasoundRefineLib.jobs import (  # noqa: E402
-    AUTOMASK_METHODS,
-    CLEAN_SOURCES,
-    TRAIN_STAGES,
-    TRAIN_STRATEGIES,
-    clean_arguments,
-    describe_progress,
-    parse_progress_line,
-    progress_percent,
-    suggest_arguments,
-    train_arguments,
-)
+# stdlib-only parts of the library (argument lists, progress words, the review's rules, the install plan)
+from UltrasoundRefineLib import jobs, reviewsession  # noqa: E402
+from UltrasoundRefineLib import slicer_install as install  # noqa: E402
 from UltrasoundRefineLib.report.reader import read_report_table  # noqa: E402
-
-#: The Python the library needs (Slicer 5.10 and 5.12 bundle 3.12; Slicer 5.8 bundles 3.9).
-MIN_PYTHON = (3, 10)
-SUPPORTED_SLICER = "5.10 and 5.12"
-
-TRAIN_DEVICES = ["auto", "cuda", "cpu"]
-#: Exit code of ``ultrasound-refine train`` stopped on request: checkpoint kept, the same command resumes.
-TRAIN_STOPPED_EXIT = 143
-
-#: Review actions and their keys (connected on enter(), disconnected on exit(), shown on the buttons).
-#: None of them is a key of the slice views (r reset view, b/f previous/next slice, g, t, v, arrows,
-#: brackets), which a main-window shortcut would take over; "A" accepts and moves on, the common case.
-REVIEW_SHORTCUTS = {
-    "acceptNext": "A",
-    "accept": "Shift+A",
-    "reject": "X",
-    "next": "N",
-    "back": "P",
-    "edit": "E",
-}
-#: Keys that Slicer's slice views handle themselves (vtkMRMLSliceIntersectionWidget).
-SLICE_VIEW_KEYS = {"R", "B", "F", "G", "T", "V", "Left", "Right", "Up", "Down", "[", "]", "{", "}"}
-#: Actions that decide or move on: ignored in the first moments after a suggestion appears.
-_SETTLING_ACTIONS = {"acceptNext", "accept", "reject", "next"}
 
 #: Where the panel keeps the user's own settings (QSettings: they survive Close Scene and restarts).
 SETTINGS_WORKSPACE = "UltrasoundRefine/WorkspacePath"
 SETTINGS_REVIEWER = "UltrasoundRefine/Reviewer"
-
-#: Packages of requirements.txt that only training needs (suggesting and reviewing do without).
-_TRAINING_ONLY = {"monai"}
-
-#: requirements.txt names whose import name differs.
-_IMPORT_NAMES = {
-    "pylibjpeg-libjpeg": "libjpeg",
-    "pylibjpeg-openjpeg": "openjpeg",
-    "pylibjpeg-rle": "rle",
-    "Pillow": "PIL",
-}
 
 
 #
@@ -165,37 +117,19 @@ class UltrasoundRefineParameterNode:
     """
 
     inputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, vtkMRMLSequenceNode]
-    automaskMethod: Annotated[str, Choice(AUTOMASK_METHODS)] = "fanfit"
+    automaskMethod: Annotated[str, Choice(jobs.AUTOMASK_METHODS)] = "fanfit"
     regionSegmentation: vtkMRMLSegmentationNode
-    trainStage: Annotated[str, Choice(TRAIN_STAGES)] = "pretrain"
-    trainStrategy: Annotated[str, Choice(TRAIN_STRATEGIES)] = "full"
+    trainStage: Annotated[str, Choice(jobs.TRAIN_STAGES)] = "pretrain"
+    trainStrategy: Annotated[str, Choice(jobs.TRAIN_STRATEGIES)] = "full"
     trainEpochs: Annotated[int, WithinRange(0, 1000)] = 0
-    trainDevice: Annotated[str, Choice(TRAIN_DEVICES)] = "auto"
+    trainDevice: Annotated[str, Choice(jobs.TRAIN_DEVICES)] = "auto"
     trainSeed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     trainExtraArgs: str = ""
     reportPath: pathlib.Path
-    cleanSource: Annotated[str, Choice(CLEAN_SOURCES)] = "fanfit"
+    cleanSource: Annotated[str, Choice(jobs.CLEAN_SOURCES)] = "fanfit"
     cleanModelPath: pathlib.Path
     cleanInputPath: pathlib.Path
     cleanOutputPath: pathlib.Path
-
-
-#
-# Helpers that need neither Qt nor MRML
-#
-
-
-def requirementsNeedingRestart(requirements, modules=None) -> list:
-    """The requirement lines whose package is already imported in this Python (e.g. pydicom 2.4,
-    loaded by Slicer 5.10's DICOM module): installing them changes files under a running import, so
-    the new version is only usable, and Slicer's own modules only safe, after a restart."""
-    modules = sys.modules if modules is None else modules
-    out = []
-    for line in requirements:
-        name = re.split(r"[<>=!~\[; ]", str(line), maxsplit=1)[0]
-        if _IMPORT_NAMES.get(name, name).replace("-", "_") in modules:
-            out.append(str(line))
-    return out
 
 
 def _slicerPipEnsure():
@@ -214,41 +148,26 @@ def _slicerPipEnsure():
     return None
 
 
-def _callWithSupportedArguments(func, *args, **kwargs):
-    """``func(*args, **kwargs)`` without the keyword arguments its signature does not have (the
-    keywords of ``pip_ensure`` changed between Slicer versions: ``prompt`` became ``prompt_install``)."""
-    import inspect
+class _busy:
+    """A wait cursor and a status-bar message while Slicer's Python does something long on the GUI
+    thread (pip): the window cannot repaint then, so it says beforehand why it will not respond."""
 
-    parameters = inspect.signature(func).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters and v is not None}
-    return func(*args, **kwargs)
+    def __init__(self, message: str):
+        self.message = message
 
+    def __enter__(self):
+        slicer.util.showStatusMessage(self.message)
+        self._cursor = hasattr(qt, "QApplication")  # (not in the tests' stand-in for qt)
+        if self._cursor:
+            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+            qt.QApplication.processEvents()  # paint the message and the cursor before pip takes the thread
+        return self
 
-def _first(*candidates):
-    """The first that is not None (a MRML scene may be falsy when empty, so ``or`` will not do)."""
-    return next((c for c in candidates if c is not None), None)
-
-
-def libraryParentDir() -> str:
-    """The folder that holds the UltrasoundRefineLib package (next to this file once installed)."""
-    import UltrasoundRefineLib
-
-    return os.path.dirname(os.path.dirname(os.path.abspath(UltrasoundRefineLib.__file__)))
-
-
-def pythonSlicerExecutable() -> str:
-    """Slicer's own Python (PythonSlicer), which runs the library's command line in a child process."""
-    found = shutil.which("PythonSlicer")
-    if found:
-        return found
-    for folder in (os.path.dirname(sys.executable), getattr(getattr(slicer, "app", None), "slicerHome", "") + "/bin"):
-        for name in ("PythonSlicer", "PythonSlicer.exe"):
-            candidate = os.path.join(folder, name)
-            if os.path.isfile(candidate):
-                return candidate
-    raise RuntimeError(_("PythonSlicer was not found: training needs Slicer's own Python executable."))
-
+    def __exit__(self, *exc):
+        if self._cursor:
+            qt.QApplication.restoreOverrideCursor()
+        slicer.util.showStatusMessage("")
+        return False
 
 
 #
@@ -265,10 +184,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._shortcuts = []
         self._job = None  # the running child process (UltrasoundRefineLib.childjob.ChildJob)
-        self._jobKind = None  # "train" or "clean"
-        self._jobTail = []
+        self._jobMonitor = None  # what the panel shows of it (UltrasoundRefineLib.jobs.JobMonitor)
         self._jobTimer = None
-        self._trainEpochs = None
         self._loadFailed = False  # the last suggestion could not be shown: N moves past it
 
     def setup(self) -> None:
@@ -370,11 +287,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self.ui.suggestMaskButton.enabled = bool(p and p.inputNode)
         busy = self._job is not None
+        section = self._jobMonitor.section if busy else None
         self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not busy
         self.ui.suggestNextRoundButton.enabled = bool(p and self.logic.workspace is not None) and not busy
-        self.ui.cancelTrainButton.enabled = busy and self._jobKind in ("train", "suggest")
+        self.ui.cancelTrainButton.enabled = section == "train"
         self.ui.cleanButton.enabled = bool(p) and not busy
-        self.ui.cancelCleanButton.enabled = busy and self._jobKind == "clean"
+        self.ui.cancelCleanButton.enabled = section == "clean"
         self.ui.cleanModelPathLineEdit.enabled = bool(p) and p.cleanSource == "model"
 
     # ------------------------------------------------------------------ settings (QSettings)
@@ -400,7 +318,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         mainWindow = slicer.util.mainWindow()
         if mainWindow is None:  # --no-main-window: nothing to press keys in
             return
-        for action, key in REVIEW_SHORTCUTS.items():
+        for action, key in reviewsession.REVIEW_SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), mainWindow)
             shortcut.setAutoRepeat(False)  # a held key is one press, not a run through the queue
             press = lambda action=action: self._onKey(action, handlers[action])
@@ -419,10 +337,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shortcuts = []
 
     def _onKey(self, action: str, handler) -> None:
-        review = self.logic.review
-        if action in _SETTLING_ACTIONS and review is not None and review.onScreen is not None and not review.acceptsKeys():
-            return  # the suggestion has just appeared: this press (a held or bounced key) was not about it
-        handler()  # with nothing on screen, A and X do nothing and N shows a suggestion
+        if self.logic.review is None or not self.logic.review.ignoresKey(action):
+            handler()
 
     # ------------------------------------------------------------------ suggest
 
@@ -515,8 +431,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateReviewGUI()
 
     def onNext(self) -> None:
-        review = self.logic.review
-        if review is not None and review.onScreen is None and review.current() is not None and not self._loadFailed:
+        if self.logic.review is not None and self.logic.review.nextShowsAgain(self._loadFailed):
             self._move(lambda: None)  # it left the screen (scene closed, node deleted): show it again
             return
         self._move(lambda: self.logic.review.next())
@@ -558,127 +473,80 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateReviewGUI()
 
     def _updateReviewGUI(self) -> None:
-        review = self.logic.review
-        onScreen = review is not None and review.onScreen is not None
+        panel = reviewsession.review_panel(self.logic.review, self.logic.editPending(), self._loadFailed)
         for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.editButton):
-            button.enabled = onScreen
-        self.ui.nextButton.enabled = review is not None and review.current() is not None
-        self.ui.saveEditedButton.enabled = onScreen and self.logic.editPending()
-        self.ui.backButton.enabled = review is not None and review.position > 0
-        if review is None:
-            self.ui.reviewStatusLabel.text = _("No workspace open.")
-            self.ui.reviewProgressBar.maximum = 1
-            self.ui.reviewProgressBar.value = 0
-            return
-        counts = review.counts()
-        decided = counts["accepted"] + counts["rejected"] + counts["edited"]
-        self.ui.reviewProgressBar.maximum = max(counts["suggestions"], 1)
-        self.ui.reviewProgressBar.value = decided
-        tally = _("round {round}: {accepted} accepted, {edited} edited, {rejected} rejected, {pending} to go").format(
-            round=review.round, **counts
-        )
-        current = review.current()
-        if current is None:
-            self.ui.reviewStatusLabel.text = _("Review queue done ({tally}).").format(tally=tally)
-            return
-        if not onScreen:
-            why = _("its loop could not be loaded: N moves on") if self._loadFailed else _(
-                "the scene was closed or a review node deleted: N shows it again"
-            )
-            self.ui.reviewStatusLabel.text = _("Nothing on screen ({why}).\n{tally}").format(why=why, tally=tally)
-            return
-        quality = "" if current.quality is None else _(", quality {q:.2f}").format(q=current.quality)
-        decision = review.decisions.get(current.id)
-        decided_now = "" if decision is None else _(" · you decided: {d}").format(d=decision)
-        self.ui.reviewStatusLabel.text = _("{i} of {n} in this session: {stem} ({producer}{quality}){decided}\n{tally}").format(
-            i=review.position + 1, n=len(review.queue), stem=current.stem, producer=current.producer,
-            quality=quality, decided=decided_now, tally=tally,
-        )
+            button.enabled = panel.decide_enabled
+        self.ui.nextButton.enabled = panel.next_enabled
+        self.ui.backButton.enabled = panel.back_enabled
+        self.ui.saveEditedButton.enabled = panel.save_enabled
+        self.ui.reviewStatusLabel.text = panel.status
+        self.ui.reviewProgressBar.maximum = panel.progress_maximum
+        self.ui.reviewProgressBar.value = panel.progress_value
 
     # ------------------------------------------------------------------ child processes (train, clean)
 
     def _startJob(self, kind: str, program: str, args: list, env: dict, cwd) -> None:
         from UltrasoundRefineLib.childjob import ChildJob
 
-        commandLine = " ".join([program] + [shlex.quote(a) for a in args])
+        commandLine = jobs.command_line(program, args)
         logging.info(f"UltrasoundRefine: {commandLine}")
+        monitor = jobs.JobMonitor(kind)
         self._job = ChildJob(program, args, env=env, cwd=cwd)
-        self._jobKind = kind
-        self._jobTail = []
+        self._jobMonitor = monitor
         self._jobLog().clear()
         self._jobLog().appendPlainText(commandLine)
+        self._showJob()
         self._jobTimer.start()
         self._updateButtonStates()
 
     def _jobLog(self):
-        return self.ui.cleanLogTextEdit if self._jobKind == "clean" else self.ui.trainLogTextEdit
+        return self.ui.cleanLogTextEdit if self._jobMonitor.section == "clean" else self.ui.trainLogTextEdit
 
-    def _jobStatus(self):
-        return self.ui.cleanStatusLabel if self._jobKind == "clean" else self.ui.trainStatusLabel
+    def _showJob(self) -> None:
+        monitor = self._jobMonitor
+        (self.ui.cleanStatusLabel if monitor.section == "clean" else self.ui.trainStatusLabel).text = monitor.status
+        if monitor.kind == "train" and monitor.percent is not None:
+            self.ui.trainProgressBar.value = monitor.percent
 
     def onPollJob(self) -> None:
-        job = self._job
+        job, monitor = self._job, self._jobMonitor
         if job is None:
             self._jobTimer.stop()
             return
         for line in job.lines():
-            self._onJobLine(line)
+            logLine = monitor.line(line)
+            if logLine is not None:
+                self._jobLog().appendPlainText(logLine)
+        self._showJob()
         code = job.poll()
         if code is not None:
             self._onJobFinished(code)
 
-    def _onJobLine(self, line: str) -> None:
-        event = parse_progress_line(line)
-        if event is None or self._jobKind != "train":
-            if line.strip():
-                self._jobTail = (self._jobTail + [line])[-20:]
-                self._jobLog().appendPlainText(line)
-            return
-        if event.get("event") == "start":
-            self._trainEpochs = event.get("epochs")
-        text = describe_progress(event, self._trainEpochs)
-        self.ui.trainStatusLabel.text = text
-        percent = progress_percent(event)
-        if percent is not None:
-            self.ui.trainProgressBar.value = percent
-        if event.get("event") != "step":  # steps only update the label; the log keeps epochs and the rest
-            self.ui.trainLogTextEdit.appendPlainText(text)
-
     def _onJobFinished(self, exitCode: int) -> None:
-        job, kind, status = self._job, self._jobKind, self._jobStatus()
+        job, monitor = self._job, self._jobMonitor
         self._jobTimer.stop()
         self._job = None
-        if job.stopRequestedAt is not None or job.killed:
-            if kind == "train" and exitCode == TRAIN_STOPPED_EXIT:
-                status.text = _("Stopped. The checkpoint is kept: Train with the same settings resumes it.")
-            else:
-                status.text = _("Stopped.")
-        elif exitCode == 0:
-            if kind == "train":
-                self.ui.trainProgressBar.value = 100
-                status.text = _("Training finished.") + " " + status.text
-            elif kind == "suggest":
-                status.text = _("The model's suggestions are the new round: its review queue is open.")
-                with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
-                    self.logic.openWorkspace(self.logic.workspace.root)
-                    self._showCurrent()
-            else:
-                status.text = _("Cleaning finished: see the output folder.")
-        else:
-            status.text = _("Failed (exit code {code}); see the log.").format(code=exitCode)
-            slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=kind), detailedText="\n".join(self._jobTail))
+        succeeded = monitor.finished(exitCode, stopped=job.stopRequestedAt is not None or job.killed)
+        self._showJob()
+        if succeeded and monitor.kind == "suggest":
+            with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
+                self.logic.openWorkspace(self.logic.workspace.root)
+                self._showCurrent()
+        elif not succeeded and not (job.stopRequestedAt is not None or job.killed):
+            slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=monitor.kind), detailedText=monitor.failure_details())
         self._updateButtonStates()
 
     def onCancelJob(self) -> None:
         if self._job is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to stop the process.")):
-            if self._jobKind == "train":
-                self._jobStatus().text = _("Stopping after saving a checkpoint...")
+            self._jobMonitor.status = self._jobMonitor.stopping_text()
+            self._showJob()
+            if self._jobMonitor.stops_gracefully:
                 # a "stop" line reaches the worker through PythonSlicer (signals do not); onPollJob
                 # kills the whole process tree if it has not ended after a grace period
                 self._job.stop()
-            else:  # cleaning has no checkpoint to save (clean --resume skips what is written)
+            else:  # no checkpoint to save (clean --resume skips what is written)
                 self._job.kill()
 
     # ------------------------------------------------------------------ train
@@ -691,9 +559,6 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             program, args, env = self.logic.trainCommand(
                 p.trainStage, p.trainEpochs, p.trainDevice, p.trainSeed, p.trainExtraArgs, p.trainStrategy
             )
-            self._trainEpochs = None
-            self.ui.trainProgressBar.value = 0
-            self.ui.trainStatusLabel.text = _("Starting...")
             self._startJob("train", program, args, env, self.logic.workspace.root)
 
     def onSuggestNextRound(self) -> None:
@@ -704,7 +569,6 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._resolveEdit() == "stay":
                 return
             program, args, env = self.logic.suggestCommand(self._parameterNode.trainDevice)
-            self.ui.trainStatusLabel.text = _("Suggesting with the latest model...")
             self._startJob("suggest", program, args, env, self.logic.workspace.root)
 
     # ------------------------------------------------------------------ clean and export
@@ -718,7 +582,6 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.cleanSource, [p.cleanInputPath], p.cleanOutputPath, model=p.cleanModelPath,
                 workspace=self.ui.workspaceDirectoryButton.directory,
             )
-            self.ui.cleanStatusLabel.text = _("Cleaning...")
             self._startJob("clean", program, args, env, None)
 
     # ------------------------------------------------------------------ statistics
@@ -754,21 +617,17 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     """Everything the panel does, callable without it (Python console, self-test).
 
     Methods that touch MRML take ``scene`` (default: the application's scene), as the bridge does.
-    While a suggestion is shown, the logic observes the scene and the shown segmentation: a removed
-    review node or a closed scene takes the suggestion off screen (no decision can then be recorded for
-    it), and an edit of the mask calls ``reviewChangedCallback`` (the panel enables Save).
+    While a suggestion is shown, the review's nodes (``slicerbridge.ReviewNodes``) watch the scene: a
+    removed review node or a closed scene takes the suggestion off screen (no decision can then be
+    recorded for it), and an edit of the mask calls ``reviewChangedCallback`` (the panel enables Save).
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.workspace = None
         self.review = None
-        self.reviewVolume = None
-        self.reviewSegmentation = None
         self.reviewChangedCallback = None
-        self._reviewNodes = []
-        self._reviewScene = None
-        self._observations = []  # (object, observer tag)
+        self._display = None  # slicerbridge.ReviewNodes of the suggestion shown
         self._prefetcher = None  # reads the next suggestion's loop while this one is reviewed
         self._viewsSetUp = False  # layout and zoom set for the first suggestion shown, then left alone
 
@@ -783,90 +642,43 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     @classmethod
     def requirements(cls) -> list:
-        with open(cls.requirementsPath(), encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
-
-    @classmethod
-    def missingRequirements(cls, training: bool = False) -> list:
-        """The lines of requirements.txt whose package is not installed (or too old); without
-        ``training``, only what suggesting and reviewing need."""
-        import importlib.metadata
-        import importlib.util
-
-        try:
-            from packaging.requirements import Requirement
-        except ImportError:  # no packaging: check presence only
-            Requirement = None
-        missing = []
-        for line in cls.requirements():
-            name = re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]
-            if name in _TRAINING_ONLY and not training:
-                continue
-            if Requirement is None:
-                if importlib.util.find_spec(_IMPORT_NAMES.get(name, name)) is None:
-                    missing.append(line)
-                continue
-            req = Requirement(line)
-            try:
-                if req.specifier.contains(importlib.metadata.version(req.name), prereleases=True):
-                    continue
-            except importlib.metadata.PackageNotFoundError:
-                pass
-            missing.append(line)
-        return missing
+        return install.read_requirements(cls.requirementsPath())
 
     def ensureDependencies(self, training: bool = False, askConfirmation: bool = True) -> bool:
         """Install what is missing, after asking. False when the user said no or Slicer must restart first.
 
-        Training needs torch, which comes from the PyTorch extension (the build that fits the GPU) and
-        is installed FIRST and then held fixed, so that pip never pulls a CPU torch from PyPI as MONAI's
-        dependency. A package that is already imported (pydicom 2.4 under Slicer 5.10's DICOM module)
-        is not used after an in-place upgrade: Slicer has to restart, and the user is asked to."""
-        if sys.version_info < MIN_PYTHON:
-            raise RuntimeError(
-                _("Ultrasound Refine needs Python {need} or later (3D Slicer {slicer}); this Slicer has Python {have}.").format(
-                    need=".".join(map(str, MIN_PYTHON)), slicer=SUPPORTED_SLICER, have=sys.version.split()[0]
-                )
-            )
-        constraints = None
+        The plan (what, in which order, what to ask) is ``slicer_install``'s: torch from the PyTorch
+        extension FIRST and then held fixed while the rest is installed, and a restart asked for when
+        Slicer had a package loaded (pydicom 2.4 under Slicer 5.10's DICOM module)."""
+        install.check_python()
+        torchVersion = None
         if training:
             torchVersion = self._ensureTorch(askConfirmation)
             if torchVersion is None:
                 return False
-            constraints = os.path.join(slicer.app.temporaryPath, "UltrasoundRefine-torch-constraint.txt")
-            with open(constraints, "w", encoding="utf-8") as f:
-                f.write(f"torch=={torchVersion}\n")
-        missing = self.missingRequirements(training)
-        if not missing:
+        plan = install.plan_install(self.requirements(), training, torch_version=torchVersion)
+        if not plan.needed:
             return True
-        needRestart = requirementsNeedingRestart(missing)
+        constraints = install.write_constraint(plan, slicer.app.temporaryPath)
         pipEnsure = _slicerPipEnsure()
         if pipEnsure is not None:  # Slicer 5.12+: asks, installs, offers the restart itself
             from packaging.requirements import Requirement
 
             try:
-                _callWithSupportedArguments(
-                    pipEnsure, [Requirement(line) for line in missing], constraints=constraints,
-                    requester="Ultrasound Refine", prompt_install=askConfirmation, prompt=askConfirmation,
-                )
+                with _busy(plan.progress()):
+                    install.call_with_supported_arguments(
+                        pipEnsure, [Requirement(line) for line in plan.missing], constraints=constraints,
+                        requester="Ultrasound Refine", prompt_install=askConfirmation, prompt=askConfirmation,
+                    )
             except RuntimeError:  # the user said no
                 return False
         else:  # Slicer 5.10
-            text = _("Ultrasound Refine needs these Python packages, which will be downloaded and installed now:")
-            text += "\n\n" + "\n".join(missing)
-            if needRestart:
-                text += "\n\n" + _("{names} is already loaded by Slicer: Slicer must restart afterwards.").format(
-                    names=", ".join(needRestart)
-                )
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(text):
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(plan.confirmation()):
                 return False
-            slicer.util.pip_install(missing + (["-c", constraints] if constraints else []))
-        if needRestart:
-            if slicer.util.confirmYesNoDisplay(
-                _("{names} was updated while Slicer had it loaded: restart Slicer now to use it?").format(
-                    names=", ".join(needRestart)
-                )
-            ):
+            with _busy(plan.progress()):
+                slicer.util.pip_install(plan.pip_arguments(constraints))
+        if plan.need_restart:
+            if slicer.util.confirmYesNoDisplay(plan.restart_question()):
                 slicer.util.restart()
             return False
         return True
@@ -899,19 +711,9 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
         if inputNode is None:
             raise ValueError(_("Select a volume or a sequence first."))
-        loop = slicerbridge.loop_from_node(inputNode, scene=scene)
-        suggestion = suggest_mask(loop, method)
+        suggestion = suggest_mask(slicerbridge.loop_from_node(inputNode, scene=scene), method)
         reference = slicerbridge.reference_volume(inputNode, scene=scene)
-        if segmentationNode is not None:
-            role = vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
-            if segmentationNode.GetNodeReference(role) is not reference:
-                segmentationNode = None  # the last suggestion was for another loop: keep it, make a new one
-        segmentationNode, _segmentId = slicerbridge.mask_to_segmentation(
-            suggestion.mask, reference, segmentation_node=segmentationNode, scene=scene
-        )
-        segmentationNode.SetAttribute("UltrasoundRefine.Method", suggestion.method)
-        segmentationNode.SetAttribute("UltrasoundRefine.Quality", f"{suggestion.quality:.4f}")
-        return segmentationNode, suggestion
+        return slicerbridge.suggestion_to_segmentation(suggestion, reference, segmentationNode, scene=scene), suggestion
 
     # ------------------------------------------------------------------ workspace and review
 
@@ -919,18 +721,14 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         from UltrasoundRefineLib.reviewsession import LoopPrefetcher, ReviewSession
         from UltrasoundRefineLib.workspace import Workspace
 
-        path = pathlib.Path(str(path or ""))
-        if not str(path) or not (path / "workspace.db").is_file():
-            raise ValueError(
-                _("{path} is not a workspace (no workspace.db). Make one with 'ultrasound-refine workspace'.").format(path=path)
-            )
+        workspace = Workspace.open(str(path or ""))  # a clear error for a folder that is not one
         self.closeWorkspace()
-        self.workspace = Workspace.open(path)
+        self.workspace = workspace
         self.review = ReviewSession(self.workspace, round)
         self._prefetcher = LoopPrefetcher(self.workspace)
 
     def closeWorkspace(self) -> None:
-        self.clearReviewNodes(self._reviewScene)
+        self.clearReviewNodes()
         self.review = None
         if self._prefetcher is not None:
             self._prefetcher.close()
@@ -939,25 +737,24 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
             self.workspace.close()
             self.workspace = None
 
-    def clearReviewNodes(self, scene=None) -> None:
-        """Remove what the review put in the scene for the suggestion shown."""
-        from UltrasoundRefineLib import slicerbridge
+    @property
+    def reviewVolume(self):
+        return self._display.volume if self._display is not None else None
 
-        nodes = self._reviewNodes
-        self._unobserve()  # our own removals are not a user's deletion
-        scene = _first(scene, self._reviewScene, slicer.mrmlScene)
-        for node in nodes:
-            if scene.IsNodePresent(node):
-                slicerbridge.remove_node(node, scene=scene)
+    @property
+    def reviewSegmentation(self):
+        return self._display.segmentation if self._display is not None else None
+
+    def clearReviewNodes(self) -> None:
+        """Remove what the review put in the scene for the suggestion shown."""
+        if self._display is not None:
+            self._display.clear()
         self.reviewNodesGone()
 
     def reviewNodesGone(self) -> None:
         """The review's nodes are gone (scene closed, one deleted, or cleared): nothing is on screen."""
-        self._unobserve()
-        self._reviewNodes = []
-        self._reviewScene = None
-        self.reviewVolume = None
-        self.reviewSegmentation = None
+        if self._display is not None:
+            self._display.forget()
         if self.review is not None:
             self.review.hidden()
 
@@ -968,33 +765,14 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         there, so no decision can be recorded for it)."""
         from UltrasoundRefineLib import slicerbridge
 
-        self.clearReviewNodes(scene)
+        self.clearReviewNodes()
         suggestion = self.review.current() if self.review is not None else None
         if suggestion is None:
             return None, None
-        scene = _first(scene, slicer.mrmlScene)
-        self._reviewScene = scene
-        try:
-            loop = self._prefetcher.load(suggestion.item_id) if self._prefetcher else self.workspace.load_loop(suggestion.item_id)
-            mask = self.workspace.suggestion_mask(suggestion.id)
-            browser = None
-            if loop.n_frames > 1:
-                sequence, browser, volume = slicerbridge.loop_to_sequence(loop, scene=scene, name=suggestion.stem)
-                self._reviewNodes += [browser, sequence, volume]
-            else:
-                volume = slicerbridge.loop_to_volume(loop, scene=scene, name=suggestion.stem)
-                self._reviewNodes.append(volume)
-            segmentation, _segmentId = slicerbridge.mask_to_segmentation(mask, volume, scene=scene)
-            self._reviewNodes.append(segmentation)
-        except Exception:
-            self.clearReviewNodes(scene)
-            raise
-        self.reviewVolume, self.reviewSegmentation = volume, segmentation
-        display = segmentation.GetDisplayNode()
-        if display is not None:  # the outline only: a filled overlay hides the fan's edge being judged
-            display.SetVisibility2DFill(False)
-            display.SetVisibility2DOutline(True)
-        self._observe(scene, segmentation)
+        self._display = slicerbridge.ReviewNodes(scene, on_gone=self._onReviewNodesGone, on_edited=self._changed)
+        loop = self._prefetcher.load(suggestion.item_id) if self._prefetcher else self.workspace.load_loop(suggestion.item_id)
+        mask = self.workspace.suggestion_mask(suggestion.id)
+        volume, segmentation = self._display.show(loop, mask, name=suggestion.stem)
         self.review.shown(mask)
         if self._prefetcher is not None:
             self._prefetcher.prefetch(self.review.queue[self.review.position + 1:])
@@ -1003,43 +781,16 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
                 slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
             slicer.util.setSliceViewerLayers(background=volume, fit=not self._viewsSetUp)
             self._viewsSetUp = True
+            browser = self._display.browser
             if browser is not None and hasattr(slicer.modules, "sequences"):
                 slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
                 slicer.modules.sequences.showSequenceBrowser(browser)
         return volume, segmentation
 
-    def _observe(self, scene, segmentation) -> None:
-        def onNodeRemoved(caller, event, node):
-            if any(node is n for n in self._reviewNodes):
-                # the rest of the review's nodes stay ours: the next suggestion shown removes them
-                rest = [n for n in self._reviewNodes if n is not node]
-                self.reviewNodesGone()
-                self._reviewNodes, self._reviewScene = rest, scene
-                self._changed()
-
-        onNodeRemoved.CallDataType = vtk.VTK_OBJECT
-
-        def onClose(caller, event):
-            self.reviewNodesGone()
-            self._changed()
-
-        def onEdited(caller, event):
-            self._changed()
-
-        self._observations = [
-            (scene, scene.AddObserver(scene.NodeRemovedEvent, onNodeRemoved)),
-            (scene, scene.AddObserver(scene.StartCloseEvent, onClose)),
-        ]
-        # the Segment Editor's strokes modify the segment's source (formerly "master") representation
-        for name in ("SourceRepresentationModified", "MasterRepresentationModified", "SegmentModified"):
-            event = getattr(slicer.vtkSegmentation, name, None)
-            if event is not None:
-                self._observations.append((segmentation, segmentation.AddObserver(event, onEdited)))
-
-    def _unobserve(self) -> None:
-        for obj, tag in self._observations:
-            obj.RemoveObserver(tag)
-        self._observations = []
+    def _onReviewNodesGone(self) -> None:
+        if self.review is not None:
+            self.review.hidden()
+        self._changed()
 
     def _changed(self) -> None:
         if self.reviewChangedCallback is not None:
@@ -1047,34 +798,23 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     def editedMask(self, scene=None):
         """The (H, W) mask of the review segmentation as it is now (after Segment Editor work)."""
-        from UltrasoundRefineLib import slicerbridge
         from UltrasoundRefineLib.reviewsession import ReviewError
 
-        if self.reviewSegmentation is None or self.reviewVolume is None:
+        if self._display is None or not self._display.shown:
             raise ReviewError(_("No suggestion is on screen."))
-        return slicerbridge.segmentation_to_mask(self.reviewSegmentation, self.reviewVolume, scene=_first(scene, self._reviewScene))
+        return self._display.mask()
 
     def editPending(self) -> bool:
         """True when the mask on screen differs from the suggestion that was shown (an unsaved edit)."""
-        if self.review is None or self.review.onScreen is None or self.reviewSegmentation is None:
+        if self.review is None or self.reviewSegmentation is None:
             return False
-        try:
-            return self.review.maskChanged(self.editedMask())
-        except Exception:  # e.g. the segment was deleted in the Segment Editor: that is a change too
-            logging.exception("UltrasoundRefine: the mask on screen could not be read")
-            return True
+        return self.review.editPending(self.editedMask)
 
     def discardEdit(self) -> None:
         """Put the suggested mask back on screen."""
-        from UltrasoundRefineLib import slicerbridge
-
         suggestion = self.review.onScreen if self.review is not None else None
-        if suggestion is None or self.reviewSegmentation is None:
-            return
-        slicerbridge.mask_to_segmentation(
-            self.workspace.suggestion_mask(suggestion.id), self.reviewVolume,
-            segmentation_node=self.reviewSegmentation, scene=self._reviewScene,
-        )
+        if suggestion is not None and self._display is not None:
+            self._display.set_mask(self.workspace.suggestion_mask(suggestion.id))
 
     def decide(self, decision: str, user: str, editedMask=None) -> int:
         """Record a decision on the suggestion on screen (refused when nothing is, see ReviewSession)."""
@@ -1084,56 +824,29 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ train and clean (child processes)
 
-    def latestModel(self, stage: Optional[str] = "pretrain") -> Optional[str]:
-        """The id of the most recent registered model of a training stage (any stage: None), or None."""
-        models = [
-            m for m in self.workspace.models()
-            if stage is None or (m.get("card") or {}).get("training", {}).get("stage") == stage
-        ]
-        return models[-1]["id"] if models else None
-
-    def trainOutputDir(self, stage: str, seed: int, strategy: str = "full") -> pathlib.Path:
-        """Where a run writes its model: an interrupted run of the same recipe (a folder without a
-        card.json) is resumed; a finished one is kept and the new run gets the next free name."""
-        name = f"{stage}-{strategy}-seed{int(seed)}" if stage == "finetune" else f"{stage}-seed{int(seed)}"
-        base = pathlib.Path(self.workspace.models_dir)
-        candidate, n = base / name, 1
-        while (candidate / "card.json").exists():
-            n += 1
-            candidate = base / f"{name}-{n}"
-        return candidate
-
     @staticmethod
     def _childCommand(args: list):
         """``(program, arguments, environment additions)`` of ``PythonSlicer -m UltrasoundRefineLib ...``."""
-        pythonPath = os.pathsep.join(p for p in (libraryParentDir(), os.environ.get("PYTHONPATH", "")) if p)
-        return pythonSlicerExecutable(), ["-m", "UltrasoundRefineLib"] + args, {"PYTHONPATH": pythonPath, "PYTHONUNBUFFERED": "1"}
+        slicerBin = os.path.join(getattr(getattr(slicer, "app", None), "slicerHome", "") or "", "bin")
+        return jobs.child_command(args, jobs.find_python_slicer([slicerBin]))
+
+    def _openWorkspace(self):
+        if self.workspace is None:
+            raise ValueError(_("Open a workspace first."))
+        return self.workspace
 
     def trainCommand(self, stage: str, epochs: int = 0, device: str = "auto", seed: int = 0, extra: str = "", strategy: str = "full"):
         """``(program, arguments, environment additions)`` of a training run in a child process."""
-        if self.workspace is None:
-            raise ValueError(_("Open a workspace first."))
-        fromModel = None
-        if stage == "finetune" and "--from" not in shlex.split(extra or ""):
-            fromModel = self.latestModel("pretrain")
-            if fromModel is None:
-                raise ValueError(_("Fine-tuning starts from a pretrained model, and this workspace has none yet: pretrain first."))
-        out = self.trainOutputDir(stage, seed, strategy)
-        return self._childCommand(train_arguments(
-            self.workspace.root, stage, out, epochs=epochs, device=device, seed=seed, from_model=fromModel,
-            strategy=strategy, extra=extra,
-        ))
+        return self._childCommand(jobs.workspace_train_arguments(self._openWorkspace(), stage, epochs, device, seed, extra, strategy))
 
     def suggestCommand(self, device: str = "auto"):
-        """``(program, arguments, environment additions)`` of the next round's suggestions by the
-        latest trained model, in a child process."""
-        if self.workspace is None:
-            raise ValueError(_("Open a workspace first."))
-        return self._childCommand(suggest_arguments(self.workspace.root, self.latestModel(None), device))
+        """The next round's suggestions by the latest trained model, in a child process."""
+        workspace = self._openWorkspace()
+        return self._childCommand(jobs.suggest_arguments(workspace.root, jobs.latest_model(workspace, None), device))
 
     def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None):
-        """``(program, arguments, environment additions)`` of ``ultrasound-refine clean`` in a child process."""
-        return self._childCommand(clean_arguments(source, inputs, out, model=model, workspace=workspace))
+        """``ultrasound-refine clean`` in a child process."""
+        return self._childCommand(jobs.clean_arguments(source, inputs, out, model=model, workspace=workspace))
 
 
 #
@@ -1186,7 +899,7 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         loop, truth = self.syntheticLoop()
         sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=slicer.mrmlScene)
         logic = UltrasoundRefineLogic()
-        for method in AUTOMASK_METHODS:
+        for method in jobs.AUTOMASK_METHODS:
             segmentation, suggestion = logic.suggestMask(sequence, method)
             mask = slicerbridge.segmentation_to_mask(segmentation, proxy)
             self.assertEqual(mask.shape, truth.shape)
@@ -1206,7 +919,10 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def test_ProgressParsing(self):
-        event = parse_progress_line('{"event": "epoch", "epoch": 2, "loss": 0.25, "val_dice": 0.9, "elapsed_s": 30, "eta_s": 90}')
-        self.assertEqual(progress_percent(event), 25)
-        self.assertIn("val Dice 0.9000", describe_progress(event))
-        self.assertIsNone(parse_progress_line("plain log line"))
+        monitor = jobs.JobMonitor("train")
+        logged = monitor.line('{"event": "epoch", "epoch": 2, "loss": 0.25, "val_dice": 0.9, "elapsed_s": 30, "eta_s": 90}')
+        self.assertEqual(monitor.percent, 25)
+        self.assertIn("val Dice 0.9000", logged)
+        self.assertEqual(monitor.line("plain log line"), "plain log line")
+        self.assertTrue(monitor.finished(0, stopped=False))
+        self.assertEqual(monitor.percent, 100)

@@ -1,5 +1,6 @@
-"""The command-line runs the Slicer panel starts as child processes (``train``, ``clean``): their
-argument lists, and the JSON-lines progress ``train --json`` prints, parsed and put in words.
+"""The command-line runs the Slicer panel starts as child processes (``train``, ``suggest``,
+``clean``): their argument lists and command lines, the JSON-lines progress ``train --json`` prints,
+parsed and put in words, and what the panel shows while a run goes and when it ends (:class:`JobMonitor`).
 
 Shared by the panel and its tests; no Qt, no Slicer. The train options here are the CLI's own
 (``cli/train.py``), so a run the panel starts is one anybody can repeat on the command line.
@@ -8,8 +9,12 @@ Shared by the panel and its tests; no Qt, no Slicer. The train options here are 
 from __future__ import annotations
 
 import json
+import os
 import shlex
-from typing import Optional
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
 
 from UltrasoundRefineLib.errors import UltrasoundRefineError
 
@@ -19,6 +24,11 @@ AUTOMASK_METHODS = ["fanfit", "threshold"]
 #: Where ``ultrasound-refine clean`` takes its masks from: an auto-mask method, a trained model, or a
 #: workspace's decided masks.
 CLEAN_SOURCES = [*AUTOMASK_METHODS, "model", "workspace"]
+TRAIN_DEVICES = ["auto", "cuda", "cpu"]
+#: Exit code of ``ultrasound-refine train`` stopped on request: checkpoint kept, the same command resumes.
+TRAIN_STOPPED_EXIT = 143
+#: Job kinds: "train" and "suggest" report in the panel's training section, "clean" in its own.
+JOB_KINDS = ("train", "suggest", "clean")
 
 
 def parse_progress_line(line: str) -> Optional[dict]:
@@ -160,3 +170,155 @@ def suggest_arguments(workspace, model: str, device: str = "auto") -> list:
     if not model:
         raise UltrasoundRefineError("there is no trained model in this workspace yet: train first")
     return ["suggest", str(workspace), "--model", str(model), "--device", device]
+
+
+# ---------------------------------------------------------------------- the child process's command
+
+
+def library_parent_dir() -> str:
+    """The folder that holds the UltrasoundRefineLib package (next to the Slicer module once installed)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def find_python_slicer(extra_dirs: Sequence[str] = ()) -> str:
+    """Slicer's own Python launcher (PythonSlicer), which runs the library's command line in a child
+    process: on PATH, next to this Python, or in ``extra_dirs`` (Slicer's ``bin`` folder)."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    for folder in (os.path.dirname(sys.executable), *extra_dirs):
+        for name in ("PythonSlicer", "PythonSlicer.exe"):
+            candidate = os.path.join(folder, name)
+            if os.path.isfile(candidate):
+                return candidate
+    raise UltrasoundRefineError("PythonSlicer was not found: training needs Slicer's own Python executable.")
+
+
+def child_command(args: Sequence[str], python: str) -> tuple[str, list, dict]:
+    """``(program, arguments, environment additions)`` of ``python -m UltrasoundRefineLib args...``,
+    with the library importable in the child (PYTHONPATH) and its output unbuffered (progress arrives
+    as it happens)."""
+    python_path = os.pathsep.join(p for p in (library_parent_dir(), os.environ.get("PYTHONPATH", "")) if p)
+    return python, ["-m", "UltrasoundRefineLib", *map(str, args)], {"PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
+
+
+def command_line(program: str, args: Sequence[str]) -> str:
+    """The command as one line a user can paste into a shell (logged, and shown at the top of the log)."""
+    return " ".join([str(program)] + [shlex.quote(str(a)) for a in args])
+
+
+def latest_model(workspace, stage: Optional[str] = "pretrain") -> Optional[str]:
+    """The id of the most recent registered model of a training stage (any stage: None), or None."""
+    models = [
+        m for m in workspace.models()
+        if stage is None or (m.get("card") or {}).get("training", {}).get("stage") == stage
+    ]
+    return models[-1]["id"] if models else None
+
+
+def train_output_dir(models_dir, stage: str, seed: int, strategy: str = "full") -> Path:
+    """Where a run writes its model: an interrupted run of the same recipe (a folder without a
+    card.json) is resumed; a finished one is kept and the new run gets the next free name."""
+    name = f"{stage}-{strategy}-seed{int(seed)}" if stage == "finetune" else f"{stage}-seed{int(seed)}"
+    base = Path(models_dir)
+    candidate, n = base / name, 1
+    while (candidate / "card.json").exists():
+        n += 1
+        candidate = base / f"{name}-{n}"
+    return candidate
+
+
+def workspace_train_arguments(workspace, stage: str, epochs: int = 0, device: str = "auto", seed: int = 0,
+                              extra: str = "", strategy: str = "full") -> list:
+    """:func:`train_arguments` for an open workspace: the output folder of the recipe, and for a
+    fine-tune the latest pretrained model unless ``extra`` names one with ``--from``."""
+    from_model = None
+    if stage == "finetune" and "--from" not in shlex.split(extra or ""):
+        from_model = latest_model(workspace, "pretrain")
+        if from_model is None:
+            raise UltrasoundRefineError(
+                "Fine-tuning starts from a pretrained model, and this workspace has none yet: pretrain first."
+            )
+    return train_arguments(
+        workspace.root, stage, train_output_dir(workspace.models_dir, stage, seed, strategy), epochs=epochs,
+        device=device, seed=seed, from_model=from_model, strategy=strategy, extra=extra,
+    )
+
+
+# ---------------------------------------------------------------------- what the panel shows of a run
+
+
+class JobMonitor:
+    """One child run as the panel shows it: its output lines in, status text, percent and log lines out.
+
+    ``kind`` is one of :data:`JOB_KINDS`. No Qt: the panel polls :class:`~UltrasoundRefineLib.childjob.ChildJob`
+    and puts what this returns into its widgets.
+    """
+
+    #: What the status says when a run starts, by kind.
+    START_TEXT = {"train": "Starting...", "suggest": "Suggesting with the latest model...", "clean": "Cleaning..."}
+    TAIL_LINES = 20
+
+    def __init__(self, kind: str):
+        if kind not in JOB_KINDS:
+            raise UltrasoundRefineError(f"unknown job kind {kind!r}; choose from {list(JOB_KINDS)}")
+        self.kind = kind
+        self.status = self.START_TEXT[kind]
+        self.percent: Optional[int] = 0 if kind == "train" else None
+        self.epochs: Optional[int] = None
+        self.tail: list[str] = []  # the last plain output lines, shown when the run fails
+
+    @property
+    def section(self) -> str:
+        """The panel section whose status label, log and Cancel button belong to this run."""
+        return "clean" if self.kind == "clean" else "train"
+
+    @property
+    def stops_gracefully(self) -> bool:
+        """Cancel asks a training run to stop (it saves a checkpoint first); other runs are killed at
+        once (clean --resume skips what is written; suggest keeps what it has recorded)."""
+        return self.kind == "train"
+
+    def stopping_text(self) -> str:
+        return "Stopping after saving a checkpoint..." if self.stops_gracefully else "Stopping..."
+
+    def line(self, line: str) -> Optional[str]:
+        """Take one output line; returns the line to append to the log, or None (steps only update
+        the status). :attr:`status` and :attr:`percent` follow the run's progress events."""
+        event = parse_progress_line(line)
+        if event is None or self.kind != "train":
+            if not line.strip():
+                return None
+            self.tail = (self.tail + [line])[-self.TAIL_LINES:]
+            return line
+        if event.get("event") == "start":
+            self.epochs = event.get("epochs")
+        self.status = describe_progress(event, self.epochs)
+        percent = progress_percent(event)
+        if percent is not None:
+            self.percent = percent
+        return None if event.get("event") == "step" else self.status
+
+    def finished(self, exit_code: int, stopped: bool) -> bool:
+        """The run ended with ``exit_code`` (``stopped``: Cancel was pressed); sets :attr:`status`.
+        Returns True when it succeeded."""
+        if stopped:
+            if self.kind == "train" and exit_code == TRAIN_STOPPED_EXIT:
+                self.status = "Stopped. The checkpoint is kept: Train with the same settings resumes it."
+            else:
+                self.status = "Stopped."
+            return False
+        if exit_code != 0:
+            self.status = f"Failed (exit code {exit_code}); see the log."
+            return False
+        if self.kind == "train":
+            self.percent = 100
+            self.status = "Training finished. " + self.status
+        elif self.kind == "suggest":
+            self.status = "The model's suggestions are the new round: its review queue is open."
+        else:
+            self.status = "Cleaning finished: see the output folder."
+        return True
+
+    def failure_details(self) -> str:
+        return "\n".join(self.tail)

@@ -9,8 +9,10 @@ the mask it showed, so that an edit is never stored unchanged nor lost by moving
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -19,6 +21,23 @@ from UltrasoundRefineLib.errors import UltrasoundRefineError
 
 #: Key presses this soon after a suggestion appears are ignored (seconds).
 SETTLE_S = 0.3
+
+#: Review actions and their keys (the panel connects them while it is shown and shows them on its
+#: buttons). None of them is a key of Slicer's slice views (r reset view, b/f previous/next slice, g, t,
+#: v, arrows, brackets), which a main-window shortcut would take over; "A" accepts and moves on, the
+#: common case.
+REVIEW_SHORTCUTS = {
+    "acceptNext": "A",
+    "accept": "Shift+A",
+    "reject": "X",
+    "next": "N",
+    "back": "P",
+    "edit": "E",
+}
+#: Keys that Slicer's slice views handle themselves (vtkMRMLSliceIntersectionWidget).
+SLICE_VIEW_KEYS = {"R", "B", "F", "G", "T", "V", "Left", "Right", "Up", "Down", "[", "]", "{", "}"}
+#: Actions that decide or move on: ignored in the first moments after a suggestion appears.
+SETTLING_ACTIONS = {"acceptNext", "accept", "reject", "next"}
 
 
 class ReviewError(UltrasoundRefineError):
@@ -89,6 +108,31 @@ class ReviewSession:
         """True once a suggestion has been on screen for :data:`SETTLE_S`."""
         return self.onScreen is not None and self._clock() - self._shownAt >= SETTLE_S
 
+    def ignoresKey(self, action: str) -> bool:
+        """True when a key press for ``action`` (a :data:`REVIEW_SHORTCUTS` name) is to be dropped: a
+        deciding or moving key while the suggestion on screen has only just appeared (a held or bounced
+        key was not about it). With nothing on screen every key goes through: A and X then do nothing
+        and N shows a suggestion."""
+        return action in SETTLING_ACTIONS and self.onScreen is not None and not self.acceptsKeys()
+
+    def nextShowsAgain(self, loadFailed: bool) -> bool:
+        """True when N should show the current suggestion again rather than move on: it left the
+        screen (scene closed, node deleted) without being decided on. One whose loop failed to load
+        (``loadFailed``) is moved past."""
+        return self.onScreen is None and self.current() is not None and not loadFailed
+
+    def editPending(self, readMask: Callable[[], np.ndarray]) -> bool:
+        """True when the mask on screen, as ``readMask()`` returns it now, differs from the one shown
+        (an unsaved edit). A mask that cannot be read (e.g. its segment was deleted in the Segment
+        Editor) counts as an edit: it is never dropped silently."""
+        if self.onScreen is None:
+            return False
+        try:
+            return self.maskChanged(readMask())
+        except Exception:
+            logging.getLogger(__name__).exception("the mask on screen could not be read")
+            return True
+
     def maskChanged(self, mask) -> bool:
         """True when ``mask`` (the segmentation as it is now) differs from the mask that was shown."""
         if self.onScreen is None or self._shownMask is None:
@@ -123,6 +167,55 @@ class ReviewSession:
             if entry["round"] == self.round:
                 return {k: entry.get(k, 0) for k in ("suggestions", "pending", "accepted", "rejected", "edited")}
         return {"suggestions": 0, "pending": 0, "accepted": 0, "rejected": 0, "edited": 0}
+
+
+@dataclass
+class ReviewPanel:
+    """What the review part of the panel shows: which buttons work, the status line and the progress."""
+
+    decide_enabled: bool  # accept, accept-and-next, reject, edit: only with a suggestion on screen
+    next_enabled: bool
+    back_enabled: bool
+    save_enabled: bool  # only after an edit
+    status: str
+    progress_value: int
+    progress_maximum: int
+
+
+def review_panel(review: Optional[ReviewSession], editPending: bool = False, loadFailed: bool = False) -> ReviewPanel:
+    """The review panel for ``review`` (None: no workspace open). ``editPending``: the mask on screen
+    was edited; ``loadFailed``: the current suggestion's loop could not be loaded."""
+    if review is None:
+        return ReviewPanel(False, False, False, False, "No workspace open.", 0, 1)
+    onScreen = review.onScreen is not None
+    counts = review.counts()
+    decided = counts["accepted"] + counts["rejected"] + counts["edited"]
+    tally = "round {round}: {accepted} accepted, {edited} edited, {rejected} rejected, {pending} to go".format(
+        round=review.round, **counts
+    )
+    current = review.current()
+    if current is None:
+        status = f"Review queue done ({tally})."
+    elif not onScreen:
+        why = "its loop could not be loaded: N moves on" if loadFailed else (
+            "the scene was closed or a review node deleted: N shows it again"
+        )
+        status = f"Nothing on screen ({why}).\n{tally}"
+    else:
+        quality = "" if current.quality is None else f", quality {current.quality:.2f}"
+        decision = review.decisions.get(current.id)
+        decidedNow = "" if decision is None else f" · you decided: {decision}"
+        status = (f"{review.position + 1} of {len(review.queue)} in this session: {current.stem} "
+                  f"({current.producer}{quality}){decidedNow}\n{tally}")
+    return ReviewPanel(
+        decide_enabled=onScreen,
+        next_enabled=current is not None,
+        back_enabled=review.position > 0,
+        save_enabled=onScreen and editPending,
+        status=status,
+        progress_value=decided,
+        progress_maximum=max(counts["suggestions"], 1),
+    )
 
 
 class LoopPrefetcher:

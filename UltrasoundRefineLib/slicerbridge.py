@@ -570,3 +570,144 @@ def segmentation_to_mask(
     if arr.shape != (k, h, w):
         raise RuntimeError(f"exported segment is {arr.shape}, expected {(k, h, w)}")
     return np.any(arr > 0, axis=0)
+
+
+# ------------------------------------------------------------------------------------------ suggestion
+
+#: Segmentation node attributes: the auto-mask method and its quality (0..1) of the mask shown.
+ATTR_METHOD = "UltrasoundRefine.Method"
+ATTR_QUALITY = "UltrasoundRefine.Quality"
+
+
+def suggestion_to_segmentation(suggestion, reference_volume, segmentation_node=None, scene=None):
+    """Show a :class:`~UltrasoundRefineLib.automask.MaskSuggestion` as the region segment over
+    ``reference_volume``; returns the segmentation node.
+
+    ``segmentation_node`` (the last suggestion's) is reused only when it was made for the same volume:
+    a suggestion for another loop gets its own node and the earlier one is kept. The method and the
+    quality are kept as node attributes (:data:`ATTR_METHOD`, :data:`ATTR_QUALITY`)."""
+    if segmentation_node is not None:
+        role = segmentation_node.GetReferenceImageGeometryReferenceRole()
+        if segmentation_node.GetNodeReference(role) is not reference_volume:
+            segmentation_node = None
+    segmentation_node, _segment_id = mask_to_segmentation(
+        suggestion.mask, reference_volume, segmentation_node=segmentation_node, scene=scene
+    )
+    segmentation_node.SetAttribute(ATTR_METHOD, suggestion.method)
+    segmentation_node.SetAttribute(ATTR_QUALITY, f"{suggestion.quality:.4f}")
+    return segmentation_node
+
+
+# -------------------------------------------------------------------------------------------- review
+
+
+class ReviewNodes:
+    """The MRML side of the one review suggestion on screen: its loop (a volume, or a sequence with a
+    browser), its mask as an outlined segment, and observers that notice when the reviewer's nodes go.
+
+    ``on_gone()`` is called when a scene close or a user's deletion removes one of them (the review then
+    has nothing on screen: no decision can be recorded for what is not seen); ``on_edited()`` when the
+    segment is changed (a Segment Editor stroke). Our own removals (:meth:`clear`) call neither.
+    """
+
+    def __init__(self, scene=None, on_gone=None, on_edited=None):
+        self.scene = _scene(scene)
+        self.on_gone = on_gone
+        self.on_edited = on_edited
+        self.nodes: list = []
+        self.volume = None
+        self.segmentation = None
+        self.browser = None
+        self._observations: list = []  # (object, observer tag)
+
+    @property
+    def shown(self) -> bool:
+        return self.volume is not None and self.segmentation is not None
+
+    def show(self, loop: Loop, mask: np.ndarray, name: str | None = None):
+        """Replace what is shown by ``loop`` and ``mask``; returns ``(volume, segmentation)``.
+
+        Nothing is left in the scene when this fails part way (a mask that does not fit the loop)."""
+        self.clear()
+        try:
+            if loop.n_frames > 1:
+                sequence, self.browser, volume = loop_to_sequence(loop, scene=self.scene, name=name)
+                self.nodes += [self.browser, sequence, volume]
+            else:
+                volume = loop_to_volume(loop, scene=self.scene, name=name)
+                self.nodes.append(volume)
+            segmentation, _segment_id = mask_to_segmentation(mask, volume, scene=self.scene)
+            self.nodes.append(segmentation)
+        except Exception:
+            self.clear()
+            raise
+        self.volume, self.segmentation = volume, segmentation
+        display = segmentation.GetDisplayNode()
+        if display is not None:  # the outline only: a filled overlay hides the fan's edge being judged
+            display.SetVisibility2DFill(False)
+            display.SetVisibility2DOutline(True)
+        self._observe()
+        return volume, segmentation
+
+    def mask(self) -> np.ndarray:
+        """The ``(H, W)`` mask of the segment as it is now (after Segment Editor work)."""
+        if not self.shown:
+            raise ValueError("no suggestion is on screen")
+        return segmentation_to_mask(self.segmentation, self.volume, scene=self.scene)
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        """Put ``mask`` back into the segment shown (an edit discarded)."""
+        if self.shown:
+            mask_to_segmentation(mask, self.volume, segmentation_node=self.segmentation, scene=self.scene)
+
+    def clear(self) -> None:
+        """Remove what was shown from the scene."""
+        nodes = self.nodes
+        self.forget()  # our own removals are not a user's deletion
+        for node in nodes:
+            if self.scene.IsNodePresent(node):
+                remove_node(node, scene=self.scene)
+
+    def forget(self) -> None:
+        """Stop observing and hold no node any more (they are gone, or are being removed)."""
+        for obj, tag in self._observations:
+            obj.RemoveObserver(tag)
+        self._observations = []
+        self.nodes = []
+        self.volume = self.segmentation = self.browser = None
+
+    def _observe(self) -> None:
+        import slicer
+        import vtk
+
+        scene = self.scene
+
+        def on_node_removed(caller, event, node):
+            if any(node is n for n in self.nodes):
+                # the rest stay ours (clear() removes them) but nothing is on screen any more
+                rest = [n for n in self.nodes if n is not node]
+                self.forget()
+                self.nodes = rest
+                if self.on_gone is not None:
+                    self.on_gone()
+
+        on_node_removed.CallDataType = vtk.VTK_OBJECT
+
+        def on_close(caller, event):
+            self.forget()
+            if self.on_gone is not None:
+                self.on_gone()
+
+        def on_edited(caller, event):
+            if self.on_edited is not None:
+                self.on_edited()
+
+        self._observations = [
+            (scene, scene.AddObserver(scene.NodeRemovedEvent, on_node_removed)),
+            (scene, scene.AddObserver(scene.StartCloseEvent, on_close)),
+        ]
+        # the Segment Editor's strokes modify the segment's source (formerly "master") representation
+        for name in ("SourceRepresentationModified", "MasterRepresentationModified", "SegmentModified"):
+            event = getattr(slicer.vtkSegmentation, name, None)
+            if event is not None:
+                self._observations.append((self.segmentation, self.segmentation.AddObserver(event, on_edited)))
