@@ -25,6 +25,15 @@ def add_executor_option(parser: argparse.ArgumentParser, task: str) -> None:
         "a Dask cluster; every worker must see the same paths, e.g. a shared filesystem)")
 
 
+def workers_help() -> str:
+    """``--workers``' help, from the numbers :func:`~UltrasoundRefineLib.executor.concurrent_runs` uses,
+    so the two cannot disagree."""
+    from UltrasoundRefineLib.executor import MAX_CPU_RUNS, RUNS_PER_GPU
+
+    return (f"runs at once on this machine (default: one per CPU core, at most {MAX_CPU_RUNS}; on GPUs "
+            f"{RUNS_PER_GPU} per GPU, at most one per core)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment",
@@ -37,9 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", help="experiment spec (TOML); default: the built-in comparison")
     p.add_argument("--out", help="report folder")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    p.add_argument("--workers", type=int,
-                   help="runs at once with --executor local (default: one per CPU core up to 8; on GPUs 8 per GPU, "
-                   "at most one per core)")
+    p.add_argument("--workers", type=int, help=workers_help())
     add_executor_option(p, "each (condition, repeat) run")
     p.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=run_experiment_cmd)
@@ -53,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", default="demo-output")
     d.add_argument("--quick", action="store_true", help="a small version (a minute or two on 2 CPU cores)")
     d.add_argument("--device", default="auto")
-    d.add_argument("--workers", type=int)
+    d.add_argument("--workers", type=int, help=workers_help())
     d.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     d.set_defaults(func=run_demo_cmd)
 

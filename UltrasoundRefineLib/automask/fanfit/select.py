@@ -13,6 +13,7 @@ from UltrasoundRefineLib.automask.fanfit.candidates import (
     _split_dual,
 )
 from UltrasoundRefineLib.automask.fanfit.raster import _Raster
+from UltrasoundRefineLib.metrics import iou
 
 
 ZONE_GAIN = 0.3
@@ -83,6 +84,4 @@ def _model_name(fits) -> str:
     return names[0] if len(fits) == 1 else "dual:" + "+".join(names)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
+_iou = iou  # the name fanfit.suggest imports from here; the one IoU is metrics.iou

@@ -11,15 +11,23 @@ from UltrasoundRefineLib.automask.evidence import convex_hull
 from UltrasoundRefineLib.automask.fanfit.candidates import _box_prior, _components
 from UltrasoundRefineLib.automask.fanfit.polish import _refine
 from UltrasoundRefineLib.automask.fanfit.raster import _Raster
-from UltrasoundRefineLib.automask.fanfit.select import _iou, _model_name, _select
+from UltrasoundRefineLib.automask.fanfit.select import _model_name, _select
 from UltrasoundRefineLib.geometry import Region
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import iou
 
+
+#: IoU at which the fitted shape replaces the mask it was fitted to; below it the shape is likely the
+#: wrong one. fit_shape's default (suggest.py's 0.97 for the evidence hulls is the same value); a trained
+#: network's masks have their own, train/model.SHAPE_MIN_AGREEMENT.
+MIN_AGREEMENT = 0.97
 
 # fit_shape: a predicted mask is clean evidence
 FIT_MIN_FRAC = 0.02  # components smaller than this share of the image are specks, not regions
 FIT_GAP_PX = 0  # no extending the components down: a clean mask has no dark far field to bridge
 FIT_PENALTY_PX = 15.0  # criterion penalty per shape parameter, in disagreeing pixels
+
+
 @dataclass
 class ShapeFit:
     """The result of :func:`fit_shape`.
@@ -46,7 +54,8 @@ class ShapeFit:
     fitted_to: str = "mask"
 
 
-def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: float = 0.97, seed: int = 0) -> ShapeFit:
+def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: float = MIN_AGREEMENT,
+              seed: int = 0) -> ShapeFit:
     """Shape-constrained refinement of a predicted region mask (e.g. a network's, upsampled from a
     low resolution): fit the geometric model to the mask as clean evidence and, where the fitted
     shape agrees with the mask (IoU >= ``min_agreement``), return the exact shape instead of the
@@ -162,8 +171,7 @@ def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None
     regions = _refine([f[1] for f in fits], target, raster)
     regions, completed = complete_to_boxes(regions, loop)
     fitted = raster.union(regions)
-    if visible is not None:
-        agreement = float(_iou(fitted & visible, m & visible))
-    else:
-        agreement = float(_iou(fitted, m))
+    a, b = (fitted & visible, m & visible) if visible is not None else (fitted, m)
+    # neither in sight (both in the dark) is no evidence that the shape is right: it is not used
+    agreement = iou(a, b) if (a | b).any() else 0.0
     return ShapeFit(fitted, regions, _model_name(fits), agreement, False, {**box_info, **completed})
