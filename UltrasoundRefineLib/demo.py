@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from UltrasoundRefineLib.atomic import atomic_write_text
 from UltrasoundRefineLib.experiment.spec import REFINED, ExperimentSpec
 
 Events = Callable[[dict], None]
@@ -159,7 +160,7 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto", work
         src = result.root / best["model_dir"]
         shutil.copytree(src, model_dir, ignore=shutil.ignore_patterns("checkpoint*"))
         paths["model"] = model_dir
-    (out / "demo.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
+    atomic_write_text(out / "demo.json", json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
     return paths
 
 

@@ -24,6 +24,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.automask import METHODS, suggest_mask  # noqa: E402
 from UltrasoundRefineLib.metrics import mask_metrics  # noqa: E402
 from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop  # noqa: E402
@@ -100,8 +101,7 @@ def main(argv=None) -> int:
         "methods": results,
         "skipped": skipped,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float))
+    atomic_write_text(args.out, json.dumps(report, indent=1, default=float))
 
     print(f"{args.n} phantom loops (seed {args.seed}) on {platform.platform()}, {os.cpu_count()} CPUs")
     print(f"{'method':10s} {'Dice mean':>9s} {'sd':>6s} {'IoU mean':>8s} {'hd95 mm':>8s} {'s/loop':>7s} {'rho(q,Dice)':>11s}")

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from UltrasoundRefineLib import __version__  # noqa: E402
+from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.loop import Loop  # noqa: E402
 from UltrasoundRefineLib.workspace import Workspace  # noqa: E402
 
@@ -151,8 +152,7 @@ def main(argv=None) -> int:
         "results": result,
         "meets_target": result["decide_accept_reject"]["median_ms"] < 10.0,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(out, indent=2) + "\n")
     a = result["decide_accept_reject"]
     e = result["decide_edited_with_mask"]
     print(f"decide (accept/reject): median {a['median_ms']} ms, p99 {a['p99_ms']} ms over {a['n']}; "

@@ -347,9 +347,10 @@ def main(argv=None) -> int:
         result = run(args)
         default_out = REPO / "benchmarks" / "results" / ("train_phantom_quick.json" if args.quick else "train_phantom.json")
     out = args.out or default_out
-    out.parent.mkdir(parents=True, exist_ok=True)
     result["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in result["args"].items()}
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from UltrasoundRefineLib.atomic import atomic_write_text
+
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
