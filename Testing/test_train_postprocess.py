@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.train import TrainConfig, load_model, predict_loop, train_model
 from UltrasoundRefineLib.train.evaluate import evaluate_model
 from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS
@@ -33,10 +34,6 @@ TINY = TrainConfig(
     log_every=0,
     lr=1e-2,
 )
-
-
-def _dice(a, b) -> float:
-    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +70,7 @@ def test_shape_mode_restores_exact_edges_of_a_blocky_mask(phantoms):
         assert info == {}
         shaped, info = refine_mask(rough, "shape", loop=p.loop)
         assert info["shape_used"] and info["shape_agreement"] >= SHAPE_MIN_AGREEMENT
-        gains.append(_dice(shaped, truth) - _dice(basic, truth))
+        gains.append(dice(shaped, truth) - dice(basic, truth))
     # These masks come from the truth, so they are right even where the image is black, which a network's
     # are not; there the fit goes by the image and the boxes instead (fit_shape), so on a loop that is
     # mostly dark the fit may give a little back (measured: +0.001, -0.001, +0.007, +0.010).
@@ -96,7 +93,7 @@ def test_evidence_mode_takes_the_loop_s_edges_where_the_network_guesses(phantoms
         matched, agreement, _ = match_evidence(refine_mask(guess, "basic")[0], p.loop)
         assert info["evidence_used"] and info["evidence_agreement"] == round(agreement, 4) < 0.85
         assert np.array_equal(out, matched)
-        assert _dice(out, truth) > 0.95 > _dice(guess, truth) + 0.2
+        assert dice(out, truth) > 0.95 > dice(guess, truth) + 0.2
         close = _blocky(truth)
         out, info = refine_mask(close, "evidence", loop=p.loop)
         assert not info["evidence_used"] and info["evidence_agreement"] >= 0.85
