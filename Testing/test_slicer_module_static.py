@@ -521,27 +521,27 @@ def test_review_through_the_logic(module, workspace_dir):
     assert len(review.queue) == 2 and review.counts()["pending"] == 2
 
     # first suggestion: shown as volume/sequence + segmentation, accepted
-    volume, segmentation = logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    volume, segmentation = logic.showCurrentSuggestion(showInViews=False)
     first = review.current()
-    assert np.array_equal(logic.editedMask(scene=scene), logic.workspace.suggestion_mask(first.id))
+    assert np.array_equal(logic.editedMask(), logic.workspace.suggestion_mask(first.id))
     logic.decide("accepted", "tst")
     review.next()
 
     # second: the previous nodes leave the scene, an edited mask is saved as a human mask
-    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    logic.showCurrentSuggestion(showInViews=False)
     assert not scene.IsNodePresent(segmentation) and not scene.IsNodePresent(volume)
     second = review.current()
     edited = logic.workspace.suggestion_mask(second.id).copy()
     edited[:10, :] = True
     slicerbridge.mask_to_segmentation(edited, logic.reviewVolume, segmentation_node=logic.reviewSegmentation, scene=scene)
-    logic.decide("edited", "tst", editedMask=logic.editedMask(scene=scene))
+    logic.decide("edited", "tst", editedMask=logic.editedMask())
     assert review.counts() == {"suggestions": 2, "pending": 0, "accepted": 1, "rejected": 0, "edited": 1}
     assert review.next() is None and review.atEnd
 
     # back: change the first decision; the latest one counts
     assert review.back().id == second.id
     assert review.back().id == first.id
-    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    logic.showCurrentSuggestion(showInViews=False)
     logic.decide("rejected", "tst")
     assert review.counts()["rejected"] == 1 and review.counts()["accepted"] == 0
     logic.closeWorkspace()
@@ -730,7 +730,7 @@ def test_no_decision_for_a_suggestion_not_on_screen(module, workspace_dir):
     logic.openWorkspace(workspace_dir)
     with pytest.raises(ReviewError, match="on screen"):  # opened, nothing shown yet
         logic.decide("accepted", "tst")
-    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    logic.showCurrentSuggestion(showInViews=False)
     first = logic.review.onScreen
     assert first is not None
 
@@ -744,7 +744,7 @@ def test_no_decision_for_a_suggestion_not_on_screen(module, workspace_dir):
         assert len(ws.review_queue()) == 2  # nothing was recorded
 
     # reopening resumes: shown again, decided, and a new session starts after it
-    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    logic.showCurrentSuggestion(showInViews=False)
     logic.decide("accepted", "tst")
     logic.openWorkspace(workspace_dir)
     assert [s.id for s in logic.review.queue] != [] and first.id not in [s.id for s in logic.review.queue]
@@ -759,7 +759,7 @@ def test_a_deleted_segmentation_takes_the_suggestion_off_screen(module, workspac
     told = []
     logic.reviewChangedCallback = lambda: told.append(logic.review.onScreen)
     logic.openWorkspace(workspace_dir)
-    volume, segmentation = logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    volume, segmentation = logic.showCurrentSuggestion(showInViews=False)
     from UltrasoundRefineLib import slicerbridge
 
     slicerbridge.remove_node(segmentation, scene=scene)  # the user deletes it (and its display) in the Data module
@@ -769,7 +769,7 @@ def test_a_deleted_segmentation_takes_the_suggestion_off_screen(module, workspac
         logic.decide("rejected", "tst")
     assert not logic.editPending()
     # showing again replaces what is left (the volume) instead of leaving it behind
-    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    logic.showCurrentSuggestion(showInViews=False)
     assert not scene.IsNodePresent(volume) and logic.review.onScreen is not None
     logic.closeWorkspace()
     assert _review_nodes_in(scene) == []
@@ -781,7 +781,7 @@ def test_a_failed_load_leaves_nothing_on_screen_to_decide_on(module, workspace_d
     scene = module.scene
     logic = module.UltrasoundRefineLogic()
     logic.openWorkspace(workspace_dir)
-    logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    logic.showCurrentSuggestion(showInViews=False)
     logic.decide("accepted", "tst")
     logic.review.next()
 
@@ -791,7 +791,7 @@ def test_a_failed_load_leaves_nothing_on_screen_to_decide_on(module, workspace_d
     monkeypatch.setattr(logic.workspace, "load_loop", broken)
     monkeypatch.setattr(logic._prefetcher, "load", broken)  # read ahead, or read now: it fails
     with pytest.raises(OSError):
-        logic.showCurrentSuggestion(scene=scene, showInViews=False)
+        logic.showCurrentSuggestion(showInViews=False)
     assert logic.review.current() is not None and logic.review.onScreen is None
     with pytest.raises(ReviewError):
         logic.decide("accepted", "tst")  # A after the failed load: not about the previous loop
@@ -809,7 +809,7 @@ def test_edits_are_seen_saved_only_when_changed_and_can_be_discarded(module, wor
     edits = []
     logic.reviewChangedCallback = lambda: edits.append(logic.editPending())
     logic.openWorkspace(workspace_dir)
-    volume, segmentation = logic.showCurrentSuggestion(scene=scene, showInViews=False)
+    volume, segmentation = logic.showCurrentSuggestion(showInViews=False)
     shown = logic.review.onScreen
     display = segmentation.GetDisplayNode()  # an outline over the image, not a fill hiding the fan's edge
     assert display.GetVisibility2DOutline() and not display.GetVisibility2DFill()

@@ -217,3 +217,126 @@ def test_keys_next_and_edits_follow_what_is_on_screen():
     assert review.editPending(unreadable)  # never dropped silently
     review.hidden()
     assert not review.editPending(unreadable)
+
+
+# ------------------------------------------------------------------------------ the review desk
+
+
+class _Display:
+    """ReviewNodes' part that the desk uses, in memory: what is shown and its mask."""
+
+    def __init__(self):
+        self.loop = self.current = self.name = None
+        self.on_gone = None
+
+    @property
+    def shown(self):
+        return self.current is not None
+
+    def show(self, loop, mask, name=None):
+        self.loop, self.current, self.name = loop, np.array(mask, bool), name
+        return ("volume", "segmentation")
+
+    def mask(self):
+        return self.current.copy()
+
+    def set_mask(self, mask):
+        self.current = np.array(mask, bool)
+
+    def clear(self):
+        self.forget()
+
+    def forget(self):
+        self.loop = self.current = self.name = None
+
+
+@pytest.fixture
+def desk(tmp_path):
+    import SimpleITK as sitk
+
+    from UltrasoundRefineLib.reviewsession import ReviewDesk
+    from UltrasoundRefineLib.workspace import Workspace
+
+    (tmp_path / "loops").mkdir()
+    for i in range(3):
+        sitk.WriteImage(sitk.GetImageFromArray(np.full((1, 16, 20), i, np.uint8)), str(tmp_path / "loops" / f"l{i}.nrrd"))
+    suggested = np.zeros((16, 20), bool)
+    suggested[4:12, 5:15] = True
+    with Workspace.create(tmp_path / "ws") as ws:
+        ws.add_loops([tmp_path / "loops"])
+        for item in ws.items():
+            ws.add_suggestion(item.id, suggested, "threshold", 0.5, 1)
+    now = [0.0]
+    opened = ReviewDesk(tmp_path / "ws", display=_Display(), clock=lambda: now[0])
+    opened.now = now
+    yield opened
+    opened.close()
+
+
+def test_desk_records_only_what_is_on_screen_and_never_loses_an_edit(desk):
+    from UltrasoundRefineLib.reviewsession import ReviewError
+
+    asked = []
+
+    def ask(answer):
+        return lambda: asked.append(answer) or answer
+
+    assert not desk.decideAndMove("accepted", True, ask("save"), lambda: "tst")  # nothing on screen: nothing done
+    assert desk.show() == ("volume", "segmentation") and desk.session.onScreen is not None
+    first = desk.session.onScreen
+    assert desk.display.name == first.stem and desk.prefetcher._futures  # the next loop is read ahead
+    with pytest.raises(ReviewError, match="not changed"):
+        desk.saveEdit(lambda: "tst")
+
+    edited = desk.display.mask()
+    edited[0, :] = True
+    desk.display.set_mask(edited)  # a Segment Editor stroke
+    assert desk.editPending()
+    assert not desk.move("next", ask("stay"), lambda: "tst")  # stay: nothing moves, the edit is kept
+    assert desk.session.onScreen is first and desk.editPending()
+    assert desk.move("next", ask("discard"), lambda: "tst")  # discard: the suggestion's mask is back
+    assert desk.session.position == 1 and asked == ["stay", "discard"]
+    assert desk.workspace.status()["rounds"][0]["edited"] == 0
+
+    desk.show()
+    second = desk.session.onScreen
+    desk.display.set_mask(edited)
+    # accept-and-next after an edit, saved: the edit is this suggestion's decision, not an accept
+    assert desk.decideAndMove("accepted", True, ask("save"), lambda: "tst")
+    counts = desk.workspace.status()["rounds"][0]
+    assert (counts["edited"], counts["accepted"]) == (1, 0)
+    np.testing.assert_array_equal(desk.workspace.human_mask(second.item_id), edited)
+    desk.show()
+
+    def nobody():
+        raise ValueError("enter your initials")
+
+    with pytest.raises(ValueError, match="initials"):  # no reviewer: nothing recorded
+        desk.decideAndMove("rejected", False, ask("save"), nobody)
+    assert desk.workspace.status()["rounds"][0]["rejected"] == 0
+
+
+def test_desk_shows_again_what_left_the_screen_and_moves_past_a_failed_load(desk, monkeypatch):
+    from UltrasoundRefineLib.reviewsession import ReviewError
+
+    desk.show()
+    first = desk.session.onScreen
+    desk.nodesGone()  # Close Scene
+    assert desk.session.onScreen is None and not desk.display.shown
+    with pytest.raises(ReviewError, match="on screen"):
+        desk.decide("accepted", "tst")
+    assert desk.move("next", lambda: "stay", lambda: "tst") and desk.session.current() is first  # N shows it again
+    desk.show()
+    desk.session.next()
+
+    def broken(item_id):
+        raise OSError("the loop's file is gone")
+
+    monkeypatch.setattr(desk.prefetcher, "load", broken)
+    with pytest.raises(OSError):
+        desk.show()
+    assert desk.loadFailed and desk.session.onScreen is None and not desk.display.shown
+    assert desk.move("next", lambda: "stay", lambda: "tst") and desk.session.position == 2  # N moves past it
+    monkeypatch.undo()
+    desk.show()
+    assert not desk.loadFailed and desk.session.onScreen.stem == "l2"

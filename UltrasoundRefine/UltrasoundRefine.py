@@ -186,7 +186,6 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None  # the running child process (UltrasoundRefineLib.childjob.ChildJob)
         self._jobMonitor = None  # what the panel shows of it (UltrasoundRefineLib.jobs.JobMonitor)
         self._jobTimer = None
-        self._loadFailed = False  # the last suggestion could not be shown: N moves past it
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -373,13 +372,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise ValueError(_("Enter your initials as reviewer first: every decision records who took it."))
         return reviewer
 
-    def _resolveEdit(self) -> str:
-        """Before a decision or a move: what happens to an edit of the mask on screen.
-
-        "none" (no edit), "saved" (stored as the human mask), "discarded" (the suggested mask is back)
-        or "stay" (the reviewer chose to keep working on it)."""
-        if not self.logic.editPending():
-            return "none"
+    def _askAboutEdit(self) -> str:
+        """The mask on screen was edited: "save", "discard" or "stay" (keep working on it)?"""
         box = qt.QMessageBox(slicer.util.mainWindow())
         box.setIcon(qt.QMessageBox.Question)
         box.setWindowTitle(_("Ultrasound Refine"))
@@ -387,57 +381,34 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         box.setStandardButtons(qt.QMessageBox.Save | qt.QMessageBox.Discard | qt.QMessageBox.Cancel)
         box.setDefaultButton(qt.QMessageBox.Save)
         answer = box.exec_()
-        if answer == qt.QMessageBox.Save:
-            self.logic.decide("edited", self._reviewer(), editedMask=self.logic.editedMask())
-            return "saved"
-        if answer == qt.QMessageBox.Discard:
-            self.logic.discardEdit()
-            return "discarded"
-        return "stay"
+        return {qt.QMessageBox.Save: "save", qt.QMessageBox.Discard: "discard"}.get(answer, "stay")
 
-    def _decide(self, decision: str, moveOn: bool) -> None:
-        if self.logic.review is None or self.logic.review.onScreen is None:
-            self._updateReviewGUI()
+    def _reviewAction(self, failure: str, action) -> None:
+        """Run a review action of the ReviewDesk; show the current suggestion if it says so."""
+        if self.logic.desk is None:
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to record the decision."), waitCursor=True):
-            reviewer = self._reviewer()
-            resolved = self._resolveEdit()
-            if resolved == "stay":
-                return
-            if resolved != "saved":  # a saved edit is this suggestion's decision
-                self.logic.decide(decision, reviewer)
-            if moveOn:
-                self.logic.review.next()
+        with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
+            if action(self.logic.desk):
                 self._showCurrent()
         self._updateReviewGUI()
 
     def onAccept(self) -> None:
-        self._decide("accepted", moveOn=False)
+        self._reviewAction(_("Failed to record the decision."),
+                           lambda desk: desk.decideAndMove("accepted", False, self._askAboutEdit, self._reviewer))
 
     def onAcceptNext(self) -> None:
-        self._decide("accepted", moveOn=True)
+        self._reviewAction(_("Failed to record the decision."),
+                           lambda desk: desk.decideAndMove("accepted", True, self._askAboutEdit, self._reviewer))
 
     def onReject(self) -> None:
-        self._decide("rejected", moveOn=False)
-
-    def _move(self, step) -> None:
-        if self.logic.review is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to show the suggestion."), waitCursor=True):
-            if self._resolveEdit() == "stay":
-                return
-            step()
-            self._showCurrent()
-        self._updateReviewGUI()
+        self._reviewAction(_("Failed to record the decision."),
+                           lambda desk: desk.decideAndMove("rejected", False, self._askAboutEdit, self._reviewer))
 
     def onNext(self) -> None:
-        if self.logic.review is not None and self.logic.review.nextShowsAgain(self._loadFailed):
-            self._move(lambda: None)  # it left the screen (scene closed, node deleted): show it again
-            return
-        self._move(lambda: self.logic.review.next())
+        self._reviewAction(_("Failed to show the suggestion."), lambda desk: desk.move("next", self._askAboutEdit, self._reviewer))
 
     def onBack(self) -> None:
-        self._move(lambda: self.logic.review.back())
+        self._reviewAction(_("Failed to show the suggestion."), lambda desk: desk.move("back", self._askAboutEdit, self._reviewer))
 
     def onEdit(self) -> None:
         if self.logic.reviewSegmentation is None:
@@ -456,24 +427,17 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateReviewGUI()
 
     def onSaveEdited(self) -> None:
-        if self.logic.review is None or self.logic.review.onScreen is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to save the edited mask."), waitCursor=True):
-            self.logic.decide("edited", self._reviewer(), editedMask=self.logic.editedMask())
-            self.logic.review.next()
-            self._showCurrent()
-        self._updateReviewGUI()
+        self._reviewAction(_("Failed to save the edited mask."), lambda desk: desk.saveEdit(self._reviewer))
 
     def _showCurrent(self) -> None:
-        self._loadFailed = True
         try:
             self.logic.showCurrentSuggestion()
-            self._loadFailed = False
         finally:  # a failed load leaves nothing on screen, and the panel says so
             self._updateReviewGUI()
 
     def _updateReviewGUI(self) -> None:
-        panel = reviewsession.review_panel(self.logic.review, self.logic.editPending(), self._loadFailed)
+        desk = self.logic.desk
+        panel = reviewsession.review_panel(self.logic.review, self.logic.editPending(), desk is not None and desk.loadFailed)
         for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.editButton):
             button.enabled = panel.decide_enabled
         self.ui.nextButton.enabled = panel.next_enabled
@@ -566,7 +530,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the suggestions."), waitCursor=True):
             if not self.logic.ensureDependencies(training=True):
                 return
-            if self._resolveEdit() == "stay":
+            if self.logic.desk is not None and self.logic.desk.resolveEdit(self._askAboutEdit, self._reviewer) == "stay":
                 return
             program, args, env = self.logic.suggestCommand(self._parameterNode.trainDevice)
             self._startJob("suggest", program, args, env, self.logic.workspace.root)
@@ -617,18 +581,15 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     """Everything the panel does, callable without it (Python console, self-test).
 
     Methods that touch MRML take ``scene`` (default: the application's scene), as the bridge does.
-    While a suggestion is shown, the review's nodes (``slicerbridge.ReviewNodes``) watch the scene: a
-    removed review node or a closed scene takes the suggestion off screen (no decision can then be
-    recorded for it), and an edit of the mask calls ``reviewChangedCallback`` (the panel enables Save).
+    The review's rules are ``reviewsession.ReviewDesk``'s; its nodes (``slicerbridge.ReviewNodes``) watch
+    the scene: a removed review node or a closed scene takes the suggestion off screen (no decision can
+    then be recorded for it), and an edit of the mask calls ``reviewChangedCallback`` (Save enabled).
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.workspace = None
-        self.review = None
+        self.desk = None  # the open review (UltrasoundRefineLib.reviewsession.ReviewDesk)
         self.reviewChangedCallback = None
-        self._display = None  # slicerbridge.ReviewNodes of the suggestion shown
-        self._prefetcher = None  # reads the next suggestion's loop while this one is reviewed
         self._viewsSetUp = False  # layout and zoom set for the first suggestion shown, then left alone
 
     def getParameterNode(self):
@@ -717,110 +678,75 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ workspace and review
 
-    def openWorkspace(self, path, round: Optional[int] = None) -> None:
-        from UltrasoundRefineLib.reviewsession import LoopPrefetcher, ReviewSession
-        from UltrasoundRefineLib.workspace import Workspace
+    def openWorkspace(self, path, round: Optional[int] = None, scene=None) -> None:
+        """Open a workspace's review (``reviewsession.ReviewDesk``) shown in ``scene``."""
+        from UltrasoundRefineLib.reviewsession import ReviewDesk
+        from UltrasoundRefineLib.slicerbridge import ReviewNodes
 
-        workspace = Workspace.open(str(path or ""))  # a clear error for a folder that is not one
+        desk = ReviewDesk(str(path or ""), round)
         self.closeWorkspace()
-        self.workspace = workspace
-        self.review = ReviewSession(self.workspace, round)
-        self._prefetcher = LoopPrefetcher(self.workspace)
+        desk.display = ReviewNodes(scene, on_gone=desk.offScreen, on_edited=self._changed)
+        desk.onChanged = self._changed
+        self.desk = desk
 
     def closeWorkspace(self) -> None:
-        self.clearReviewNodes()
-        self.review = None
-        if self._prefetcher is not None:
-            self._prefetcher.close()
-            self._prefetcher = None
-        if self.workspace is not None:
-            self.workspace.close()
-            self.workspace = None
+        if self.desk is not None:
+            self.desk.close()
+            self.desk = None
 
-    @property
-    def reviewVolume(self):
-        return self._display.volume if self._display is not None else None
-
-    @property
-    def reviewSegmentation(self):
-        return self._display.segmentation if self._display is not None else None
-
-    def clearReviewNodes(self) -> None:
-        """Remove what the review put in the scene for the suggestion shown."""
-        if self._display is not None:
-            self._display.clear()
-        self.reviewNodesGone()
+    # the open review's parts, None while no workspace is open
+    workspace = property(lambda self: self.desk.workspace if self.desk else None)
+    review = property(lambda self: self.desk.session if self.desk else None)
+    _prefetcher = property(lambda self: self.desk.prefetcher if self.desk else None)
+    reviewVolume = property(lambda self: self.desk.display.volume if self.desk else None)
+    reviewSegmentation = property(lambda self: self.desk.display.segmentation if self.desk else None)
 
     def reviewNodesGone(self) -> None:
-        """The review's nodes are gone (scene closed, one deleted, or cleared): nothing is on screen."""
-        if self._display is not None:
-            self._display.forget()
-        if self.review is not None:
-            self.review.hidden()
+        """The review's nodes are gone (scene closed): nothing is on screen."""
+        if self.desk is not None:
+            self.desk.nodesGone()
 
-    def showCurrentSuggestion(self, scene=None, showInViews: bool = True):
-        """Load the current suggestion's loop and mask into the scene; returns ``(volume, segmentation)``.
-
-        Only once both are in the scene is the suggestion on screen (a failed load leaves nothing
-        there, so no decision can be recorded for it)."""
-        from UltrasoundRefineLib import slicerbridge
-
-        self.clearReviewNodes()
-        suggestion = self.review.current() if self.review is not None else None
-        if suggestion is None:
+    def showCurrentSuggestion(self, showInViews: bool = True):
+        """Load the current suggestion's loop and mask into the scene; returns ``(volume, segmentation)``."""
+        shown = self.desk.show() if self.desk is not None else None
+        if shown is None:
             return None, None
-        self._display = slicerbridge.ReviewNodes(scene, on_gone=self._onReviewNodesGone, on_edited=self._changed)
-        loop = self._prefetcher.load(suggestion.item_id) if self._prefetcher else self.workspace.load_loop(suggestion.item_id)
-        mask = self.workspace.suggestion_mask(suggestion.id)
-        volume, segmentation = self._display.show(loop, mask, name=suggestion.stem)
-        self.review.shown(mask)
-        if self._prefetcher is not None:
-            self._prefetcher.prefetch(self.review.queue[self.review.position + 1:])
+        volume, segmentation = shown
         if showInViews and slicer.app is not None and slicer.util.mainWindow() is not None:
             if not self._viewsSetUp:  # one big 2D view, fitted once: the reviewer's zoom is kept after
                 slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
             slicer.util.setSliceViewerLayers(background=volume, fit=not self._viewsSetUp)
             self._viewsSetUp = True
-            browser = self._display.browser
+            browser = self.desk.display.browser
             if browser is not None and hasattr(slicer.modules, "sequences"):
                 slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
                 slicer.modules.sequences.showSequenceBrowser(browser)
         return volume, segmentation
 
-    def _onReviewNodesGone(self) -> None:
-        if self.review is not None:
-            self.review.hidden()
-        self._changed()
-
     def _changed(self) -> None:
         if self.reviewChangedCallback is not None:
             self.reviewChangedCallback()
 
-    def editedMask(self, scene=None):
+    def editedMask(self):
         """The (H, W) mask of the review segmentation as it is now (after Segment Editor work)."""
         from UltrasoundRefineLib.reviewsession import ReviewError
 
-        if self._display is None or not self._display.shown:
+        if self.desk is None:
             raise ReviewError(_("No suggestion is on screen."))
-        return self._display.mask()
+        return self.desk.editedMask()
 
     def editPending(self) -> bool:
-        """True when the mask on screen differs from the suggestion that was shown (an unsaved edit)."""
-        if self.review is None or self.reviewSegmentation is None:
-            return False
-        return self.review.editPending(self.editedMask)
+        return self.desk is not None and self.desk.editPending()
 
     def discardEdit(self) -> None:
-        """Put the suggested mask back on screen."""
-        suggestion = self.review.onScreen if self.review is not None else None
-        if suggestion is not None and self._display is not None:
-            self._display.set_mask(self.workspace.suggestion_mask(suggestion.id))
+        if self.desk is not None:
+            self.desk.discardEdit()
 
     def decide(self, decision: str, user: str, editedMask=None) -> int:
         """Record a decision on the suggestion on screen (refused when nothing is, see ReviewSession)."""
-        if self.review is None:
+        if self.desk is None:
             raise ValueError(_("Open a workspace first."))
-        return self.review.decide(decision, user, editedMask=editedMask)
+        return self.desk.decide(decision, user, editedMask=editedMask)
 
     # ------------------------------------------------------------------ train and clean (child processes)
 

@@ -169,6 +169,139 @@ class ReviewSession:
         return {"suggestions": 0, "pending": 0, "accepted": 0, "rejected": 0, "edited": 0}
 
 
+class ReviewDesk:
+    """One open review as the Slicer panel runs it: the workspace, the :class:`ReviewSession` walking
+    its queue, the next loop read ahead (:class:`LoopPrefetcher`), and the ``display`` that puts the
+    suggestion on screen (in Slicer :class:`UltrasoundRefineLib.slicerbridge.ReviewNodes`; anything with
+    ``show(loop, mask, name)``, ``mask()``, ``set_mask(mask)``, ``clear()``, ``forget()``, ``shown``).
+
+    The reviewer's actions are methods that say whether the suggestion on screen must be shown anew;
+    an edit in progress is never lost: before a decision or a move ``ask()`` says what to do with it
+    ("save" it as the human mask, "discard" it, or "stay" on it). ``reviewer()`` gives the reviewer's
+    name (and raises when there is none), asked only when a decision is recorded.
+    """
+
+    def __init__(self, path, round: Optional[int] = None, display=None, *, clock: Callable[[], float] = time.monotonic):
+        from UltrasoundRefineLib.workspace import Workspace
+
+        self.workspace = Workspace.open(path)  # a clear error for a folder that is not a workspace
+        try:
+            self.session = ReviewSession(self.workspace, round, clock=clock)
+        except BaseException:
+            self.workspace.close()
+            raise
+        self.prefetcher = LoopPrefetcher(self.workspace)
+        self.display = display
+        self.loadFailed = False  # the current suggestion's loop could not be loaded: N moves past it
+        self.onChanged: Optional[Callable[[], None]] = None
+
+    def close(self) -> None:
+        if self.display is not None:
+            self.display.clear()
+        self.session.hidden()
+        self.prefetcher.close()
+        self.workspace.close()
+
+    def offScreen(self) -> None:
+        """The display lost what it showed (scene closed, a node deleted): no decision for it any more."""
+        self.session.hidden()
+        if self.onChanged is not None:
+            self.onChanged()
+
+    def nodesGone(self) -> None:
+        """All of the display's nodes are gone (the scene is closing): hold none of them any more."""
+        if self.display is not None:
+            self.display.forget()
+        self.offScreen()
+
+    def show(self):
+        """Put the current suggestion on screen (whatever was there goes); the display's answer, or
+        None at the end of the queue. Only once its loop and mask are shown is it on screen: a failed
+        load leaves nothing to decide on (and :attr:`loadFailed` set)."""
+        self.display.clear()
+        self.session.hidden()
+        suggestion = self.session.current()
+        self.loadFailed = False
+        if suggestion is None:
+            return None
+        self.loadFailed = True
+        loop = self.prefetcher.load(suggestion.item_id)
+        mask = self.workspace.suggestion_mask(suggestion.id)
+        shown = self.display.show(loop, mask, name=suggestion.stem)
+        self.session.shown(mask)
+        self.loadFailed = False
+        self.prefetcher.prefetch(self.session.queue[self.session.position + 1:])
+        return shown
+
+    def editedMask(self) -> np.ndarray:
+        if self.display is None or not self.display.shown:
+            raise ReviewError("No suggestion is on screen.")
+        return self.display.mask()
+
+    def editPending(self) -> bool:
+        """True when the mask on screen differs from the suggestion that was shown (an unsaved edit)."""
+        if self.display is None or not self.display.shown:
+            return False
+        return self.session.editPending(self.editedMask)
+
+    def discardEdit(self) -> None:
+        """Put the suggested mask back on screen."""
+        suggestion = self.session.onScreen
+        if suggestion is not None and self.display is not None:
+            self.display.set_mask(self.workspace.suggestion_mask(suggestion.id))
+
+    def decide(self, decision: str, user: str, editedMask=None) -> int:
+        return self.session.decide(decision, user, editedMask=editedMask)
+
+    def resolveEdit(self, ask: Callable[[], str], reviewer: Callable[[], str]) -> str:
+        """Before a decision or a move: "none" (no edit), "saved" (stored as the human mask),
+        "discarded" (the suggested mask is back) or "stay" (the reviewer keeps working on it)."""
+        if not self.editPending():
+            return "none"
+        answer = ask()
+        if answer == "save":
+            self.decide("edited", reviewer(), editedMask=self.editedMask())
+            return "saved"
+        if answer == "discard":
+            self.discardEdit()
+            return "discarded"
+        return "stay"
+
+    def decideAndMove(self, decision: str, moveOn: bool, ask, reviewer) -> bool:
+        """Accept or reject the suggestion on screen (a saved edit is its decision instead), then move
+        on if ``moveOn``. Nothing happens when nothing is on screen. True: show the current one."""
+        if self.session.onScreen is None:
+            return False
+        user = reviewer()
+        resolved = self.resolveEdit(ask, lambda: user)
+        if resolved == "stay":
+            return False
+        if resolved != "saved":
+            self.decide(decision, user)
+        if moveOn:
+            self.session.next()
+        return moveOn
+
+    def move(self, direction: str, ask, reviewer) -> bool:
+        """N ("next") or P ("back"). N shows a suggestion that left the screen again rather than skip
+        it, and moves past one whose loop failed to load. True: show the current one."""
+        if self.resolveEdit(ask, reviewer) == "stay":
+            return False
+        if direction == "back":
+            self.session.back()
+        elif not self.session.nextShowsAgain(self.loadFailed):
+            self.session.next()
+        return True
+
+    def saveEdit(self, reviewer) -> bool:
+        """Store the mask on screen as the human mask (refused when unchanged) and move on."""
+        if self.session.onScreen is None:
+            return False
+        self.decide("edited", reviewer(), editedMask=self.editedMask())
+        self.session.next()
+        return True
+
+
 @dataclass
 class ReviewPanel:
     """What the review part of the panel shows: which buttons work, the status line and the progress."""
