@@ -44,10 +44,11 @@ def _die_once(marker: str, fn, *args):
 
 
 class _Killing(DaskExecutor):
-    """Counts what is submitted; with ``marker``, the first task's worker dies."""
+    """Counts what is submitted; with ``marker``, the first task's worker dies. One torch thread per
+    worker whatever the machine, as in the local reference run (the same arithmetic, the same figures)."""
 
     def __init__(self, client, marker: Path | None = None):
-        super().__init__(client)
+        super().__init__(client, threads=1)
         self.marker, self.submitted = marker, 0
 
     def submit(self, fn, *args):
@@ -63,15 +64,23 @@ def _figures(result, out: Path) -> list[tuple]:
 
 
 def test_dask_gives_the_local_runs_and_redoes_a_killed_workers_run(workspace, client, tmp_path):  # noqa: F811
+    import torch
+
+    from UltrasoundRefineLib.executor import InlineExecutor
+
     local_spec = _spec(CONDITIONS)
     local_spec.name = "on-local"
-    local = run_experiment(workspace, local_spec, device="cpu", workers=2)
+    threads = torch.get_num_threads()
+    try:  # in this process (no workers to start), with a worker's one thread (the same arithmetic)
+        local = run_experiment(workspace, local_spec, device="cpu", executor=InlineExecutor(threads=1))
+    finally:
+        torch.set_num_threads(threads)
 
     marker = tmp_path / "killed"
     dask_spec = _spec(CONDITIONS)
     dask_spec.name = "on-dask"
     executor = _Killing(client, marker)
-    assert executor.slots == 2 and executor.threads == max(1, (os.cpu_count() or 1) // 2)
+    assert executor.slots == 2 and client.run(torch.get_num_threads) == {w: 1 for w in client.nthreads()}
     on_dask = run_experiment(workspace, dask_spec, device="cpu", executor=executor)
     assert marker.is_file()  # a worker did die mid-experiment ...
     assert len(on_dask.runs) == 4 and on_dask.skipped == 0  # ... and every run is there
@@ -100,6 +109,17 @@ def saved_run(workspace):  # noqa: F811
     return args, record, root / record["model_dir"]
 
 
+def test_workers_share_their_hosts_cores(client):
+    """Two one-thread workers on this machine: each gets half its cores for torch (or what is asked),
+    set on every worker."""
+    import torch
+
+    assert DaskExecutor(client).threads == max(1, (os.cpu_count() or 1) // 2)
+    DaskExecutor(client, threads=3)
+    assert client.run(torch.get_num_threads) == {w: 3 for w in client.nthreads()}
+    DaskExecutor(client, threads=1)  # as the other tests expect
+
+
 def test_a_task_started_twice_returns_the_saved_run(saved_run, client):
     """A worker lost after saving its run: the rescheduled task returns the saved run, not a new one."""
     from UltrasoundRefineLib.experiment.runner import run_job
@@ -121,16 +141,16 @@ def test_predict_on_dask_writes_what_local_predict_writes(workspace, saved_run, 
     from UltrasoundRefineLib.io import read_mask
 
     model_dir = saved_run[2]
-    loops = workspace.parent / "phantom" / "loops"
+    loops = [str(p) for p in sorted((workspace.parent / "phantom" / "loops").iterdir())[:4]]
     address = client.scheduler.address.replace("tcp://", "dask://")
     outs = {}
     for where in ("local", address):
         out = tmp_path / ("local" if where == "local" else "dask")
-        assert main(["predict", "--model", str(model_dir), str(loops), "--out", str(out), "--quiet",
+        assert main(["predict", "--model", str(model_dir), *loops, "--out", str(out), "--quiet",
                      "--device", "cpu", "--executor", where]) == 0
         outs[where] = out
     local, dask = (json.loads((outs[w] / "summary.json").read_text()) for w in ("local", address))
-    assert local["n_done"] == dask["n_done"] == len(list(loops.iterdir())) and dask["n_failed"] == 0
+    assert local["n_done"] == dask["n_done"] == len(loops) and dask["n_failed"] == 0
 
     def without_time(loops):
         return [{k: v for k, v in e.items() if k != "seconds"} for e in loops]
@@ -140,6 +160,29 @@ def test_predict_on_dask_writes_what_local_predict_writes(workspace, saved_run, 
         assert np.array_equal(read_mask(outs[address] / e["mask"]), read_mask(outs["local"] / e["mask"]))
     assert dask["model"]["device"] == "cpu (on each worker)"
     # a scheduler that is not there: one line naming it
-    assert main(["predict", "--model", str(model_dir), str(loops), "--out", str(tmp_path / "x"),
+    assert main(["predict", "--model", str(model_dir), *loops, "--out", str(tmp_path / "x"),
                  "--executor", "ftp://nowhere"]) == 2
     assert "unknown executor 'ftp://nowhere'" in capsys.readouterr().err
+
+
+def test_clean_on_dask_writes_what_local_clean_writes(workspace, saved_run, client, tmp_path):  # noqa: F811
+    """Each loop a task on the cluster, the model's masks (the source travels, the model loads on the
+    worker): the same manifest and byte-identical cleaned DICOMs and NRRD copies (one de-identifier,
+    copied to the workers, gives the same replacements)."""
+    from UltrasoundRefineLib.cli import main
+
+    loops = [str(p) for p in sorted((workspace.parent / "phantom" / "loops").iterdir())[:4]]
+    address = client.scheduler.address.replace("tcp://", "dask://")
+    outs = {where: tmp_path / where.split(":")[0] for where in ("local", address)}
+    for where, out in outs.items():
+        assert main(["clean", *loops, "--model", str(saved_run[2]), "--device", "cpu", "--out", str(out),
+                     "--seed", "test-secret", "--nrrd", "--min-quality", "0", "--quiet", "--executor", where]) == 0
+
+    local, dask = (list(csv.DictReader(open(out / "manifest.csv"))) for out in outs.values())
+    assert dask == local and len(local) == len(loops)  # rows in input order, however the loops finished
+    assert {r["status"] for r in local} == {"exported"}
+    files = sorted(p.relative_to(outs["local"]) for p in outs["local"].rglob("*") if p.is_file())
+    assert len(files) == 3 * len(local) + 1  # each loop, its NRRD loop and mask; the manifest
+    assert files == sorted(p.relative_to(outs[address]) for p in outs[address].rglob("*") if p.is_file())
+    for rel in files:
+        assert (outs[address] / rel).read_bytes() == (outs["local"] / rel).read_bytes(), rel

@@ -38,10 +38,13 @@ def method_source(method: str) -> MaskSource:
 
 
 def model_source(model_dir: str | Path, device: str | None = "auto") -> MaskSource:
-    """The model's mask exactly as ``predict`` writes it (quality = 1 - test-time-augmentation disagreement)."""
-    from UltrasoundRefineLib.train.model import model_producer
+    """The model's mask exactly as ``predict`` writes it (quality = 1 - test-time-augmentation disagreement).
+    The model is loaded here (a bad one is one line before any loop); a copy of the source sent to a
+    Dask worker loads it there."""
+    from UltrasoundRefineLib.train.model import ModelPredictor
 
-    name, predict = model_producer(model_dir, device)
+    predict = ModelPredictor(Path(model_dir).absolute(), device)
+    name = predict.model.producer_name
 
     def produce(loop: Loop) -> LoopMask:
         s = predict(loop)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from UltrasoundRefineLib.batch import _display_name, ensure_writable_dir
 from UltrasoundRefineLib.clean.export import clean_file, output_suffix, write_loop_nrrd
@@ -21,6 +23,9 @@ from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefine
 from UltrasoundRefineLib.io import find_loops, loop_stem, write_mask
 from UltrasoundRefineLib.io.dicom import _scrub
 from UltrasoundRefineLib.io.images import file_sha256_key
+
+if TYPE_CHECKING:
+    from UltrasoundRefineLib.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,31 @@ def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
             raise OutputError(out_dir, f"holds the input {given}: choose an output folder outside the inputs")
 
 
+def clean_loop(path: Path, out: Path, source: MaskSource, deidentify, quarantine: Quarantine,
+               nrrd_base: tuple[Path, str] | None) -> dict | UltrasoundRefineError:
+    """One loop, in this process or a worker: cleaned into ``out`` (and its NRRD copies into
+    ``nrrd_base``'s folder under its name); what the manifest row needs, or the loop's failure as a value
+    (a failing loop is not worth another worker's attempt)."""
+    try:
+        done = clean_file(path, out, source, deidentify, quarantine)
+    except UltrasoundRefineError as e:
+        return e
+    except Exception as e:  # a bug or numerical failure on one loop must not lose the others
+        log.debug("failure on %s", path, exc_info=True)
+        # the message may quote a header value: scrubbed as the DICOM reader scrubs its own
+        return InputError(path, f"cleaning failed: {type(e).__name__}: {_scrub(e, None)}")
+    m = done.mask
+    result = {"mask_source": m.source, "quality": None if m.quality is None else round(m.quality, 4),
+              "mask_fraction": round(float(m.mask.mean()), 4), "frames": done.n_frames, "held": done.held,
+              "nrrd_error": None}
+    if nrrd_base and not done.held:
+        try:
+            _write_nrrd_copies(done, *nrrd_base)
+        except UltrasoundRefineError as e:
+            result["nrrd_error"] = e
+    return result
+
+
 def _write_nrrd_copies(done, nrrd_dir: Path, base: str) -> None:
     loop, mask = done.loop, done.mask.mask
     write_loop_nrrd(mask_pixels(loop.frames, mask), loop, nrrd_dir / "loops" / f"{base}.nrrd")
@@ -94,6 +124,7 @@ def clean(
     seed: str | None = None,
     nrrd: bool = False,
     progress: bool = True,
+    executor: "Executor | None" = None,
 ) -> CleanReport:
     """Clean every loop in ``inputs`` into ``out_dir`` and write ``out_dir/manifest.csv``.
 
@@ -101,8 +132,14 @@ def clean(
     keeps each input's path relative to the folder it was found in (the folder structure). ``nrrd``: also
     each exported loop (8-bit frames, masked) and its mask as NRRD for Slicer, ``out_dir/nrrd/loops/``
     and ``out_dir/nrrd/masks/`` (a folder ``--masks`` and ``evaluate`` read), named as the output.
+    ``executor`` cleans each loop as a task (default: in this process, one after the other); on a Dask
+    cluster the source and the de-identifier travel to the workers (copies of one de-identifier give
+    the same replacements), which read and write the same paths (a shared filesystem).
     """
     from UltrasoundRefineLib.clean.deid import Deidentifier
+    from UltrasoundRefineLib.executor import InlineExecutor
+
+    executor = executor or InlineExecutor()
 
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
@@ -130,6 +167,33 @@ def clean(
 
     written: dict[Path, str] = {}
     total = len(found.files)
+    running: dict = {}
+
+    def finish(fut) -> None:
+        i, path, name, key, rel, slot = running.pop(fut)
+        try:
+            done = fut.result()
+        except Exception as e:  # the worker was lost for good (Dask gave up rescheduling the loop)
+            done = InputError(path, f"cleaning failed: {type(e).__name__}: {_scrub(e, None)}")
+        if isinstance(done, UltrasoundRefineError):
+            fail(done, key)
+            report.rows[slot] = report.rows.pop()  # in the input's place, however the loops finished
+            return
+        fields = {k: done[k] for k in ("mask_source", "quality", "mask_fraction", "frames")}
+        if done["held"]:
+            print(f"ultrasound-refine: quarantined {name}: {done['held']}", file=sys.stderr)
+            r = row("quarantined", key, reason=done["held"], **fields)
+        else:
+            r = row("exported", key, output=rel, **fields)
+            if done["nrrd_error"]:
+                print(f"ultrasound-refine: error: {done['nrrd_error']}", file=sys.stderr)
+                r.update(status="failed", reason=f"exported, but not its NRRD copies: {done['nrrd_error'].reason}")
+        report.rows[slot] = report.rows.pop()
+        if progress:
+            q = "" if fields["quality"] is None else f", quality {fields['quality']:.2f}"
+            print(f"[{i}/{total}] {name}: {r['status']} ({fields['mask_source']}{q}, "
+                  f"mask {fields['mask_fraction']:.0%})", file=sys.stderr)
+
     try:
         for i, path in enumerate(found.files, 1):
             name = _display_name(path, inputs)
@@ -154,35 +218,23 @@ def clean(
             if resume and out.exists():
                 row("exists", key, output=rel)
                 continue
-            try:
-                done = clean_file(path, out, source, deidentify, quarantine)
-            except UltrasoundRefineError as e:
-                fail(e, key)
-                continue
-            except Exception as e:  # a bug or numerical failure on one loop must not lose the others
-                log.debug("failure on %s", name, exc_info=True)
-                # the message may quote a header value: scrubbed as the DICOM reader scrubs its own
-                fail(InputError(path, f"cleaning failed: {type(e).__name__}: {_scrub(e, None)}"), key)
-                continue
-            m = done.mask
-            fields = {"mask_source": m.source, "quality": None if m.quality is None else round(m.quality, 4),
-                      "mask_fraction": round(float(m.mask.mean()), 4), "frames": done.n_frames}
-            if done.held:
-                print(f"ultrasound-refine: quarantined {name}: {done.held}", file=sys.stderr)
-                row("quarantined", key, reason=done.held, **fields)
-            else:
-                exported = row("exported", key, output=rel, **fields)
-                if nrrd:
-                    try:
-                        _write_nrrd_copies(done, out_dir / "nrrd", rel[: -len(suffix)])
-                    except UltrasoundRefineError as e:
-                        print(f"ultrasound-refine: error: {e}", file=sys.stderr)
-                        exported.update(status="failed", reason=f"exported, but not its NRRD copies: {e.reason}")
-            if progress:
-                q = "" if m.quality is None else f", quality {m.quality:.2f}"
-                print(f"[{i}/{total}] {name}: {report.rows[-1]['status']} ({m.source}{q}, mask {fields['mask_fraction']:.0%})",
-                      file=sys.stderr)
+            task_path, task_out, nrrd_dir = path, out, out_dir / "nrrd"
+            if executor.remote:  # a worker's working folder is not ours
+                task_path, task_out, nrrd_dir = path.absolute(), out.absolute(), nrrd_dir.absolute()
+            nrrd_base = (nrrd_dir, rel[: -len(suffix)]) if nrrd else None
+            # a few loops queued per worker: busy workers, and progress lines as loops finish
+            while len(running) >= 2 * executor.slots:
+                for fut in wait(list(running), return_when=FIRST_COMPLETED).done:
+                    finish(fut)
+            report.rows.append(None)  # this loop's row, when it is done
+            running[executor.submit(clean_loop, task_path, task_out, source, deidentify, quarantine, nrrd_base)] = \
+                (i, path, name, key, rel, len(report.rows) - 1)
+            for fut in [f for f in running if f.done()]:
+                finish(fut)
+        for fut in wait(list(running)).done:
+            finish(fut)
     finally:
         # also when interrupted: the rows so far say what was written (a --resume run rebuilds the rest)
+        report.rows = [r for r in report.rows if r is not None]  # interrupted: the loops still running
         report.manifest = write_manifest(out_dir / MANIFEST, report.rows)
     return report

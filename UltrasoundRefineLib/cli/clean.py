@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from UltrasoundRefineLib.automask import METHODS
+from UltrasoundRefineLib.cli.experiment import add_executor_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,31 +43,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "shift in a later run (to resume or add loops of the same studies); keep it secret")
     p.add_argument("--device", default="auto", help="with --model: cuda, mps, cpu or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    add_executor_option(p, "each loop's cleaning")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source, model_source, workspace_source
     from UltrasoundRefineLib.errors import UltrasoundRefineError
+    from UltrasoundRefineLib.executor import executor_from_spec
 
     if not 0.0 <= args.min_fraction <= args.max_fraction <= 1.0:
         raise UltrasoundRefineError(f"clean: need 0 <= --min-fraction <= --max-fraction <= 1 "
                                     f"(got {args.min_fraction} and {args.max_fraction})")
-    inputs = list(args.inputs)
-    if args.method:
-        source = method_source(args.method)
-    elif args.model:
-        source = model_source(args.model, args.device)
-    elif args.masks:
-        source = folder_source(args.masks)
-    else:
-        source, workspace_loops = workspace_source(args.workspace)
-        inputs = inputs or [str(p) for p in workspace_loops]
-    if not inputs:
-        raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
-    report = clean(
-        inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed, nrrd=args.nrrd,
-        quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction), progress=not args.quiet,
-    )
+    with executor_from_spec(args.executor, slots=1, threads=None) as executor:
+        inputs = list(args.inputs)
+        if args.method:
+            source = method_source(args.method)
+        elif args.model:
+            source = model_source(args.model, args.device)
+        elif args.masks:  # these sources find masks by path: a worker's working folder is not ours
+            source = folder_source(Path(args.masks).absolute() if executor.remote else args.masks)
+        else:
+            source, workspace_loops = workspace_source(Path(args.workspace).absolute() if executor.remote
+                                                       else args.workspace)
+            inputs = inputs or [str(p) for p in workspace_loops]
+        if not inputs:
+            raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
+        report = clean(
+            inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed, nrrd=args.nrrd,
+            quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction), progress=not args.quiet,
+            executor=executor,
+        )
     print(f"clean: {report.summary()} -> {report.manifest}", file=sys.stderr)
     return report.exit_code

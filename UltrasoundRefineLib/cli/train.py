@@ -164,28 +164,10 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-class ModelPrediction:
-    """``loop -> mask`` with a model folder, loaded once per process where it runs: what a Dask worker
-    gets instead of a loaded model (a task pickles its producer; weights are read from the shared folder)."""
-
-    _loaded: dict = {}
-
-    def __init__(self, model_dir: str, device: str, tta: bool):
-        self.model_dir, self.device, self.tta = model_dir, device, tta
-
-    def __call__(self, loop):
-        from UltrasoundRefineLib.train.model import load_model, predict_loop
-
-        key = (self.model_dir, self.device)
-        if key not in self._loaded:
-            self._loaded[key] = load_model(self.model_dir, self.device)
-        return predict_loop(self._loaded[key], loop, tta=self.tta)
-
-
 def run_predict(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.batch import run_batch
     from UltrasoundRefineLib.executor import executor_from_spec
-    from UltrasoundRefineLib.train.model import load_model, predict_loop
+    from UltrasoundRefineLib.train.model import ModelPredictor, load_model
 
     with executor_from_spec(args.executor, slots=1, threads=None) as executor:
         # Loaded here also for a cluster: a bad model is one line before any loop, and the summary gets its card.
@@ -200,11 +182,9 @@ def run_predict(args: argparse.Namespace) -> int:
                 "tta": not args.no_tta,
             }
         }
-        if executor.remote:
-            produce = ModelPrediction(str(Path(args.model).absolute()), args.device, not args.no_tta)
-        else:
-            def produce(loop):
-                return predict_loop(model, loop, tta=not args.no_tta)
+        # a worker loads the model itself, from the shared folder, on its own device
+        produce = ModelPredictor(Path(args.model).absolute(), args.device, tta=not args.no_tta,
+                                 model=None if executor.remote else model)
         result = run_batch(
             args.inputs, args.out, model.producer_name, produce, progress=not args.quiet, extra_summary=extra,
             executor=executor,

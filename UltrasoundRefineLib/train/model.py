@@ -445,3 +445,26 @@ def model_producer(model: Model | str | Path, device: str | None = "auto") -> tu
     """``(producer_name, produce)`` for ``Workspace.suggest`` and the batch runner."""
     m = model if isinstance(model, Model) else load_model(model, device)
     return m.producer_name, lambda loop: predict_loop(m, loop)
+
+
+class ModelPredictor:
+    """``loop -> MaskSuggestion`` (:func:`predict_loop`) with the model in ``model_dir``, loaded on first
+    use in each process that calls it. It pickles as its folder, not its weights: what a task sends to
+    another process or a Dask worker, each loading the model once on its own ``device``."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = "auto", *, tta: bool = True,
+                 model: Model | None = None):
+        self.model_dir, self.device, self.tta = str(model_dir), device, tta
+        self._model = model  # already loaded here (saves loading it twice in this process)
+
+    @property
+    def model(self) -> Model:
+        if self._model is None:
+            self._model = load_model(self.model_dir, self.device)
+        return self._model
+
+    def __call__(self, loop: Loop) -> MaskSuggestion:
+        return predict_loop(self.model, loop, tta=self.tta)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None}
