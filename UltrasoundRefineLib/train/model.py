@@ -366,8 +366,8 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
 #: sure) nothing changes.
 POSTPROCESS_MODES = ("none", "basic", "shape", "evidence")
 DEFAULT_POSTPROCESS = "evidence"
-# Not fit_shape's MIN_AGREEMENT (0.97, for hulls of evidence): chosen on networks' masks, whose edges are
-# blurred by the network's low resolution (0.93-0.97 scored within 0.001 of each other; 0.85-0.9 let wrong fits through).
+# Not fit_shape's MIN_AGREEMENT (0.97, for hulls of evidence): chosen on networks' masks, whose edges
+# the low resolution blurs (0.93-0.97 scored within 0.001 of each other; 0.85-0.9 let wrong fits through).
 SHAPE_MIN_AGREEMENT = 0.95
 EVIDENCE_AGREEMENT = 0.85
 
