@@ -1090,3 +1090,80 @@ def test_the_next_loop_is_read_ahead_and_a_failed_read_still_fails(workspace_dir
             assert type(prefetched.value) is type(read_now.value)
         finally:
             prefetcher.close()
+
+
+class _FakeTimer:
+    def __init__(self):
+        self.running = False
+
+    def start(self):
+        self.running = True
+
+    def stop(self):
+        self.running = False
+
+
+def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(module, monkeypatch):
+    """The panel's Suggest mask: the button is busy and the GUI thread free while fanfit runs; the
+    mask is put in the scene when the poll finds it done."""
+    import contextlib
+    import threading
+
+    import slicer
+
+    from UltrasoundRefineLib import automask, slicerbridge
+
+    scene = module.scene
+    loop, truth = module.UltrasoundRefineTest.syntheticLoop(n_frames=3)
+    sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=scene)
+    release, ran_in = threading.Event(), []
+    real_suggest = automask.suggest_mask
+
+    def slow_suggest(loop, method):
+        ran_in.append(threading.current_thread())
+        release.wait(30)
+        return real_suggest(loop, method)
+
+    monkeypatch.setattr(automask, "suggest_mask", slow_suggest)
+    errors = []
+
+    @contextlib.contextmanager
+    def try_with_error_display(message, waitCursor=False):
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - what Slicer would show in a dialog
+            errors.append((message, error))
+
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display, raising=False)
+    widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
+    widget.logic = module.UltrasoundRefineLogic()
+    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda training=False: True)
+    widget.ui = types.SimpleNamespace(**{name: types.SimpleNamespace(enabled=True, text="") for name in (
+        "suggestMaskButton", "suggestionInfoLabel", "trainButton", "suggestNextRoundButton", "cancelTrainButton",
+        "cleanButton", "cancelCleanButton", "cleanModelPathLineEdit")})
+    widget._parameterNode = types.SimpleNamespace(inputNode=sequence, automaskMethod="fanfit", regionSegmentation=None,
+                                                  cleanSource="fanfit")
+    widget._job = None
+    widget._suggesting, widget._suggestTimer, widget._suggestButtonText = None, _FakeTimer(), "Suggest mask"
+
+    widget.onSuggestMask()
+    assert errors == [] and widget._suggestTimer.running
+    assert not widget.ui.suggestMaskButton.enabled and widget.ui.suggestMaskButton.text == "Suggesting..."
+    assert "background" in widget.ui.suggestionInfoLabel.text
+    widget.onSuggestMask()  # a second press while busy starts nothing
+    widget.onPollSuggestion()  # not done yet: nothing changes, the reviewer keeps working
+    assert widget._parameterNode.regionSegmentation is None and widget._suggestTimer.running
+    release.set()
+    widget._suggesting[1].result(timeout=60)
+    widget.onPollSuggestion()
+    assert errors == [] and not widget._suggestTimer.running and len(ran_in) == 1
+    assert ran_in[0] is not threading.current_thread()
+    segmentation = widget._parameterNode.regionSegmentation
+    assert dice(slicerbridge.segmentation_to_mask(segmentation, proxy, scene=scene), truth) > 0.95
+    assert widget.ui.suggestMaskButton.enabled and widget.ui.suggestMaskButton.text == "Suggest mask"
+    assert widget.ui.suggestionInfoLabel.text.startswith("fanfit: quality")
+
+    # the scene closes while a mask is being made: it is dropped, not put in a new scene
+    widget.onSuggestMask()
+    widget._dropSuggestion()
+    assert widget._suggesting is None and not widget._suggestTimer.running

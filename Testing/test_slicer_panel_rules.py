@@ -340,3 +340,33 @@ def test_desk_shows_again_what_left_the_screen_and_moves_past_a_failed_load(desk
     monkeypatch.undo()
     desk.show()
     assert not desk.loadFailed and desk.session.onScreen.stem == "l2"
+
+
+# ------------------------------------------------------------------------------ off the GUI thread
+
+
+def test_background_call_runs_off_the_calling_thread_and_hands_back_result_or_error():
+    import threading
+
+    from UltrasoundRefineLib.background import BackgroundCall
+
+    release = threading.Event()
+    ran_in = []
+
+    def work(x, *, y):
+        ran_in.append(threading.current_thread())
+        release.wait(10)
+        return x + y
+
+    call = BackgroundCall(work, 2, y=3, name="test-call")
+    assert not call.done()  # the caller is not held up: the work is still waiting
+    release.set()
+    assert call.result(timeout=10) == 5 and call.done()
+    assert ran_in == [call.thread] and call.thread is not threading.current_thread() and call.thread.daemon
+
+    def broken():
+        raise UltrasoundRefineError("loop.dcm: no image region found")
+
+    failing = BackgroundCall(broken)
+    with pytest.raises(UltrasoundRefineError, match="loop.dcm"):
+        failing.result(timeout=10)

@@ -186,6 +186,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None  # the running child process (UltrasoundRefineLib.childjob.ChildJob)
         self._jobMonitor = None  # what the panel shows of it (UltrasoundRefineLib.jobs.JobMonitor)
         self._jobTimer = None
+        self._suggesting = None  # (input node, BackgroundCall) of the mask being suggested off the GUI thread
+        self._suggestTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -229,6 +231,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobTimer = qt.QTimer()
         self._jobTimer.setInterval(200)
         self._jobTimer.connect("timeout()", self.onPollJob)
+        self._suggestTimer = qt.QTimer()
+        self._suggestTimer.setInterval(100)
+        self._suggestTimer.connect("timeout()", self.onPollSuggestion)
+        self._suggestButtonText = self.ui.suggestMaskButton.text
 
         self.initializeParameterNode()
         self._updateReviewGUI()
@@ -238,6 +244,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._removeShortcuts()
         if self._jobTimer is not None:
             self._jobTimer.stop()
+        self._dropSuggestion()
         if self._job is not None:
             self._job.kill()  # Slicer is closing: nobody is left to read the run's output
             self._job = None
@@ -255,6 +262,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtonStates)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._dropSuggestion()  # its loop is leaving the scene
         self.setParameterNode(None)
         self.logic.reviewNodesGone()
         self._updateReviewGUI()
@@ -284,7 +292,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateButtonStates(self, caller=None, event=None) -> None:
         p = self._parameterNode
-        self.ui.suggestMaskButton.enabled = bool(p and p.inputNode)
+        self.ui.suggestMaskButton.enabled = bool(p and p.inputNode) and self._suggesting is None
+        self.ui.suggestMaskButton.text = self._suggestButtonText if self._suggesting is None else _("Suggesting...")
         busy = self._job is not None
         section = self._jobMonitor.section if busy else None
         self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not busy
@@ -342,15 +351,41 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ suggest
 
     def onSuggestMask(self) -> None:
+        """The loop is read here; the auto-mask (fanfit: seconds on a long loop) runs in a background
+        thread and onPollSuggestion shows its mask when it is done, while the reviewer keeps working."""
+        if self._suggesting is not None:
+            return
         with slicer.util.tryWithErrorDisplay(_("Failed to suggest a mask."), waitCursor=True):
             if not self.logic.ensureDependencies():
                 return
             p = self._parameterNode
-            segmentation, suggestion = self.logic.suggestMask(p.inputNode, p.automaskMethod, p.regionSegmentation)
-            p.regionSegmentation = segmentation
+            self._suggesting = (p.inputNode, self.logic.startSuggestMask(p.inputNode, p.automaskMethod))
+            self.ui.suggestionInfoLabel.text = _("Suggesting a mask with {method} in the background...").format(method=p.automaskMethod)
+            self._suggestTimer.start()
+            self._updateButtonStates()
+
+    def onPollSuggestion(self) -> None:
+        inputNode, call = self._suggesting or (None, None)
+        if call is not None and not call.done():
+            return
+        self._dropSuggestion()
+        if self._parameterNode is not None:
+            self._updateButtonStates()
+        if call is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to suggest a mask."), waitCursor=True):
+            p = self._parameterNode
+            suggestion = call.result()
+            p.regionSegmentation = self.logic.applySuggestion(inputNode, suggestion, p.regionSegmentation)
             self.ui.suggestionInfoLabel.text = _("{method}: quality {quality:.2f} (1 = trust it, 0 = check it)").format(
                 method=suggestion.method, quality=suggestion.quality
             )
+
+    def _dropSuggestion(self) -> None:
+        """Stop waiting for a suggested mask (shown, failed, or its scene closed: then nobody needs it)."""
+        if self._suggestTimer is not None:
+            self._suggestTimer.stop()
+        self._suggesting = None
 
     # ------------------------------------------------------------------ review
 
@@ -661,20 +696,37 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ suggest
 
-    def suggestMask(self, inputNode, method: str = "fanfit", segmentationNode=None, scene=None):
-        """Auto-mask a loop (a volume or a sequence) and show the mask as a segment over it.
-
-        Returns ``(segmentationNode, MaskSuggestion)``; the quality and method are also kept as
-        attributes of the segmentation node.
-        """
+    def startSuggestMask(self, inputNode, method: str = "fanfit", scene=None):
+        """Read the loop of ``inputNode`` (a volume or a sequence) and start auto-masking it in a
+        background thread, which touches neither Qt nor MRML; returns the ``background.BackgroundCall``
+        whose result (a MaskSuggestion) :meth:`applySuggestion` shows."""
         from UltrasoundRefineLib import slicerbridge
         from UltrasoundRefineLib.automask import suggest_mask
+        from UltrasoundRefineLib.background import BackgroundCall
 
         if inputNode is None:
             raise ValueError(_("Select a volume or a sequence first."))
-        suggestion = suggest_mask(slicerbridge.loop_from_node(inputNode, scene=scene), method)
+        loop = slicerbridge.loop_from_node(inputNode, scene=scene)  # MRML: on this thread
+        return BackgroundCall(suggest_mask, loop, method, name="UltrasoundRefine-suggest-mask")
+
+    def applySuggestion(self, inputNode, suggestion, segmentationNode=None, scene=None):
+        """Show a suggestion for ``inputNode`` as a segment over it (the last one's node is reused for
+        the same loop); returns the segmentation node, whose attributes keep the method and quality."""
+        from UltrasoundRefineLib import slicerbridge
+
+        scene = scene if scene is not None else slicer.mrmlScene
+        if inputNode is None or not scene.IsNodePresent(inputNode):
+            raise ValueError(_("The loop was removed from the scene while its mask was being suggested."))
+        if segmentationNode is not None and not scene.IsNodePresent(segmentationNode):
+            segmentationNode = None
         reference = slicerbridge.reference_volume(inputNode, scene=scene)
-        return slicerbridge.suggestion_to_segmentation(suggestion, reference, segmentationNode, scene=scene), suggestion
+        return slicerbridge.suggestion_to_segmentation(suggestion, reference, segmentationNode, scene=scene)
+
+    def suggestMask(self, inputNode, method: str = "fanfit", segmentationNode=None, scene=None):
+        """:meth:`startSuggestMask` and :meth:`applySuggestion` in one blocking call (console, self-test);
+        returns ``(segmentationNode, MaskSuggestion)``."""
+        suggestion = self.startSuggestMask(inputNode, method, scene=scene).result()
+        return self.applySuggestion(inputNode, suggestion, segmentationNode, scene=scene), suggestion
 
     # ------------------------------------------------------------------ workspace and review
 
@@ -792,6 +844,8 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SuggestMaskOnStillFrame()
         self.setUp()
+        self.test_SuggestMaskInBackground()
+        self.setUp()
         self.test_ProgressParsing()
 
     @staticmethod
@@ -842,6 +896,26 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         volume = slicerbridge.loop_to_volume(loop, scene=slicer.mrmlScene)
         segmentation, _suggestion = UltrasoundRefineLogic().suggestMask(volume, "threshold")
         self.assertGreater(dice(slicerbridge.segmentation_to_mask(segmentation, volume), truth), 0.95)
+        self.delayDisplay("Test passed")
+
+    def test_SuggestMaskInBackground(self):
+        import threading
+
+        from UltrasoundRefineLib import slicerbridge
+        from UltrasoundRefineLib.metrics import dice
+
+        self.delayDisplay("Suggest a mask off the GUI thread, show it on the GUI thread")
+        loop, truth = self.syntheticLoop(n_frames=3)
+        sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=slicer.mrmlScene)
+        logic = UltrasoundRefineLogic()
+        call = logic.startSuggestMask(sequence, "fanfit")
+        self.assertIsNot(call.thread, threading.current_thread())
+        segmentation = logic.applySuggestion(sequence, call.result(timeout=60))
+        self.assertGreater(dice(slicerbridge.segmentation_to_mask(segmentation, proxy), truth), 0.95)
+        self.assertEqual(segmentation.GetAttribute(slicerbridge.ATTR_METHOD), "fanfit")
+        slicer.mrmlScene.RemoveNode(sequence)  # the loop went away while the mask was being made
+        with self.assertRaises(ValueError):
+            logic.applySuggestion(sequence, call.result())
         self.delayDisplay("Test passed")
 
     def test_ProgressParsing(self):
