@@ -17,12 +17,12 @@ def _events(as_json: bool):
     return emit
 
 
-def add_executor_option(parser: argparse.ArgumentParser, task: str) -> None:
+def add_executor_option(parser: argparse.ArgumentParser, task: str, local: str = "this process") -> None:
     """``--executor``, shared by the commands whose work splits into independent tasks."""
     parser.add_argument(
         "--executor", default="local", metavar="local|dask://HOST:PORT",
-        help=f"where {task} runs: local (default: processes on this machine) or dask://HOST:PORT (the workers of "
-        "a Dask cluster; every worker must see the same paths, e.g. a shared filesystem)")
+        help=f"where {task} runs: local (default: {local}) or dask://HOST:PORT (the workers of a Dask cluster; "
+        "every worker must see the same paths, e.g. a shared filesystem)")
 
 
 def workers_help() -> str:
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="report folder")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--workers", type=int, help=workers_help())
-    add_executor_option(p, "each (condition, repeat) run")
+    add_executor_option(p, "each (condition, repeat) run", local="worker processes on this machine, see --workers")
     p.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=run_experiment_cmd)
 
