@@ -523,8 +523,8 @@ def test_review_through_the_logic(module, workspace_dir):
     # first suggestion: shown as volume/sequence + segmentation, accepted
     volume, segmentation = logic.showCurrentSuggestion(showInViews=False)
     first = review.current()
-    assert np.array_equal(logic.editedMask(), logic.workspace.suggestion_mask(first.id))
-    logic.decide("accepted", "tst")
+    assert np.array_equal(logic.desk.editedMask(), logic.workspace.suggestion_mask(first.id))
+    logic.desk.decide("accepted", "tst")
     review.next()
 
     # second: the previous nodes leave the scene, an edited mask is saved as a human mask
@@ -534,7 +534,7 @@ def test_review_through_the_logic(module, workspace_dir):
     edited = logic.workspace.suggestion_mask(second.id).copy()
     edited[:10, :] = True
     slicerbridge.mask_to_segmentation(edited, logic.reviewVolume, segmentation_node=logic.reviewSegmentation, scene=scene)
-    logic.decide("edited", "tst", editedMask=logic.editedMask())
+    logic.desk.decide("edited", "tst", editedMask=logic.desk.editedMask())
     assert review.counts() == {"suggestions": 2, "pending": 0, "accepted": 1, "rejected": 0, "edited": 1}
     assert review.next() is None and review.atEnd
 
@@ -542,7 +542,7 @@ def test_review_through_the_logic(module, workspace_dir):
     assert review.back().id == second.id
     assert review.back().id == first.id
     logic.showCurrentSuggestion(showInViews=False)
-    logic.decide("rejected", "tst")
+    logic.desk.decide("rejected", "tst")
     assert review.counts()["rejected"] == 1 and review.counts()["accepted"] == 0
     logic.closeWorkspace()
     nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
@@ -729,7 +729,7 @@ def test_no_decision_for_a_suggestion_not_on_screen(module, workspace_dir):
     logic = module.UltrasoundRefineLogic()
     logic.openWorkspace(workspace_dir)
     with pytest.raises(ReviewError, match="on screen"):  # opened, nothing shown yet
-        logic.decide("accepted", "tst")
+        logic.desk.decide("accepted", "tst")
     logic.showCurrentSuggestion(showInViews=False)
     first = logic.review.onScreen
     assert first is not None
@@ -737,15 +737,15 @@ def test_no_decision_for_a_suggestion_not_on_screen(module, workspace_dir):
     scene.Clear(False)  # File > Close Scene
     assert logic.review.onScreen is None and logic.reviewSegmentation is None
     with pytest.raises(ReviewError, match="on screen"):
-        logic.decide("accepted", "tst")
+        logic.desk.decide("accepted", "tst")
     with pytest.raises(ReviewError):
-        logic.editedMask()
+        logic.desk.editedMask()
     with Workspace.open(workspace_dir, readonly=True) as ws:
         assert len(ws.review_queue()) == 2  # nothing was recorded
 
     # reopening resumes: shown again, decided, and a new session starts after it
     logic.showCurrentSuggestion(showInViews=False)
-    logic.decide("accepted", "tst")
+    logic.desk.decide("accepted", "tst")
     logic.openWorkspace(workspace_dir)
     assert [s.id for s in logic.review.queue] != [] and first.id not in [s.id for s in logic.review.queue]
     logic.closeWorkspace()
@@ -766,8 +766,8 @@ def test_a_deleted_segmentation_takes_the_suggestion_off_screen(module, workspac
     assert told and told[-1] is None
     assert logic.reviewSegmentation is None and logic.review.onScreen is None
     with pytest.raises(ReviewError):
-        logic.decide("rejected", "tst")
-    assert not logic.editPending()
+        logic.desk.decide("rejected", "tst")
+    assert not logic.desk.editPending()
     # showing again replaces what is left (the volume) instead of leaving it behind
     logic.showCurrentSuggestion(showInViews=False)
     assert not scene.IsNodePresent(volume) and logic.review.onScreen is not None
@@ -782,19 +782,19 @@ def test_a_failed_load_leaves_nothing_on_screen_to_decide_on(module, workspace_d
     logic = module.UltrasoundRefineLogic()
     logic.openWorkspace(workspace_dir)
     logic.showCurrentSuggestion(showInViews=False)
-    logic.decide("accepted", "tst")
+    logic.desk.decide("accepted", "tst")
     logic.review.next()
 
     def broken(item_id):
         raise OSError("the loop's file is gone")
 
     monkeypatch.setattr(logic.workspace, "load_loop", broken)
-    monkeypatch.setattr(logic._prefetcher, "load", broken)  # read ahead, or read now: it fails
+    monkeypatch.setattr(logic.desk.prefetcher, "load", broken)  # read ahead, or read now: it fails
     with pytest.raises(OSError):
         logic.showCurrentSuggestion(showInViews=False)
     assert logic.review.current() is not None and logic.review.onScreen is None
     with pytest.raises(ReviewError):
-        logic.decide("accepted", "tst")  # A after the failed load: not about the previous loop
+        logic.desk.decide("accepted", "tst")  # A after the failed load: not about the previous loop
     assert _review_nodes_in(scene) == []
     logic.closeWorkspace()
 
@@ -807,27 +807,27 @@ def test_edits_are_seen_saved_only_when_changed_and_can_be_discarded(module, wor
     scene = module.scene
     logic = module.UltrasoundRefineLogic()
     edits = []
-    logic.reviewChangedCallback = lambda: edits.append(logic.editPending())
+    logic.reviewChangedCallback = lambda: edits.append(logic.desk.editPending())
     logic.openWorkspace(workspace_dir)
     volume, segmentation = logic.showCurrentSuggestion(showInViews=False)
     shown = logic.review.onScreen
     display = segmentation.GetDisplayNode()  # an outline over the image, not a fill hiding the fan's edge
     assert display.GetVisibility2DOutline() and not display.GetVisibility2DFill()
-    assert not logic.editPending()
+    assert not logic.desk.editPending()
     with pytest.raises(ReviewError, match="not changed"):  # "Save edited mask" on an unchanged mask
-        logic.decide("edited", "tst", editedMask=logic.editedMask())
+        logic.desk.decide("edited", "tst", editedMask=logic.desk.editedMask())
 
-    edited = logic.editedMask().copy()
+    edited = logic.desk.editedMask().copy()
     edited[:6, :] = ~edited[:6, :]
     slicerbridge.mask_to_segmentation(edited, volume, segmentation_node=segmentation, scene=scene)  # an edit
-    assert edits and edits[-1] is True and logic.editPending()
+    assert edits and edits[-1] is True and logic.desk.editPending()
 
-    logic.discardEdit()
-    assert not logic.editPending()
-    np.testing.assert_array_equal(logic.editedMask(), logic.workspace.suggestion_mask(shown.id))
+    logic.desk.discardEdit()
+    assert not logic.desk.editPending()
+    np.testing.assert_array_equal(logic.desk.editedMask(), logic.workspace.suggestion_mask(shown.id))
 
     slicerbridge.mask_to_segmentation(edited, volume, segmentation_node=segmentation, scene=scene)
-    logic.decide("edited", "tst", editedMask=logic.editedMask())
+    logic.desk.decide("edited", "tst", editedMask=logic.desk.editedMask())
     logic.closeWorkspace()
     with Workspace.open(workspace_dir, readonly=True) as ws:
         assert np.array_equal(ws.human_mask(shown.item_id), edited)

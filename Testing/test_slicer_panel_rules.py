@@ -118,8 +118,10 @@ def test_job_monitor_follows_a_training_run():
 
     stopped = jobs.JobMonitor("train")
     assert not stopped.finished(jobs.TRAIN_STOPPED_EXIT, stopped=True) and "checkpoint is kept" in stopped.status
+    assert not stopped.failed  # stopped on request: no error dialog
     failed = jobs.JobMonitor("train")
     assert not failed.finished(1, stopped=False) and failed.status == "Failed (exit code 1); see the log."
+    assert failed.failed
 
 
 def test_job_monitor_for_suggest_and_clean_runs():

@@ -472,7 +472,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateReviewGUI(self) -> None:
         desk = self.logic.desk
-        panel = reviewsession.review_panel(self.logic.review, self.logic.editPending(), desk is not None and desk.loadFailed)
+        panel = reviewsession.review_panel(self.logic.review, desk is not None and desk.editPending(), desk is not None and desk.loadFailed)
         for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.editButton):
             button.enabled = panel.decide_enabled
         self.ui.nextButton.enabled = panel.next_enabled
@@ -531,7 +531,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
                 self.logic.openWorkspace(self.logic.workspace.root)
                 self._showCurrent()
-        elif not succeeded and not (job.stopRequestedAt is not None or job.killed):
+        elif monitor.failed:
             slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=monitor.kind), detailedText=monitor.failure_details())
         self._updateButtonStates()
 
@@ -616,7 +616,7 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     """Everything the panel does, callable without it (Python console, self-test).
 
     Methods that touch MRML take ``scene`` (default: the application's scene), as the bridge does.
-    The review's rules are ``reviewsession.ReviewDesk``'s; its nodes (``slicerbridge.ReviewNodes``) watch
+    The open review is ``self.desk`` (``reviewsession.ReviewDesk``: decide, move, edits); its nodes (``slicerbridge.ReviewNodes``) watch
     the scene: a removed review node or a closed scene takes the suggestion off screen (no decision can
     then be recorded for it), and an edit of the mask calls ``reviewChangedCallback`` (Save enabled).
     """
@@ -749,7 +749,6 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     # the open review's parts, None while no workspace is open
     workspace = property(lambda self: self.desk.workspace if self.desk else None)
     review = property(lambda self: self.desk.session if self.desk else None)
-    _prefetcher = property(lambda self: self.desk.prefetcher if self.desk else None)
     reviewVolume = property(lambda self: self.desk.display.volume if self.desk else None)
     reviewSegmentation = property(lambda self: self.desk.display.segmentation if self.desk else None)
 
@@ -778,27 +777,6 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     def _changed(self) -> None:
         if self.reviewChangedCallback is not None:
             self.reviewChangedCallback()
-
-    def editedMask(self):
-        """The (H, W) mask of the review segmentation as it is now (after Segment Editor work)."""
-        from UltrasoundRefineLib.reviewsession import ReviewError
-
-        if self.desk is None:
-            raise ReviewError(_("No suggestion is on screen."))
-        return self.desk.editedMask()
-
-    def editPending(self) -> bool:
-        return self.desk is not None and self.desk.editPending()
-
-    def discardEdit(self) -> None:
-        if self.desk is not None:
-            self.desk.discardEdit()
-
-    def decide(self, decision: str, user: str, editedMask=None) -> int:
-        """Record a decision on the suggestion on screen (refused when nothing is, see ReviewSession)."""
-        if self.desk is None:
-            raise ValueError(_("Open a workspace first."))
-        return self.desk.decide(decision, user, editedMask=editedMask)
 
     # ------------------------------------------------------------------ train and clean (child processes)
 

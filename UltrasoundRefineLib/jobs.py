@@ -267,6 +267,7 @@ class JobMonitor:
         self.percent: Optional[int] = 0 if kind == "train" else None
         self.epochs: Optional[int] = None
         self.tail: list[str] = []  # the last plain output lines, shown when the run fails
+        self.failed = False  # it ended with an error, not on request: the panel shows the tail
 
     @property
     def section(self) -> str:
@@ -310,6 +311,7 @@ class JobMonitor:
             return False
         if exit_code != 0:
             self.status = f"Failed (exit code {exit_code}); see the log."
+            self.failed = True
             return False
         if self.kind == "train":
             self.percent = 100
