@@ -13,7 +13,6 @@ from UltrasoundRefineLib.automask.fanfit.candidates import (
     _split_dual,
 )
 from UltrasoundRefineLib.automask.fanfit.raster import _Raster
-from UltrasoundRefineLib.metrics import iou
 
 
 ZONE_GAIN = 0.3
@@ -83,5 +82,3 @@ def _model_name(fits) -> str:
     names = [f[0] for f in fits]
     return names[0] if len(fits) == 1 else "dual:" + "+".join(names)
 
-
-_iou = iou  # the name fanfit.suggest imports from here; the one IoU is metrics.iou

@@ -12,9 +12,9 @@ import numpy as np
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.automask import evidence
 from UltrasoundRefineLib.automask.evidence import convex_hull
-from UltrasoundRefineLib.automask.fanfit.select import _iou
-from UltrasoundRefineLib.automask.fanfit.shapefit import fit_shape
+from UltrasoundRefineLib.automask.fanfit.shapefit import MIN_AGREEMENT, fit_shape
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.metrics import iou
 
 METHOD = "fanfit"
 # choosing among the readings of the evidence
@@ -53,7 +53,7 @@ class Reading:
         return np.logical_or.reduce([v[0] for v in self.views])
 
 
-def area_readings(ev: evidence.Evidence, area: np.ndarray, *, min_agreement: float = 0.97, seed: int = 0) -> list[Reading]:
+def area_readings(ev: evidence.Evidence, area: np.ndarray, *, min_agreement: float = MIN_AGREEMENT, seed: int = 0) -> list[Reading]:
     """Every reading of one area's evidence worth fitting, fitted (sparse speckle only where no other
     reading agreed well with a shape: it is the last resort)."""
     readings: list[Reading] = []
@@ -74,7 +74,7 @@ def choose_reading(readings: list[Reading]) -> Reading:
     return max(larger, key=lambda r: r.size) if larger else best
 
 
-def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0.97, seed: int = 0) -> MaskSuggestion:
+def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = MIN_AGREEMENT, seed: int = 0) -> MaskSuggestion:
     """The scanner's image region (sector, flat-top sector, curvilinear fan, rectangle, dual view, an
     M-mode strip with its reference sector), from the evidence real scans offer (:mod:`.evidence`).
 
@@ -109,7 +109,7 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = 0
     return MaskSuggestion(mask, float(np.clip(min(scores) * plausible, 0.0, 1.0)), METHOD, details)
 
 
-def match_evidence(mask: np.ndarray, loop: Loop, *, max_frames: int = 64, min_agreement: float = 0.97,
+def match_evidence(mask: np.ndarray, loop: Loop, *, max_frames: int = 64, min_agreement: float = MIN_AGREEMENT,
                    seed: int = 0) -> tuple[np.ndarray, float, dict]:
     """The loop's own evidence of its region, read the way ``mask`` points to: per area, among the
     fitted readings (:func:`area_readings`) that agree best with the mask there (within MATCH_TIE),
@@ -127,13 +127,13 @@ def match_evidence(mask: np.ndarray, loop: Loop, *, max_frames: int = 64, min_ag
         target = mask & area
         if not target.any() or not readings:
             continue
-        iou = [_iou(r.mask & area, target) for r in readings]
+        agree = [iou(r.mask & area, target) for r in readings]
         # among the readings the mask points to about equally, the evidence's own rule decides
-        close = [r for r, v in zip(readings, iou) if v >= max(iou) - MATCH_TIE]
+        close = [r for r, v in zip(readings, agree) if v >= max(agree) - MATCH_TIE]
         best = choose_reading(close)
         matched |= best.mask & area
         labels.append(best.label)
-    agreement = float(_iou(matched, mask)) if mask.any() else 0.0
+    agreement = iou(matched, mask) if mask.any() else 0.0
     return matched, agreement, {"evidence_readings": labels, "evidence_agreement": round(agreement, 4)}
 
 
