@@ -824,6 +824,8 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SuggestMaskInBackground()
         self.setUp()
+        self.test_ReviewDecidesOnlyWhatIsShown()
+        self.setUp()
         self.test_ProgressParsing()
 
     @staticmethod
@@ -894,6 +896,38 @@ class UltrasoundRefineTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.RemoveNode(sequence)  # the loop went away while the mask was being made
         with self.assertRaises(ValueError):
             logic.applySuggestion(sequence, call.result())
+        self.delayDisplay("Test passed")
+
+    def test_ReviewDecidesOnlyWhatIsShown(self):
+        import tempfile
+
+        import SimpleITK as sitk
+
+        from UltrasoundRefineLib.reviewsession import ReviewError
+        from UltrasoundRefineLib.workspace import Workspace, method_producer
+
+        self.delayDisplay("Review: a decision only for the suggestion on screen")
+        with tempfile.TemporaryDirectory() as folder:
+            os.mkdir(os.path.join(folder, "loops"))
+            sitk.WriteImage(sitk.GetImageFromArray(self.syntheticLoop(n_frames=2)[0].frames), os.path.join(folder, "loops", "a.nrrd"))
+            with Workspace.create(os.path.join(folder, "ws")) as ws:
+                ws.add_loops([os.path.join(folder, "loops")])
+                ws.suggest("threshold", method_producer("threshold"))
+            logic = UltrasoundRefineLogic()
+            logic.openWorkspace(os.path.join(folder, "ws"))
+            try:
+                logic.showCurrentSuggestion(showInViews=False)
+                self.assertIsNotNone(logic.review.onScreen)
+                slicer.mrmlScene.Clear(False)  # File > Close Scene: nothing is on screen any more
+                self.assertIsNone(logic.review.onScreen)
+                with self.assertRaises(ReviewError):
+                    logic.desk.decide("accepted", "selftest")
+                self.assertTrue(logic.desk.move("next", lambda: "stay", lambda: "selftest"))  # N shows it again
+                logic.showCurrentSuggestion(showInViews=False)
+                logic.desk.decide("accepted", "selftest")
+                self.assertEqual(logic.review.counts()["accepted"], 1)
+            finally:
+                logic.closeWorkspace()
         self.delayDisplay("Test passed")
 
     def test_ProgressParsing(self):
