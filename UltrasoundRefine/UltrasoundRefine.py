@@ -160,7 +160,7 @@ class _busy:
         self._cursor = hasattr(qt, "QApplication")  # (not in the tests' stand-in for qt)
         if self._cursor:
             qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-            qt.QApplication.processEvents()  # paint the message and the cursor before pip takes the thread
+            slicer.app.processEvents()  # paint the message and the cursor before pip takes the thread
         return self
 
     def __exit__(self, *exc):
