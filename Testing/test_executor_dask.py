@@ -84,6 +84,7 @@ def test_dask_gives_the_local_runs_and_redoes_a_killed_workers_run(workspace, cl
     on_dask = run_experiment(workspace, dask_spec, device="cpu", executor=executor)
     assert marker.is_file()  # a worker did die mid-experiment ...
     assert len(on_dask.runs) == 4 and on_dask.skipped == 0  # ... and every run is there
+    assert on_dask.machine["device"] == "cpu (resolved by each worker)"
     # the same figures as on local processes, run.json by run.json and in runs.csv
     assert _figures(on_dask, tmp_path / "dask") == _figures(local, tmp_path / "local")
     for run in on_dask.runs:

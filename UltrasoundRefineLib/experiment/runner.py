@@ -285,31 +285,31 @@ def run_experiment(
     emit = events or (lambda e: None)
     workspace_path = Path(workspace_path)
     spec.validate()
-    choice = resolve_device(device)
-    if choice.warning:
-        log.warning(choice.warning)
-    device_name = str(choice.device)
-    root = workspace_path / "runs" / spec.name
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
     owned = executor is None or isinstance(executor, str)
+    local = executor is None or (executor.strip() == "local" if isinstance(executor, str) else not executor.remote)
+    device_name = device
+    if local:  # this machine's device sizes the workers; a cluster's workers resolve their own
+        choice = resolve_device(device)
+        if choice.warning:
+            log.warning(choice.warning)
+        device_name = str(choice.device)
     if owned:
-        workers = max(1, workers or default_workers(device_name))
+        workers = max(1, workers or default_workers(device_name)) if local else 1  # a cluster: its workers
         executor = executor_from_spec(executor, slots=workers, threads=threads_per_run(os.cpu_count() or 1, workers),
-                                      gpus=machine_gpus(device_name))
+                                      gpus=machine_gpus(device_name) if local else 0)
     try:
-        return _run(workspace_path, spec, root, executor, device_name, device, emit)
+        root = workspace_path / "runs" / spec.name
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
+        return _run(workspace_path, spec, root, executor, device_name, emit)
     finally:
         if owned:
             executor.close()
 
 
-def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Executor, device_name: str,
-         device_request: str, emit: Events) -> ExperimentRun:
-    # A remote worker resolves the device itself ("auto" is its own GPU, whatever this machine has) and
-    # has its own working folder.
-    task_device = device_request if executor.remote else device_name
-    if executor.remote:
+def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Executor, device: str,
+         emit: Events) -> ExperimentRun:
+    if executor.remote:  # a worker has its own working folder
         workspace_path, root = workspace_path.absolute(), root.absolute()
 
     jobs = [RunJob(c, r, s) for c in spec.conditions for r, s in enumerate(spec.seeds())]
@@ -321,7 +321,7 @@ def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Execu
     skipped = len(done)
     todo = [j for j in jobs if j.key not in done]
     emit({"event": "experiment_start", "runs": len(jobs), "to_run": len(todo), "skipped": skipped,
-          "workers": executor.slots, "executor": executor.name, "device": task_device})
+          "workers": executor.slots, "executor": executor.name, "device": device})
     start = time.perf_counter()
     spec_dict = spec.to_dict()
 
@@ -334,13 +334,14 @@ def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Execu
     def submit(pool, job: RunJob) -> Future:
         emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
         return pool.submit(run_job, str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat,
-                           job.seed, str(root), task_device)
+                           job.seed, str(root), device)
 
     _schedule(spec, todo, done, root, executor, executor.slots, submit, finished)
     runs = [done[j.key] for j in jobs]
-    machine = {**_machine(device_name), "executor": executor.name}
     if executor.remote:  # this machine only scheduled the runs
-        machine["device"] = f"{device_request} (resolved by each worker)"
+        machine = {"executor": executor.name, "device": f"{device} (resolved by each worker)"}
+    else:
+        machine = {**_machine(device), "executor": executor.name}
     return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=machine)
 
 
