@@ -360,7 +360,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             p = self._parameterNode
             self._suggesting = (p.inputNode, self.logic.startSuggestMask(p.inputNode, p.automaskMethod))
-            self.ui.suggestionInfoLabel.text = _("Suggesting a mask with {method} in the background...").format(method=p.automaskMethod)
+            self.ui.suggestionInfoLabel.text = _("Suggesting a mask with {method} in the background...").format(
+                method=p.automaskMethod
+            )
             self._suggestTimer.start()
             self._updateButtonStates()
 
@@ -472,7 +474,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateReviewGUI(self) -> None:
         desk = self.logic.desk
-        panel = reviewsession.review_panel(self.logic.review, desk is not None and desk.editPending(), desk is not None and desk.loadFailed)
+        panel = reviewsession.review_panel(
+            self.logic.review, desk is not None and desk.editPending(), desk is not None and desk.loadFailed
+        )
         for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.editButton):
             button.enabled = panel.decide_enabled
         self.ui.nextButton.enabled = panel.next_enabled
@@ -616,9 +620,10 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     """Everything the panel does, callable without it (Python console, self-test).
 
     Methods that touch MRML take ``scene`` (default: the application's scene), as the bridge does.
-    The open review is ``self.desk`` (``reviewsession.ReviewDesk``: decide, move, edits); its nodes (``slicerbridge.ReviewNodes``) watch
-    the scene: a removed review node or a closed scene takes the suggestion off screen (no decision can
-    then be recorded for it), and an edit of the mask calls ``reviewChangedCallback`` (Save enabled).
+    The open review is ``self.desk`` (``reviewsession.ReviewDesk``: decide, move, edits); its nodes
+    (``slicerbridge.ReviewNodes``) watch the scene: a removed review node or a closed scene takes the
+    suggestion off screen (no decision can then be recorded for it), and an edit of the mask calls
+    ``reviewChangedCallback`` (Save enabled).
     """
 
     def __init__(self) -> None:
