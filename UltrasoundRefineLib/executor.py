@@ -132,9 +132,9 @@ class LocalExecutor(_Closing):
 
     remote = False
 
-    def __init__(self, workers: int, threads: int, gpus: int = 0):
+    def __init__(self, workers: int, threads: int | None = None, gpus: int = 0):
         self.slots = max(1, workers)
-        self.threads = max(1, threads)
+        self.threads = threads or threads_per_run(os.cpu_count() or 1, self.slots)
         self.name = f"local ({self.slots} processes x {self.threads} threads" + (f", {gpus} GPUs)" if gpus > 1 else ")")
         context = get_context("spawn")
         # Idle OpenMP threads sleep rather than spin, or workers sharing few cores starve each other.
