@@ -206,14 +206,33 @@ def test_region_boxes_reads_and_sanitises():
 
 
 @pytest.mark.parametrize("rgb", [False, True])
-def test_brightest_keeps_grid_meta_and_the_maximum(rgb):
+def test_summary_keeps_grid_meta_and_the_extremes(rgb):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (4, 20, 30, 3) if rgb else (4, 20, 30), dtype=np.uint8)
     loop = Loop(frames, spacing=(0.2, 0.3), meta={"us_regions": [{"x0": 1, "y0": 1, "x1": 20, "y1": 15}]})
-    b = loop.brightest()
-    assert b.n_frames == 1 and b.shape == loop.shape and b.spacing == loop.spacing and not b.is_rgb
-    assert b.meta == loop.meta and b.meta is not loop.meta
-    assert np.abs(b.grey()[0] - loop.grey().max(0)).max() <= 0.5
+    s = loop.summary()
+    assert s.n_frames == 2 and s.shape == loop.shape and s.spacing == loop.spacing and not s.is_rgb
+    assert s.meta == loop.meta and s.meta is not loop.meta
+    assert np.array_equal(s.grey()[0], loop.grey().max(0)) and np.array_equal(s.grey()[1], loop.grey().min(0))
+    # a long loop: evenly spaced frames, first and last included
+    long = Loop(rng.integers(0, 256, (100, 8, 8), dtype=np.uint8))
+    picked = long.frames[np.linspace(0, 99, 10).round().astype(int)]
+    assert np.array_equal(long.summary(10).frames[0], picked.max(0))
+
+
+def test_the_evidence_of_a_summary_is_the_evidence_of_its_loop():
+    """What evaluate_model and predict refine with (the summary) reads exactly like the whole loop."""
+    from UltrasoundRefineLib.automask import evidence
+
+    rng = np.random.default_rng(2)
+    frames = np.zeros((80, 40, 60, 3), np.uint8)
+    frames[:, 10:35, 15:50] = rng.integers(0, 200, (80, 25, 35, 3))
+    frames[:, 2:6, 2:20] = 255  # static text
+    loop = Loop(frames)
+    a, b = evidence.gather(loop), evidence.gather(loop.summary())
+    for name in ("brightest", "darkest", "signal", "moving"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.background == b.background
 
 
 def test_margin_constant_matches_the_phantoms_boxes():

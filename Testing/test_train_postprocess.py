@@ -141,7 +141,7 @@ def test_finetuning_uses_every_human_mask_for_the_full_schedule():
 
 
 def test_evaluate_scores_exactly_what_predict_gives(phantoms, tmp_path):
-    """The test-set score sees the loop too (its brightest frame and region boxes kept beside the
+    """The test-set score sees the loop too (its summary: brightest and darkest frames, region boxes, kept beside the
     rendered example), so what the benchmark and the report count is what ``predict`` writes."""
     from UltrasoundRefineLib.metrics import mask_metrics
     from UltrasoundRefineLib.train.data import render_examples
@@ -150,7 +150,7 @@ def test_evaluate_scores_exactly_what_predict_gives(phantoms, tmp_path):
     train_model(pairs, None, TINY, seed=0, device="cpu", out=tmp_path / "m")
     model = load_model(tmp_path / "m", device="cpu")
     samples = render_examples(pairs, model.size, model.inputs, keep_masks=True)
-    assert all(s.loop is not None and s.loop.n_frames == 1 and s.loop.meta == loop.meta for s, (loop, _) in zip(samples, pairs))
+    assert all(s.loop is not None and s.loop.n_frames == 2 and s.loop.meta == loop.meta for s, (loop, _) in zip(samples, pairs))
     assert render_examples(pairs[:1], model.size, model.inputs)[0].loop is None  # training examples stay light
     rows = evaluate_model(model, pairs)["per_example"]
     for row, (loop, truth) in zip(rows, pairs):

@@ -70,15 +70,24 @@ class Loop:
 
     def grey(self) -> np.ndarray:
         """``(T, H, W)`` float32 luminance in [0, 255] (ITU-R BT.601 weights for RGB)."""
-        if not self.is_rgb:
-            return self.frames.astype(np.float32)
-        rgb = self.frames.astype(np.float32)
-        return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        return _luminance(self.frames)
 
-    def brightest(self) -> "Loop":
-        """A one-frame grey loop of each pixel's brightest luminance over the loop, with the same grid,
-        spacing and meta (region boxes included): what a shape fit reads from a loop, at a fraction of
-        the memory, kept beside rendered test examples."""
-        frame = np.clip(np.rint(self.grey().max(axis=0)), 0, 255).astype(np.uint8)
-        return Loop(frame[None], spacing=self.spacing, source_key=self.source_key, group_key=self.group_key,
+    def summary(self, max_frames: int = 64) -> "Loop":
+        """A two-frame grey loop of each pixel's brightest and darkest luminance over the loop (over at
+        most ``max_frames`` evenly spaced frames: plenty for these projections), with the same grid,
+        spacing and meta (region boxes included). It is all that step 1's evidence and the shape fit
+        read from a loop, at a fraction of the memory: kept beside rendered test examples, and what a
+        prediction is refined with, so both see exactly the same."""
+        frames = self.frames
+        if frames.shape[0] > max_frames:
+            frames = frames[np.linspace(0, frames.shape[0] - 1, max_frames).round().astype(int)]
+        grey = _luminance(frames)
+        both = np.stack([grey.max(axis=0), grey.min(axis=0)])
+        return Loop(both, spacing=self.spacing, source_key=self.source_key, group_key=self.group_key,
                     stem=self.stem, origin=self.origin, direction=self.direction, meta=dict(self.meta))
+
+
+def _luminance(frames: np.ndarray) -> np.ndarray:
+    """``(T, H, W)`` or ``(T, H, W, 3)`` frames -> ``(T, H, W)`` float32 luminance (BT.601 for RGB)."""
+    f = frames.astype(np.float32)
+    return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114 if frames.ndim == 4 else f

@@ -89,23 +89,17 @@ def background_level(image: np.ndarray) -> tuple[float, float]:
 
 def gather(loop: Loop, *, max_frames: int = 64) -> Evidence:
     """The evidence of one loop (evenly spaced frames are plenty for its projections)."""
-    frames = loop.frames
-    if frames.shape[0] > max_frames:
-        frames = frames[np.linspace(0, frames.shape[0] - 1, max_frames).round().astype(int)]
-    grey = Loop(frames=frames).grey()
-    brightest, darkest = grey.max(axis=0), grey.min(axis=0)
+    brightest, darkest = loop.summary(max_frames).frames
     bg, floor = background_level(brightest)
     # any grey above the background is signal (a fan in air may sit one level above it); the noise
     # floor only sets how much change is motion, since compression noise flickers on a still screen
     signal = np.abs(brightest - bg) > FLOOR_MARGIN
-    moving = None
-    if grey.shape[0] > 1:
-        moving = (brightest - darkest) > 2.0 * floor
-        if moving.mean() < 0.005:  # identical frames: a still shown as a loop
-            moving = None
+    moving = (brightest - darkest) > 2.0 * floor
+    if moving.mean() < 0.005:  # a still frame, or identical frames: a still shown as a loop
+        moving = None
     areas = region_areas(loop) or [np.ones(loop.shape, bool)]
     info = {"background_level": bg, "noise_floor": round(floor, 2), "signal_fraction": round(float(signal.mean()), 4),
-            "n_frames_used": int(grey.shape[0]), "n_areas": len(areas)}
+            "n_frames_used": min(loop.n_frames, max_frames), "n_areas": len(areas)}
     return Evidence(brightest, darkest, bg, signal, moving, areas, info)
 
 

@@ -31,7 +31,7 @@ class Sample:
     group: str | None = None
     mask: np.ndarray | None = None
     spacing: tuple[float, float] | None = None
-    loop: Loop | None = None  # with ``mask``: the loop's brightest frame and region boxes, for the shape fit
+    loop: Loop | None = None  # with ``mask``: the loop's summary (Loop.summary), for the post-processing
 
 
 @dataclass
@@ -93,7 +93,7 @@ def to_sample(example: Any, size: int, inputs: tuple[str, ...], keep_mask: bool 
     if isinstance(source, Loop):
         rendered = render_loop(source, size, inputs)
         group, spacing = source.group_key, source.spacing
-        context = source.brightest() if keep_mask else None
+        context = source.summary() if keep_mask else None
     elif isinstance(source, Rendered):
         rendered, group, spacing, context = source, None, None, None
         if rendered.image.shape[-1] != size or tuple(rendered.inputs) != tuple(inputs):

@@ -432,7 +432,8 @@ def predict_loop(model: Model, loop: Loop, *, tta: bool = True, postprocess: boo
     if postprocess is not None:
         mode = postprocess_mode(postprocess)
     prob = unrender(members.mean(0).float().cpu(), rendered.geometry)
-    mask, info = refine_mask(prob > 0.5, mode, loop=loop, min_agreement=min_agreement)
+    # refined with the loop's summary, exactly as evaluate_model scores a test example
+    mask, info = refine_mask(prob > 0.5, mode, loop=loop.summary(), min_agreement=min_agreement)
     uncertainty = tta_uncertainty(members, rendered.geometry)
     return MaskSuggestion(
         mask=mask,
