@@ -155,10 +155,16 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto", work
     best = _best_run(result.runs, REFINED)
     if best is not None:
         model_dir = out / "model"
+        # copied beside it, then swapped in: a kill at any moment leaves a whole model, old or new (for an
+        # instant only as .model.old)
+        fresh, stale = out / ".model.new", out / ".model.old"
+        for leftover in (fresh, stale):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.copytree(result.root / best["model_dir"], fresh, ignore=shutil.ignore_patterns("checkpoint*"))
         if model_dir.exists():
-            shutil.rmtree(model_dir)
-        src = result.root / best["model_dir"]
-        shutil.copytree(src, model_dir, ignore=shutil.ignore_patterns("checkpoint*"))
+            model_dir.rename(stale)
+        fresh.rename(model_dir)
+        shutil.rmtree(stale, ignore_errors=True)
         paths["model"] = model_dir
     atomic_write_text(out / "demo.json", json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
     return paths
