@@ -14,13 +14,8 @@ from UltrasoundRefineLib.train import TrainConfig, load_model, predict_loop, tra
 from UltrasoundRefineLib.train.evaluate import evaluate_model
 from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS
 from UltrasoundRefineLib.train.render import Geometry, render_mask, unrender
-from UltrasoundRefineLib.train.model import (
-    DEFAULT_POSTPROCESS,
-    SHAPE_MIN_AGREEMENT,
-    card_postprocess,
-    postprocess_mode,
-    refine_mask,
-)
+from UltrasoundRefineLib.train.model import card_postprocess
+from UltrasoundRefineLib.train.postprocess import DEFAULT_POSTPROCESS, SHAPE_MIN_AGREEMENT, postprocess_mode, refine_mask
 
 torch.set_num_threads(1)
 
@@ -119,11 +114,13 @@ def test_new_models_predict_with_the_shape_fit_and_old_cards_do_not(phantoms, tm
     pairs = [(p.loop, p.truth) for p in phantoms]
     result = train_model(pairs, None, TINY, seed=0, device="cpu", out=tmp_path / "m")
     card = json.loads((tmp_path / "m" / "card.json").read_text())
-    assert card["postprocess"] == DEFAULT_POSTPROCESS == "evidence"
+    assert card["postprocess"] == DEFAULT_POSTPROCESS == "shape"
     assert card["shape_min_agreement"] == SHAPE_MIN_AGREEMENT
     model = load_model(tmp_path / "m", device="cpu")
     s = predict_loop(model, pairs[0][0])
-    assert s.details["postprocess"] == "evidence" and "evidence_agreement" in s.details
+    assert s.details["postprocess"] == "shape" and "shape_agreement" in s.details
+    chosen = predict_loop(model, pairs[0][0], postprocess="evidence")
+    assert chosen.details["postprocess"] == "evidence" and "evidence_agreement" in chosen.details
     assert s.mask.shape == pairs[0][0].shape and s.mask.dtype == bool
     basic = predict_loop(model, pairs[0][0], postprocess=True)
     assert basic.details["postprocess"] == "basic" and "shape_agreement" not in basic.details

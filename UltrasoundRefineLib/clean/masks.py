@@ -37,13 +37,13 @@ def method_source(method: str) -> MaskSource:
     return produce
 
 
-def model_source(model_dir: str | Path, device: str | None = "auto") -> MaskSource:
+def model_source(model_dir: str | Path, device: str | None = "auto", postprocess: str | None = None) -> MaskSource:
     """The model's mask exactly as ``predict`` writes it (quality = 1 - test-time-augmentation disagreement).
     The model is loaded here (a bad one is one line before any loop); a copy of the source sent to a
     Dask worker loads it there."""
     from UltrasoundRefineLib.train.model import ModelPredictor
 
-    predict = ModelPredictor(Path(model_dir).absolute(), device)
+    predict = ModelPredictor(Path(model_dir).absolute(), device, postprocess=postprocess)
     name = predict.model.producer_name
 
     def produce(loop: Loop) -> LoopMask:

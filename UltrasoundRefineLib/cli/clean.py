@@ -8,6 +8,7 @@ from pathlib import Path
 
 from UltrasoundRefineLib.automask import METHODS
 from UltrasoundRefineLib.cli.experiment import add_executor_option
+from UltrasoundRefineLib.cli.train import add_postprocess_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="de-identification seed: the same secret gives the same replacement UIDs, IDs and date "
                         "shift in a later run (to resume or add loops of the same studies); keep it secret")
     p.add_argument("--device", default="auto", help="with --model: cuda, mps, cpu or auto (default)")
+    add_postprocess_option(p)
     p.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
     add_executor_option(p, "each loop's cleaning")
     p.set_defaults(func=run)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if args.method:
             source = method_source(args.method)
         elif args.model:
-            source = model_source(args.model, args.device)
+            source = model_source(args.model, args.device, args.postprocess)
         elif args.masks:  # these sources find masks by path: a worker's working folder is not ours
             source = folder_source(Path(args.masks).absolute() if executor.remote else args.masks)
         else:

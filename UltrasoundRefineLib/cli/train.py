@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     q.add_argument("--no-tta", action="store_true", help="one forward pass per loop (faster; quality is then 1)")
+    add_postprocess_option(q)
     q.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
     add_executor_option(q, "each loop's prediction")
     q.set_defaults(func=run_predict)
@@ -167,7 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.batch import run_batch
     from UltrasoundRefineLib.executor import executor_from_spec
-    from UltrasoundRefineLib.train.model import ModelPredictor, load_model
+    from UltrasoundRefineLib.train.model import ModelPredictor, card_postprocess, load_model
 
     with executor_from_spec(args.executor, slots=1, threads=None) as executor:
         # Loaded here also for a cluster: a bad model is one line before any loop, and the summary gets its card.
@@ -180,14 +181,27 @@ def run_predict(args: argparse.Namespace) -> int:
                 "channels": list(model.inputs),
                 "device": f"{args.device} (on each worker)" if executor.remote else str(model.device),
                 "tta": not args.no_tta,
+                "postprocess": args.postprocess or card_postprocess(model.card)[0],
             }
         }
         # a worker loads the model itself, from the shared folder, on its own device
         produce = ModelPredictor(Path(args.model).absolute(), args.device, tta=not args.no_tta,
-                                 model=None if executor.remote else model)
+                                 model=None if executor.remote else model, postprocess=args.postprocess)
         result = run_batch(
             args.inputs, args.out, model.producer_name, produce, progress=not args.quiet, extra_summary=extra,
             executor=executor,
         )
     print(f"{len(result.done)} masks written to {args.out}, {len(result.failed)} failed", file=sys.stderr)
     return result.exit_code
+
+
+def add_postprocess_option(parser: argparse.ArgumentParser) -> None:
+    """``--postprocess``: how a model's answer is cleaned up, for this run (default: what its card says)."""
+    from UltrasoundRefineLib.train.postprocess import POSTPROCESS_MODES
+
+    parser.add_argument(
+        "--postprocess", choices=POSTPROCESS_MODES, default=None,
+        help="how the network's answer is cleaned up (default: the model card's, 'shape' for new models): "
+        "'evidence' takes the loop's own evidence of its region where the network disagrees with it "
+        "(better on scanners unlike the training data); 'shape' snaps it to the fitted scanner shape; "
+        "'basic' fills holes and drops specks; 'none' leaves it")

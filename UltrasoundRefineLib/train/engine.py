@@ -30,10 +30,9 @@ from monai.losses import DiceCELoss, DiceLoss
 from UltrasoundRefineLib.train.config import TrainConfig, TrainError
 from UltrasoundRefineLib.train.data import Prepared, prepare, split_validation
 from UltrasoundRefineLib.train.device import DeviceChoice, resolve_device, tf32_matmuls
-from UltrasoundRefineLib.train.model import (
-    DEFAULT_POSTPROCESS, EVIDENCE_AGREEMENT, SHAPE_MIN_AGREEMENT, Model, library_versions, load_model, save_model,
-)
+from UltrasoundRefineLib.train.model import Model, library_versions, load_model, save_model
 from UltrasoundRefineLib.train.network import build_network, count_parameters, network_kwargs
+from UltrasoundRefineLib.train.postprocess import DEFAULT_POSTPROCESS, EVIDENCE_AGREEMENT, SHAPE_MIN_AGREEMENT
 from UltrasoundRefineLib.train.strategy import StrategySetup, apply_strategy
 from UltrasoundRefineLib.train.trainer import CHECKPOINT, DeviceData, Trainer, event
 

@@ -12,8 +12,9 @@ import torch
 from UltrasoundRefineLib.metrics import mask_metrics
 from UltrasoundRefineLib.train.data import render_examples
 from UltrasoundRefineLib.train.model import (
-    Model, card_postprocess, mask_from_members, postprocess_mode, predict_probabilities, tta_uncertainty,
+    Model, card_postprocess, mask_from_members, predict_probabilities, tta_uncertainty,
 )
+from UltrasoundRefineLib.train.postprocess import postprocess_mode
 
 
 def summarise(values: Sequence[float]) -> dict:
