@@ -148,3 +148,30 @@ def test_no_hand_written_temp_then_rename_left():
             if rel not in allowed and pattern.search(f.read_text(encoding="utf-8")):
                 found.append(rel)
     assert found == []
+
+
+def test_a_folder_copy_replaces_the_old_folder_whole(tmp_path, monkeypatch):
+    import shutil
+
+    from UltrasoundRefineLib.atomic import atomic_copy_folder
+
+    new, dest = tmp_path / "new", tmp_path / "model"
+    new.mkdir()
+    (new / "weights.pt").write_text("new")
+    (new / "checkpoint.pt").write_text("skip me")
+    dest.mkdir()
+    (dest / "weights.pt").write_text("old")
+    atomic_copy_folder(new, dest, ignore=shutil.ignore_patterns("checkpoint*"))
+    assert (dest / "weights.pt").read_text() == "new" and not (dest / "checkpoint.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new"]  # nothing left beside it
+
+    # a copy that fails half-way leaves the old folder as it was
+    (new / "weights.pt").write_text("newer")
+
+    def broken_copy(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copytree", broken_copy)
+    with pytest.raises(OSError):
+        atomic_copy_folder(new, dest)
+    assert (dest / "weights.pt").read_text() == "new"

@@ -59,6 +59,25 @@ def atomic_write_all(writes: Mapping[str | Path, Callable[[str], None]]) -> list
     return [path for _, path in temps]
 
 
+def atomic_copy_folder(source: str | Path, destination: str | Path, *, ignore=None) -> Path:
+    """Copy a folder (a model) onto ``destination`` so that a crash at any moment leaves a whole folder
+    there, old or new: copied beside it first, then swapped in (for the instant between the two
+    renames the old one is only at ``.<name>.old`` beside it, and is removed after)."""
+    import shutil
+
+    destination = Path(destination)
+    fresh = destination.with_name(f".{destination.name}.new")
+    stale = destination.with_name(f".{destination.name}.old")
+    for leftover in (fresh, stale):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(source, fresh, ignore=ignore)
+    if destination.exists():
+        destination.rename(stale)
+    fresh.rename(destination)
+    shutil.rmtree(stale, ignore_errors=True)
+    return destination
+
+
 def _mode_for(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o7777

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from UltrasoundRefineLib.atomic import atomic_write_text
+from UltrasoundRefineLib.atomic import atomic_copy_folder, atomic_write_text
 from UltrasoundRefineLib.experiment.spec import REFINED, ExperimentSpec
 
 Events = Callable[[dict], None]
@@ -154,17 +154,8 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto", work
     ])
     best = _best_run(result.runs, REFINED)
     if best is not None:
-        model_dir = out / "model"
-        # copied beside it, then swapped in: a kill at any moment leaves a whole model, old or new (for an
-        # instant only as .model.old)
-        fresh, stale = out / ".model.new", out / ".model.old"
-        for leftover in (fresh, stale):
-            shutil.rmtree(leftover, ignore_errors=True)
-        shutil.copytree(result.root / best["model_dir"], fresh, ignore=shutil.ignore_patterns("checkpoint*"))
-        if model_dir.exists():
-            model_dir.rename(stale)
-        fresh.rename(model_dir)
-        shutil.rmtree(stale, ignore_errors=True)
+        model_dir = atomic_copy_folder(result.root / best["model_dir"], out / "model",
+                                       ignore=shutil.ignore_patterns("checkpoint*"))
         paths["model"] = model_dir
     atomic_write_text(out / "demo.json", json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
     return paths
