@@ -8,6 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from UltrasoundRefineLib.train.config import TrainConfig
+
+#: The smallest training the tests run: 32 px, a 3-level U-Net with 4-16 channels, two short epochs.
+TINY = TrainConfig(
+    size=32,
+    net={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    epochs=2,
+    batch_size=4,
+    min_steps_per_epoch=2,
+    val_fraction=0.25,
+    log_every=0,
+    lr=1e-2,
+)
+
 
 @pytest.fixture(scope="session")
 def phantom_set(tmp_path_factory):

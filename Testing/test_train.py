@@ -25,6 +25,7 @@ import torch
 from UltrasoundRefineLib.errors import InputError
 from UltrasoundRefineLib.metrics import mask_metrics
 from UltrasoundRefineLib.train import TrainConfig, TrainError, load_model, predict_loop, save_model, train_model
+from conftest import TINY
 from UltrasoundRefineLib.train.device import resolve_device
 from UltrasoundRefineLib.train.finetune import finetune, pretrain, scratch
 from UltrasoundRefineLib.train.network import encoder_parameter_names
@@ -34,16 +35,6 @@ from UltrasoundRefineLib.train.render import Geometry, render_loop, render_mask,
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = TrainConfig(
-    size=32,
-    net={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-    epochs=2,
-    batch_size=4,
-    min_steps_per_epoch=2,
-    val_fraction=0.25,
-    log_every=0,
-    lr=1e-2,
-)
 
 
 def fan_mask(h: int, w: int, apex=(0.05, 0.5), radius=0.9, half_angle=0.6) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from UltrasoundRefineLib.metrics import dice
-from UltrasoundRefineLib.train import TrainConfig, load_model, predict_loop, train_model
+from conftest import TINY as SMALLEST
+from UltrasoundRefineLib.train import load_model, predict_loop, train_model
 from UltrasoundRefineLib.train.evaluate import evaluate_model
 from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS
 from UltrasoundRefineLib.train.render import Geometry, render_mask, unrender
@@ -19,16 +20,7 @@ from UltrasoundRefineLib.train.postprocess import DEFAULT_POSTPROCESS, SHAPE_MIN
 
 torch.set_num_threads(1)
 
-TINY = TrainConfig(
-    size=32,
-    net={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-    epochs=1,
-    batch_size=4,
-    min_steps_per_epoch=1,
-    val_fraction=0,
-    log_every=0,
-    lr=1e-2,
-)
+TINY = SMALLEST.replace(epochs=1, min_steps_per_epoch=1, val_fraction=0)
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from UltrasoundRefineLib.train import TrainConfig, train_model
+from UltrasoundRefineLib.train import train_model
+from conftest import TINY
 
 torch.set_num_threads(1)
 
-TINY = TrainConfig(
-    size=32,
-    net={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-    epochs=2,
-    batch_size=4,
-    min_steps_per_epoch=2,
-    val_fraction=0.25,
-    log_every=0,
-    lr=1e-2,
-)
 
 #: Recorded with the engine as it was before the trainer refactor (commit 74a3887, the 300-line
 #: ``train_model``), ``_reference_run`` below, one CPU thread. Floating-point kernels differ between
