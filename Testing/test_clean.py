@@ -203,7 +203,7 @@ def test_phantom_masked_exactly_and_header_deidentified(phantom, tmp_path):
         assert cleaned.PatientIdentityRemoved == "YES"
         assert cleaned.LongitudinalTemporalInformationModified == "MODIFIED"
         assert cleaned.DeidentificationMethod
-        assert {c.CodeValue for c in cleaned.DeidentificationMethodCodeSequence} == {"113100", "113101"}
+        assert {c.CodeValue for c in cleaned.DeidentificationMethodCodeSequence} == {"113100", "113101", "113107"}
         assert cleaned.SOPInstanceUID == cleaned.file_meta.MediaStorageSOPInstanceUID
         studies.add(cleaned.StudyInstanceUID)
         series.add(cleaned.SeriesInstanceUID)

@@ -49,8 +49,10 @@ REMOVE = (
 #: Type 2 attributes of the US image IODs the profile empties (Z): present, without a value.
 EMPTY = ("PatientSex",)
 
-#: PS3.16 CID 7050 codes for what was done: the Basic Profile and its Clean Pixel Data Option.
-_METHOD_CODES = (("113100", "Basic Application Confidentiality Profile"), ("113101", "Clean Pixel Data Option"))
+#: PS3.16 CID 7050 codes for what was done: the Basic Profile, its Clean Pixel Data Option, and dates
+#: shifted rather than removed (the Retain Longitudinal Temporal Information Modified Dates Option).
+_METHOD_CODES = (("113100", "Basic Application Confidentiality Profile"), ("113101", "Clean Pixel Data Option"),
+                 ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
 METHOD = ("DICOGNITO", "UltrasoundRefine clean: pixels outside the image region set to 0")
 
 
