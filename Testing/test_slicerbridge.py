@@ -282,3 +282,31 @@ def test_remove_node_takes_display_and_storage_nodes_along(scene):
     nodes = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
     assert [n.GetClassName() for n in nodes if not n.GetSingletonTag() and not n.IsA("vtkMRMLSubjectHierarchyNode")] == []
     sb.remove_node(proxy, scene=scene)  # already gone: nothing happens
+
+
+# ------------------------------------------------------------------ Sample Data: the phantom loop
+
+
+def test_sample_phantom_loads_as_a_playing_sequence_of_the_phantom_loop(scene, tmp_path):
+    from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
+
+    proxy = sb.load_sample_phantom(folder=tmp_path, scene=scene)
+    # the file Sample Data wrote is the phantom's loop 0 of seed SAMPLE_PHANTOM_SEED ...
+    (written,) = sorted((tmp_path / "loops").glob("*.dcm"))
+    expected = make_phantom_loop(loop_seed(sb.SAMPLE_PHANTOM_SEED, 0)).loop
+    # ... and the scene holds it as a sequence, frame for frame
+    seq = scene.GetFirstNodeByName(sb.SAMPLE_PHANTOM_NAME)
+    assert seq is not None and seq.IsA("vtkMRMLSequenceNode")
+    assert sb.sequence_for_volume(proxy, scene=scene) is seq
+    loaded = sb.loop_from_sequence(seq)
+    assert loaded.frames.shape == expected.frames.shape
+    assert np.array_equal(loaded.frames, expected.frames)
+    assert written.stat().st_size > expected.frames.nbytes
+
+
+def test_sample_phantom_source_downloads_nothing():
+    kw = sb.sample_phantom_source("icon.png")
+    assert kw["uris"] is None and "checksums" not in kw
+    assert kw["customDownloader"] is sb.load_sample_phantom
+    assert kw["sampleName"] == kw["nodeNames"] == sb.SAMPLE_PHANTOM_NAME
+    assert kw["thumbnailFileName"] == "icon.png" and kw["category"] == sb.SAMPLE_CATEGORY

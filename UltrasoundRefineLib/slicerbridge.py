@@ -16,6 +16,8 @@ Round trips Loop -> node(s) -> Loop are exact.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from UltrasoundRefineLib.loop import Loop
@@ -711,3 +713,57 @@ class ReviewNodes:
             event = getattr(slicer.vtkSegmentation, name, None)
             if event is not None:
                 self._observations.append((self.segmentation, self.segmentation.AddObserver(event, on_edited)))
+
+
+# ---------------------------------------------------------------------- Sample Data: the phantom loop
+
+#: Sample Data category and name of the built-in phantom (also the sequence's node name).
+SAMPLE_CATEGORY = "Ultrasound"
+SAMPLE_PHANTOM_NAME = "UltrasoundRefinePhantom"
+#: Which phantom loop: index 0 of ``ultrasound-refine phantom --seed 2304`` (the same file every time).
+SAMPLE_PHANTOM_SEED = 2304
+
+
+def sample_phantom_folder() -> Path:
+    """Where the sample phantom is written: a folder of its own under the system's temporary folder."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "UltrasoundRefine-sample"
+
+
+def write_sample_phantom(folder=None) -> Path:
+    """Write the sample phantom loop (US Multi-frame DICOM, synthetic, no PHI) and return its path.
+
+    Generated here rather than downloaded: Sample Data must work offline, and the phantom is the data
+    the library's method and tests already use."""
+    from UltrasoundRefineLib.phantom.dicom import write_phantom_set
+
+    folder = sample_phantom_folder() if folder is None else folder
+    return write_phantom_set(folder, 1, SAMPLE_PHANTOM_SEED)[0]
+
+
+def load_sample_phantom(source=None, folder=None, scene=None):
+    """Sample Data's ``customDownloader``: write the phantom DICOM and load it as a playing sequence.
+
+    ``source`` is the ``SampleDataSource`` that Sample Data passes (unused: there is one phantom).
+    The file goes through the library's reader (``read_loop``), the same path as any loop the user
+    opens. Returns the proxy volume node the views show."""
+    from UltrasoundRefineLib.io import read_loop
+
+    loop = read_loop(write_sample_phantom(folder))
+    _seq, _browser, proxy = loop_to_sequence(loop, scene=scene, name=SAMPLE_PHANTOM_NAME)
+    return proxy
+
+
+def sample_phantom_source(thumbnail_file: str | None = None) -> dict:
+    """Keyword arguments for ``SampleData.SampleDataLogic.registerCustomSampleDataSource``: nothing to
+    download (no URI, no checksum); the button calls :func:`load_sample_phantom` instead."""
+    return dict(
+        category=SAMPLE_CATEGORY,
+        sampleName=SAMPLE_PHANTOM_NAME,
+        thumbnailFileName=thumbnail_file,
+        uris=None,
+        fileNames=f"{SAMPLE_PHANTOM_NAME}.dcm",
+        nodeNames=SAMPLE_PHANTOM_NAME,
+        customDownloader=load_sample_phantom,
+    )
