@@ -1167,3 +1167,55 @@ def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(modu
     widget.onSuggestMask()
     widget._dropSuggestion()
     assert widget._suggesting is None and not widget._suggestTimer.running
+
+
+# ----------------------------------------------------------------------- Sample Data registration
+
+
+def _sample_data_module(calls: list) -> types.ModuleType:
+    """Slicer's SampleData module is not on PyPI: this one has its registration function with the
+    parameters of Slicer's own (Modules/Scripted/SampleData/SampleData.py, 5.10 to main), so a keyword
+    Slicer does not know fails here as it would there; the call itself is recorded, not acted on."""
+
+    def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None, fileNames=None,
+                                       nodeNames=None, customDownloader=None, thumbnailFileName=None,
+                                       loadFileTypes=None, loadFiles=None, loadFileProperties={},  # noqa: B006
+                                       checksums=None, loadFileType=None):
+        calls.append(dict(category=category, sampleName=sampleName, uris=uris, fileNames=fileNames,
+                          nodeNames=nodeNames, customDownloader=customDownloader,
+                          thumbnailFileName=thumbnailFileName, checksums=checksums))
+
+    sample_data = types.ModuleType("SampleData")
+    sample_data.SampleDataLogic = type("SampleDataLogic", (), {
+        "registerCustomSampleDataSource": staticmethod(registerCustomSampleDataSource)})
+    return sample_data
+
+
+def test_the_phantom_is_registered_with_sample_data_after_startup_and_loads_offline(module, monkeypatch, tmp_path):
+    import slicer
+
+    from UltrasoundRefineLib import slicerbridge
+
+    connected = []
+    # the Slicer application object: the one stand-in; it records what the module connects
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(connect=lambda signal, slot: connected.append((signal, slot))),
+                        raising=False)
+    calls = []
+    monkeypatch.setitem(sys.modules, "SampleData", _sample_data_module(calls))
+    monkeypatch.setattr(slicerbridge, "sample_phantom_folder", lambda: tmp_path)
+
+    module.UltrasoundRefine(types.SimpleNamespace())
+    assert [signal for signal, _ in connected] == ["startupCompleted()"]
+    assert calls == []  # nothing registered before Slicer has started
+    connected[0][1]()  # Slicer has started
+
+    (kw,) = calls
+    assert kw["category"] == "Ultrasound" and kw["sampleName"] == "UltrasoundRefinePhantom"
+    assert kw["uris"] is None and kw["checksums"] is None  # nothing to download
+    assert Path(kw["thumbnailFileName"]) == MODULE_DIR / "Resources" / "Icons" / "UltrasoundRefine.png"
+    assert Path(kw["thumbnailFileName"]).is_file()
+    # Sample Data's button calls customDownloader(source): the phantom is written and loaded into the scene
+    proxy = kw["customDownloader"](types.SimpleNamespace(sampleName=kw["sampleName"]))
+    seq = module.scene.GetFirstNodeByName("UltrasoundRefinePhantom")
+    assert seq is not None and seq.IsA("vtkMRMLSequenceNode") and seq.GetNumberOfDataNodes() > 1
+    assert proxy is not None and list((tmp_path / "loops").glob("*.dcm"))

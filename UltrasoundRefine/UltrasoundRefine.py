@@ -93,6 +93,18 @@ class UltrasoundRefine(ScriptedLoadableModule):
             " learning model training with iterative refinement and statistical result validation'"
             " (arXiv 2304.00990). Built with MONAI, pydicom and 3D Slicer."
         )
+        # Sample Data is set up once the application has started (the module template's way)
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Put the phantom loop in the Sample Data module; the library writes it locally when clicked."""
+    import SampleData
+
+    from UltrasoundRefineLib import slicerbridge
+
+    thumbnail = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "UltrasoundRefine.png")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**slicerbridge.sample_phantom_source(thumbnail))
 
 
 #
