@@ -134,10 +134,15 @@ def test_with_the_real_pydicom_of_slicer_5_10():
             read_loop(pydicom.data.get_testdata_file("CT_small.dcm"))
         except Exception as e:
             print("ERROR:", e)
+        try:  # Sample Data's phantom: a clear error, not pydicom 3's save_as arguments failing
+            slicerbridge.write_sample_phantom(__import__("tempfile").mkdtemp())
+        except Exception as e:
+            print("SAMPLE:", type(e).__name__, e)
         """
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, str(REPO)]))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.split("dice")[1].split()[0]) > 0.95
-    assert "pydicom 3.0 or later" in proc.stdout
+    assert "ERROR:" in proc.stdout and "pydicom 3.0 or later" in proc.stdout.split("ERROR:")[1]
+    assert "SAMPLE: OutputError" in proc.stdout and "pydicom 3.0 or later" in proc.stdout.split("SAMPLE:")[1]

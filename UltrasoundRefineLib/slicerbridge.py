@@ -735,10 +735,16 @@ def write_sample_phantom(folder=None) -> Path:
     """Write the sample phantom loop (US Multi-frame DICOM, synthetic, no PHI) and return its path.
 
     Generated here rather than downloaded: Sample Data must work offline, and the phantom is the data
-    the library's method and tests already use."""
-    from UltrasoundRefineLib.phantom.dicom import write_phantom_set
+    the library's method and tests already use. Under Slicer 5.10's pydicom 2.4.4 (until the module's
+    pydicom 3 install and a restart) it says so rather than writing a file nothing here could read."""
+    from UltrasoundRefineLib.errors import OutputError
+    from UltrasoundRefineLib.io.dicom import PYDICOM_PROBLEM
 
     folder = sample_phantom_folder() if folder is None else folder
+    if PYDICOM_PROBLEM:
+        raise OutputError(folder, f"cannot write the sample phantom: {PYDICOM_PROBLEM}")
+    from UltrasoundRefineLib.phantom.dicom import write_phantom_set
+
     return write_phantom_set(folder, 1, SAMPLE_PHANTOM_SEED)[0]
 
 
