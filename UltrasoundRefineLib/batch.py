@@ -4,7 +4,8 @@ For every input loop it writes ``OUT/<stem>.nrrd`` (one ``(H, W)`` mask on the l
 the end, ``OUT/summary.json``. A bad input is reported (one line on stderr, an entry in the summary)
 and the others are still processed; the exit code is 2 when anything failed, else 0. Each loop is one
 task of an executor (:mod:`UltrasoundRefineLib.executor`): this process by default, or a Dask cluster's
-workers, which then need a picklable producer and the same paths (a shared filesystem).
+workers, which then need a picklable producer and the same paths (a shared filesystem). Progress
+shows as :mod:`UltrasoundRefineLib.progress` does (one line in place on a terminal, a line per loop else).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -26,6 +26,7 @@ from UltrasoundRefineLib.atomic import atomic_write_text
 from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
 from UltrasoundRefineLib.io import find_loops, loop_stem, read_loop, write_mask
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,19 @@ def _display_name(path: Path, inputs: list[Path]) -> str:
     return path.name
 
 
+def batch_executor(spec: str | None, workers: int) -> "Executor":
+    """What runs a batch command's loops: ``--workers`` processes here (1: this process), or a Dask
+    cluster, which has its own workers."""
+    from UltrasoundRefineLib.executor import ExecutorError, executor_from_spec
+
+    if workers < 1:
+        raise ExecutorError(f"--workers must be at least 1 (got {workers})")
+    if workers > 1 and (spec or "local").strip() != "local":
+        raise ExecutorError("--workers is for --executor local (a Dask cluster's workers are its own)")
+    # each worker process gets its share of the cores (executor.threads_per_run)
+    return executor_from_spec(spec, slots=workers, threads=None)
+
+
 def run_batch(
     inputs: Iterable[str | Path],
     out_dir: str | Path,
@@ -87,16 +101,17 @@ def run_batch(
     ensure_writable_dir(out_dir)
     found = find_loops(inputs)
     result = BatchResult(skipped=[_display_name(p, inputs) for p in found.skipped])
+    total = len(found.files)
+    shown = Progress(total, enabled=progress)
 
     def fail(error: UltrasoundRefineError, name: str) -> None:
-        print(f"ultrasound-refine: error: {error}", file=sys.stderr)
+        shown.message(f"ultrasound-refine: error: {error}")
         result.failed.append({"file": name, "error": getattr(error, "reason", str(error))})
 
     for error in found.errors:
         fail(error, _display_name(Path(error.path), inputs))
 
     stems: dict[str, str] = {}
-    total = len(found.files)
     entries: dict[int, dict] = {}
     running: dict = {}
 
@@ -108,11 +123,11 @@ def run_batch(
             entry = InputError(path, f"{producer_name} failed: {type(e).__name__}: {e}")
         if isinstance(entry, UltrasoundRefineError):
             fail(entry, name)
+            shown.loop_done()
             return
         entries[i] = entry = {"file": name, **entry}
-        if progress:
-            print(f"[{i}/{total}] {entry['stem']}: quality {entry['quality']:.2f}, "
-                  f"mask {entry['mask_fraction']:.0%} of the image", file=sys.stderr)
+        shown.loop_done(f"[{i}/{total}] {entry['stem']}: quality {entry['quality']:.2f}, "
+                        f"mask {entry['mask_fraction']:.0%} of the image")
 
     for i, path in enumerate(found.files, 1):
         name = _display_name(path, inputs)
@@ -120,6 +135,7 @@ def run_batch(
         if stem in stems:
             fail(InputError(path, f"another input ({stems[stem]}) has the same name stem {stem!r}; "
                                   "outputs are named by stem, rename one"), name)
+            shown.loop_done()
             continue
         stems[stem] = name
         # a few loops queued per worker: busy workers, and progress lines as loops finish
@@ -134,6 +150,7 @@ def run_batch(
             collect(fut)
     for fut in wait(list(running)).done:
         collect(fut)
+    shown.close()
     result.done = [entries[i] for i in sorted(entries)]  # input order, however the loops finished
 
     summary = {

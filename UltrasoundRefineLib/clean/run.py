@@ -8,11 +8,11 @@ skipped (a file in a folder that is not a loop). The run goes on past every bad 
 from __future__ import annotations
 
 import logging
-import sys
+import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from UltrasoundRefineLib.batch import _display_name, ensure_writable_dir
 from UltrasoundRefineLib.clean.export import clean_file, output_suffix, write_loop_nrrd
@@ -23,6 +23,7 @@ from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefine
 from UltrasoundRefineLib.io import find_loops, loop_stem, write_mask
 from UltrasoundRefineLib.io.dicom import _scrub
 from UltrasoundRefineLib.io.images import file_sha256_key
+from UltrasoundRefineLib.progress import Progress
 
 if TYPE_CHECKING:
     from UltrasoundRefineLib.executor import Executor
@@ -66,6 +67,39 @@ class CleanReport:
 
     def summary(self) -> str:
         return ", ".join(f"{self.count(s)} {s}" for s in STATUSES)
+
+
+@dataclass(frozen=True)
+class SourceRecipe:
+    """A mask source built in each process that uses it, from a module-level ``build(*args)``: sources are
+    closures, which the spawned processes of ``--workers`` cannot be sent (plain pickle), and a model
+    source loads its model once per process. :meth:`prepare` builds it here first, so a bad model or
+    folder is one line before any loop, and this process uses that one."""
+
+    build: Callable[..., MaskSource]
+    args: tuple = ()
+    #: each run builds its own (a masks folder read by an earlier run in this process may have changed)
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def prepare(self) -> "SourceRecipe":
+        object.__setattr__(self, "_here", self.build(*self.args))
+        return self
+
+    def __call__(self, loop) -> LoopMask:
+        return (self.__dict__.get("_here") or _built_in_worker(self))(loop)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_here"}
+
+
+_WORKER_SOURCE: tuple[str, MaskSource] | None = None  # a worker process's source for the run it serves
+
+
+def _built_in_worker(recipe: SourceRecipe) -> MaskSource:
+    global _WORKER_SOURCE
+    if _WORKER_SOURCE is None or _WORKER_SOURCE[0] != recipe.run:
+        _WORKER_SOURCE = (recipe.run, recipe.build(*recipe.args))
+    return _WORKER_SOURCE[1]
 
 
 def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
@@ -134,7 +168,8 @@ def clean(
     and ``out_dir/nrrd/masks/`` (a folder ``--masks`` and ``evaluate`` read), named as the output.
     ``executor`` cleans each loop as a task (default: in this process, one after the other); on a Dask
     cluster the source and the de-identifier travel to the workers (copies of one de-identifier give
-    the same replacements), which read and write the same paths (a shared filesystem).
+    the same replacements), which read and write the same paths (a shared filesystem); to worker
+    processes here (``--workers``) the source must pickle: a :class:`SourceRecipe`.
     """
     from UltrasoundRefineLib.clean.deid import Deidentifier
     from UltrasoundRefineLib.executor import InlineExecutor
@@ -147,6 +182,9 @@ def clean(
     ensure_writable_dir(out_dir)
     deidentify = Deidentifier(seed)
     report = CleanReport()
+    found = find_loops(inputs)
+    total = len(found.files)
+    shown = Progress(total, enabled=progress)
 
     def row(status: str, key: str = "", **fields) -> dict:
         r = {"source_key": key, "status": status, **fields}
@@ -154,19 +192,17 @@ def clean(
         return r
 
     def fail(error: UltrasoundRefineError, key: str = "") -> None:
-        print(f"ultrasound-refine: error: {error}", file=sys.stderr)
+        shown.message(f"ultrasound-refine: error: {error}")
         row("failed", key, reason=getattr(error, "reason", str(error)))
 
-    found = find_loops(inputs)
     for error in found.errors:
         fail(error)
     for path in found.skipped:
-        print(f"ultrasound-refine: skipped {_display_name(path, inputs)}: not a loop", file=sys.stderr)
+        shown.message(f"ultrasound-refine: skipped {_display_name(path, inputs)}: not a loop")
         row("skipped", reason="not a loop (not DICOM with images, a video or an image format)")
     input_files = {p.resolve() for p in found.files}
 
     written: dict[Path, str] = {}
-    total = len(found.files)
     running: dict = {}
 
     def finish(fut) -> None:
@@ -178,21 +214,21 @@ def clean(
         if isinstance(done, UltrasoundRefineError):
             fail(done, key)
             report.rows[slot] = report.rows.pop()  # in the input's place, however the loops finished
+            shown.loop_done()
             return
         fields = {k: done[k] for k in ("mask_source", "quality", "mask_fraction", "frames")}
         if done["held"]:
-            print(f"ultrasound-refine: quarantined {name}: {done['held']}", file=sys.stderr)
+            shown.message(f"ultrasound-refine: quarantined {name}: {done['held']}")
             r = row("quarantined", key, reason=done["held"], **fields)
         else:
             r = row("exported", key, output=rel, **fields)
             if done["nrrd_error"]:
-                print(f"ultrasound-refine: error: {done['nrrd_error']}", file=sys.stderr)
+                shown.message(f"ultrasound-refine: error: {done['nrrd_error']}")
                 r.update(status="failed", reason=f"exported, but not its NRRD copies: {done['nrrd_error'].reason}")
         report.rows[slot] = report.rows.pop()
-        if progress:
-            q = "" if fields["quality"] is None else f", quality {fields['quality']:.2f}"
-            print(f"[{i}/{total}] {name}: {r['status']} ({fields['mask_source']}{q}, "
-                  f"mask {fields['mask_fraction']:.0%})", file=sys.stderr)
+        q = "" if fields["quality"] is None else f", quality {fields['quality']:.2f}"
+        shown.loop_done(f"[{i}/{total}] {name}: {r['status']} ({fields['mask_source']}{q}, "
+                        f"mask {fields['mask_fraction']:.0%})")
 
     try:
         for i, path in enumerate(found.files, 1):
@@ -201,6 +237,7 @@ def clean(
                 key = file_sha256_key(path)
             except OSError as e:
                 fail(InputError(path, f"cannot read the file ({e.strerror or e})"))
+                shown.loop_done()
                 continue
             suffix = output_suffix(path)
             # kept names lose only a known extension: UID-named DICOM files (1.2.840.1234) keep their dots
@@ -208,15 +245,18 @@ def clean(
             out = out_dir / rel
             if out.resolve() in input_files:  # belt and braces: check_out_dir already keeps outputs apart
                 fail(OutputError(out, "would overwrite an input"), key)
+                shown.loop_done()
                 continue
             if out in written:
                 what = "the same content as" if written[out] == key else "the same output name as"
-                print(f"ultrasound-refine: skipped {name}: {what} an earlier input", file=sys.stderr)
+                shown.message(f"ultrasound-refine: skipped {name}: {what} an earlier input")
                 row("skipped", key, output=rel, reason=f"{what} an earlier input")
+                shown.loop_done()
                 continue
             written[out] = key
             if resume and out.exists():
                 row("exists", key, output=rel)
+                shown.loop_done()
                 continue
             task_path, task_out, nrrd_dir = path, out, out_dir / "nrrd"
             if executor.remote:  # a worker's working folder is not ours
@@ -234,6 +274,7 @@ def clean(
         for fut in wait(list(running)).done:
             finish(fut)
     finally:
+        shown.close()
         # also when interrupted: the rows so far say what was written (a --resume run rebuilds the rest)
         report.rows = [r for r in report.rows if r is not None]  # interrupted: the loops still running
         report.manifest = write_manifest(out_dir / MANIFEST, report.rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from UltrasoundRefineLib.automask import METHODS
 from UltrasoundRefineLib.cli.experiment import add_executor_option
-from UltrasoundRefineLib.cli.train import add_postprocess_option
+from UltrasoundRefineLib.cli.train import add_postprocess_option, add_workers_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,31 +44,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "shift in a later run (to resume or add loops of the same studies); keep it secret")
     p.add_argument("--device", default="auto", help="with --model: cuda, mps, cpu or auto (default)")
     add_postprocess_option(p)
-    p.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress (errors and quarantined loops still print)")
     add_executor_option(p, "each loop's cleaning")
+    add_workers_option(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from UltrasoundRefineLib.batch import batch_executor
     from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source, model_source, workspace_source
+    from UltrasoundRefineLib.clean.run import SourceRecipe
     from UltrasoundRefineLib.errors import UltrasoundRefineError
-    from UltrasoundRefineLib.executor import executor_from_spec
 
     if not 0.0 <= args.min_fraction <= args.max_fraction <= 1.0:
         raise UltrasoundRefineError(f"clean: need 0 <= --min-fraction <= --max-fraction <= 1 "
                                     f"(got {args.min_fraction} and {args.max_fraction})")
-    with executor_from_spec(args.executor, slots=1, threads=None) as executor:
+    with batch_executor(args.executor, args.workers) as executor:
         inputs = list(args.inputs)
+        # sources that find masks by path: a worker's working folder may not be ours
+        where = (lambda folder: str(Path(folder).absolute())) if executor.remote or executor.slots > 1 else str
         if args.method:
-            source = method_source(args.method)
+            recipe = SourceRecipe(method_source, (args.method,))
         elif args.model:
-            source = model_source(args.model, args.device, args.postprocess)
-        elif args.masks:  # these sources find masks by path: a worker's working folder is not ours
-            source = folder_source(Path(args.masks).absolute() if executor.remote else args.masks)
+            recipe = SourceRecipe(model_source, (where(args.model), args.device, args.postprocess))
+        elif args.masks:
+            recipe = SourceRecipe(folder_source, (where(args.masks),))
         else:
-            source, workspace_loops = workspace_source(Path(args.workspace).absolute() if executor.remote
-                                                       else args.workspace)
-            inputs = inputs or [str(p) for p in workspace_loops]
+            recipe = SourceRecipe(workspace_mask_source, (where(args.workspace),))
+            inputs = inputs or [str(p) for p in workspace_source(args.workspace)[1]]
+        source = recipe.prepare()
         if not inputs:
             raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
         report = clean(
@@ -78,3 +82,10 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"clean: {report.summary()} -> {report.manifest}", file=sys.stderr)
     return report.exit_code
+
+
+def workspace_mask_source(workspace: str):
+    """The workspace source without its list of loops (what a worker process builds)."""
+    from UltrasoundRefineLib.clean import workspace_source
+
+    return workspace_source(workspace)[0]

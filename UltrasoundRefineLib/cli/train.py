@@ -61,8 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     q.add_argument("--no-tta", action="store_true", help="one forward pass per loop (faster; quality is then 1)")
     add_postprocess_option(q)
-    q.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    q.add_argument("--quiet", action="store_true", help="no progress (errors still print)")
     add_executor_option(q, "each loop's prediction")
+    add_workers_option(q)
     q.set_defaults(func=run_predict)
 
 
@@ -166,11 +167,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from UltrasoundRefineLib.batch import run_batch
-    from UltrasoundRefineLib.executor import executor_from_spec
+    from UltrasoundRefineLib.batch import batch_executor, run_batch
     from UltrasoundRefineLib.train.model import ModelPredictor, card_postprocess, load_model
 
-    with executor_from_spec(args.executor, slots=1, threads=None) as executor:
+    with batch_executor(args.executor, args.workers) as executor:
         # Loaded here also for a cluster: a bad model is one line before any loop, and the summary gets its card.
         model = load_model(args.model, "cpu" if executor.remote else args.device)
         extra = {
@@ -193,6 +193,14 @@ def run_predict(args: argparse.Namespace) -> int:
         )
     print(f"{len(result.done)} masks written to {args.out}, {len(result.failed)} failed", file=sys.stderr)
     return result.exit_code
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, shared by the batch commands (``predict``, ``clean``)."""
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="with --executor local: N processes on this machine, each with its share of the CPU cores "
+        "(default 1: this process); results are the same as with one")
 
 
 def add_postprocess_option(parser: argparse.ArgumentParser) -> None:
