@@ -66,6 +66,17 @@ def test_run_batch_on_two_workers_keeps_input_order_and_masks(phantom_set, tmp_p
         assert np.array_equal(read_mask(tmp_path / "two" / e["mask"]), read_mask(tmp_path / "one" / e["mask"]))
 
 
+def test_automask_on_two_workers_writes_what_one_process_writes(phantom_set, tmp_path):
+    loops = _loops(phantom_set)
+    for workers in (1, 2):
+        assert main(["automask", *loops, "--method", "threshold", "--out", str(tmp_path / f"w{workers}"),
+                     "--quiet", "--workers", str(workers)]) == 0
+    one, two = (json.loads((tmp_path / f"w{w}" / "summary.json").read_text())["loops"] for w in (1, 2))
+    assert [e["stem"] for e in two] == [e["stem"] for e in one] == [Path(p).stem for p in loops]
+    for e in one:
+        assert np.array_equal(read_mask(tmp_path / "w2" / e["mask"]), read_mask(tmp_path / "w1" / e["mask"]))
+
+
 def test_workers_with_a_cluster_or_below_one_is_one_line(phantom_set, tmp_path, capsys):
     loops = _loops(phantom_set)[:1]
     assert main(["clean", *loops, "--method", "threshold", "--out", str(tmp_path / "a"), "--workers", "2",

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from UltrasoundRefineLib.automask import METHODS, suggest_mask
+from UltrasoundRefineLib.cli.experiment import add_executor_option
+from UltrasoundRefineLib.cli.train import add_workers_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,16 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fanfit (default: the better on real scans) or threshold (the method's simple baseline)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no per-loop progress lines")
+    add_executor_option(p, "each loop's auto mask")
+    add_workers_option(p)
     p.set_defaults(func=run)
     register_evaluate(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    from UltrasoundRefineLib.batch import run_batch
+    from functools import partial
 
-    result = run_batch(
-        args.inputs, args.out, args.method, lambda loop: suggest_mask(loop, args.method), progress=not args.quiet
-    )
+    from UltrasoundRefineLib.batch import batch_executor, run_batch
+
+    with batch_executor(args.executor, args.workers) as executor:
+        # a partial of a module-level function: it pickles, to worker processes or a cluster
+        result = run_batch(args.inputs, args.out, args.method, partial(suggest_mask, method=args.method),
+                           progress=not args.quiet, executor=executor)
     print(f"{len(result.done)} masks written to {args.out}, {len(result.failed)} failed", file=sys.stderr)
     return result.exit_code
 

@@ -196,7 +196,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:
-    """``--workers``, shared by the batch commands (``predict``, ``clean``)."""
+    """``--workers``, shared by the batch commands (``automask``, ``predict``, ``clean``)."""
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N",
         help="with --executor local: N processes on this machine, each with its share of the CPU cores "
