@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pydicom  # noqa: E402
 
+from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source  # noqa: E402
 from UltrasoundRefineLib.io.dicom import _quiet  # noqa: E402
 from UltrasoundRefineLib.phantom.dicom import write_phantom_set  # noqa: E402
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
                     "cpu_count": os.cpu_count(), "python": platform.python_version(), "pydicom": pydicom.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"{args.n} phantom loops, best of {args.repeats}, on {platform.platform()}, {os.cpu_count()} CPUs")
     for label, r in results.items():
         print(f"  {label:28s} {r['seconds']:7.2f} s  {r['loops_per_s']:6.1f} loops/s  x{r['ratio_to_floor']:.2f} the floor")
