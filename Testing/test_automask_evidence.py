@@ -150,3 +150,21 @@ def test_a_sliver_next_to_a_view_stays_a_piece_of_it():
     (view,) = evidence.side_by_side_parts(found)
     assert view[150:170, 60:76].all()
     assert not view[20:30, 5:12].any()
+
+
+def test_quality_says_when_the_readings_of_the_evidence_disagree():
+    """A fan whose far field is drawn at the noise floor (grey 1-2) under a bright near field: only the
+    noise-floor reading finds all of it, the higher margins find the near field. fanfit gets the region
+    right, but its quality says the readings disagreed, so a reviewer sees it before a fan whose every
+    reading agrees."""
+    rng = np.random.default_rng(0)
+    truth = FAN.mask(SHAPE)
+    near = Sector(apex_x=160, apex_y=20, half_angle_deg=40, r_max=110, flat_top_y=30).mask(SHAPE)
+    dark, bright = np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)
+    dark[truth] = rng.integers(1, 3, truth.sum())
+    dark[near] = rng.integers(20, 200, near.sum())
+    bright[truth] = rng.integers(20, 200, truth.sum())
+    unsure, sure = (suggest_mask(Loop(f[None]), "fanfit") for f in (dark, bright))
+    assert dice(unsure.mask, truth) > 0.98 and dice(sure.mask, truth) > 0.98
+    assert sure.details["parts"][0]["consensus"] == 1.0 > 0.5 > unsure.details["parts"][0]["consensus"]
+    assert unsure.quality < 0.5 < sure.quality

@@ -84,7 +84,9 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = M
     (:func:`fit_shape`) where the two agree, else the hull; then :func:`choose_reading`.
 
     Quality: the winner's agreement, lowered where the evidence fills little of its hull (a region
-    with much black inside is a guess there) and, for the whole mask, for implausible sizes.
+    with much black inside is a guess there), times how much the other readings agree with it (where
+    the ways of reading the evidence disagree on the region, choosing among them is a guess) and, for
+    the whole mask, lowered for implausible sizes.
     """
     t0 = time.perf_counter()
     ev = evidence.gather(loop, max_frames=max_frames)
@@ -95,9 +97,11 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = M
         if not readings:
             continue
         chosen = choose_reading(readings)
-        scores.append(chosen.quality)
+        others = [iou(r.mask, chosen.mask) for r in readings if r is not chosen]
+        consensus = float(np.mean(others)) if others else 1.0
+        scores.append(chosen.quality * consensus)
         mask |= chosen.mask
-        parts += [{**info, "reading": chosen.label} for _, info, _, _ in chosen.views]
+        parts += [{**info, "reading": chosen.label, "consensus": round(consensus, 4)} for _, info, _, _ in chosen.views]
     frac = float(mask.mean())
     details = {"evidence": ev.info, "box_prior": not ev.areas[0].all() or len(ev.areas) > 1, "parts": parts,
                "fraction": round(frac, 4), "model": "+".join(p["model"] for p in parts) or "none",
