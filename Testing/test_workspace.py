@@ -571,6 +571,16 @@ def test_register_model_and_read_it_back(ws):
         ws.register_model(ws.models_dir / "missing.pt", {})
 
 
+def test_models_registered_in_the_same_millisecond_keep_their_order(ws, monkeypatch):
+    from UltrasoundRefineLib.workspace import store
+
+    monkeypatch.setattr(store, "_now", lambda: "2026-01-01T00:00:00.000+00:00")
+    for name in ("zeta", "alpha"):  # registered in this order, named against it
+        (ws.models_dir / name).mkdir(parents=True)
+        ws.register_model(ws.models_dir / name, {"id": name})
+    assert [m["id"] for m in ws.models()] == ["zeta", "alpha"]
+
+
 # ----------------------------------------------------------------------------------------------- export, status, CLI
 def test_export_masks_writes_the_best_mask_per_loop(tmp_path, ws):
     ids = fill(ws, 3)

@@ -879,7 +879,9 @@ class Workspace:
 
     def models(self) -> list[dict]:
         out = []
-        for r in self._query("SELECT * FROM models ORDER BY created_at, id"):
+        # rowid breaks ties in the order of registration: two models registered within one
+        # millisecond must not come back sorted by name.
+        for r in self._query("SELECT * FROM models ORDER BY created_at, rowid"):
             p = Path(r["path"])
             out.append({"id": r["id"], "path": p if p.is_absolute() else self.root / p,
                         "card": json.loads(r["card"]), "created_at": r["created_at"]})
