@@ -49,6 +49,16 @@ def concurrent_runs(gpus: int, cores: int) -> int:
     return min(cores, MAX_CPU_RUNS)
 
 
+def cpu_stage_slots(gpus: int, cores: int, device_runs: int) -> int:
+    """Processes for the runs' CPU stages (shape fit, scoring) beside ``device_runs`` device stages
+    (training, the forward pass): on GPUs the cores the device runs leave free, at least one and at most
+    one per device run, so the GPU is fed while shapes are fitted; without a GPU none (training already
+    works the cores: a run's stages simply follow each other)."""
+    if gpus <= 0:
+        return 0
+    return max(1, min(max(1, cores) - device_runs, device_runs))
+
+
 def threads_per_run(cores: int, runs: int) -> int:
     """Each run's share of the cores (at least one thread)."""
     return max(1, max(1, cores) // max(1, runs))

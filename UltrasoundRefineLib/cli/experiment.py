@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--workers", type=int, help=workers_help())
     add_executor_option(p, "each (condition, repeat) run", local="worker processes on this machine, see --workers")
+    p.add_argument("--cpu-stages", type=int, metavar="N",
+                   help="runs whose CPU stage (shape fit, scoring) runs as a task of its own beside the device "
+                   "stages (training, the forward pass), so the GPU is not idle meanwhile (default: with GPUs on "
+                   "this machine, the cores the --workers leave free; else 0, each run's stages in one task; on "
+                   "a Dask cluster, N of its worker threads)")
     p.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=run_experiment_cmd)
 
@@ -81,7 +86,7 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
     if args.out:  # before hours of runs, not after them
         ensure_writable_dir(Path(args.out))
     result = run_experiment(args.workspace, spec, device=args.device, workers=args.workers,
-                            events=_events(args.json), executor=args.executor)
+                            events=_events(args.json), executor=args.executor, cpu_stages=args.cpu_stages)
     out = Path(args.out) if args.out else Path(args.workspace) / "reports" / spec.name
     paths = analyse(result, args.workspace, out)
     print(f"report: {paths['html']}", file=sys.stderr)

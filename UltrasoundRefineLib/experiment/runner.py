@@ -24,7 +24,9 @@ import numpy as np
 
 from UltrasoundRefineLib.atomic import atomic_write_text
 from UltrasoundRefineLib.errors import UltrasoundRefineError
-from UltrasoundRefineLib.executor import Executor, concurrent_runs, executor_from_spec, machine_gpus, threads_per_run
+from UltrasoundRefineLib.executor import (
+    Executor, concurrent_runs, cpu_stage_slots, executor_from_spec, machine_gpus, threads_per_run,
+)
 from UltrasoundRefineLib.experiment.spec import Condition, ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -191,23 +193,53 @@ def _run_automask(data: ExperimentData, method: str) -> tuple[dict, dict]:
     return _per_loop_summary(list(per_loop.values())), per_loop
 
 
-def _evaluate(model, data: ExperimentData) -> tuple[dict, dict]:
-    from UltrasoundRefineLib.train.evaluate import evaluate_model
+def _score(members, data: ExperimentData, mode: str, min_agreement: float) -> tuple[dict, dict]:
+    from UltrasoundRefineLib.train.evaluate import score_members
 
-    result = evaluate_model(model, data.test)
+    result = score_members(members, data.test, mode, min_agreement)
     stems = [e.stem for e in data.test_examples]
     per_loop = {stem: {k: row[k] for k in ("dice", "iou", "accuracy", "hd95")}
                 for stem, row in zip(stems, result["per_example"])}
     return result["summary"], per_loop
 
 
+@dataclass
+class Pending:
+    """A run between its two stages: what the device stage (training, the network's forward pass over
+    the test loops) hands the CPU stage (shape fit, scoring, saving). It pickles, so the CPU stage can
+    run in another process while the device stage of the next run uses the GPU. An auto-mask run has
+    no device stage: ``members`` is None and the CPU stage runs the method."""
+
+    workspace_path: str
+    spec_dict: dict
+    condition: dict
+    repeat: int
+    seed: int
+    root: str
+    seconds: float  # the device stage's
+    members: object = None  # (K, N, S, S) float32 numpy TTA probabilities of data.test
+    postprocess: tuple[str, float] | None = None  # the model card's mode and shape-fit agreement
+    history: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
 def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, seed: int, root: str,
             device: str) -> dict:
-    """One (condition, repeat), in this process or a worker. Returns the run record (also saved); a run
-    saved already (by an earlier attempt of this task) is returned as it is."""
+    """One (condition, repeat), both stages in turn, in this process or a worker. Returns the run record
+    (also saved); a run saved already (by an earlier attempt of this task) is returned as it is."""
+    stage = run_device_stage(workspace_path, spec_dict, condition, repeat, seed, root, device)
+    return stage if isinstance(stage, dict) else run_cpu_stage(stage)
+
+
+def run_device_stage(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, seed: int, root: str,
+                     device: str) -> dict | Pending:
+    """A run's device stage: train (or load the shared pretrained model) and predict the test loops.
+    Returns the saved record where the run is finished already, else a :class:`Pending` for
+    :func:`run_cpu_stage`."""
     from UltrasoundRefineLib.experiment.spec import Condition, spec_from_dict
     from UltrasoundRefineLib.train import finetune as ft
-    from UltrasoundRefineLib.train.model import load_model
+    from UltrasoundRefineLib.train.evaluate import predict_members
+    from UltrasoundRefineLib.train.model import card_postprocess, load_model
 
     spec = spec_from_dict(spec_dict)
     cond = Condition(**condition)
@@ -215,47 +247,83 @@ def run_job(workspace_path: str, spec_dict: dict, condition: dict, repeat: int, 
     run_dir = root_path / "runs" / cond.name / f"seed-{seed}"
     if (run_dir / "run.json").is_file():
         return json.loads((run_dir / "run.json").read_text())
-    needs = {cond.automask or cond.pretrain_on or "", "human" if cond.uses_human_masks else ""} - {""}
+    pending = Pending(workspace_path, spec_dict, condition, repeat, seed, root, 0.0)
+    if cond.automask:
+        return pending
+    needs = {cond.pretrain_on or "", "human" if cond.uses_human_masks else ""} - {""}
     data = load_data(Path(workspace_path), spec, needs)
     start = time.perf_counter()
     history: list[dict] = []
     extra: dict = {}
+    human_idx = draw_human(len(data.human), spec.human_masks, seed) if cond.uses_human_masks else []
+    human = [data.human[i] for i in human_idx]
+    if human_idx:
+        extra["human_masks"] = [data.human[i].key.split(":")[0] for i in human_idx]
+    if cond.scratch:
+        result = ft.scratch(human, config=_stage_config(spec, "scratch"), seed=seed, device=device,
+                            out=run_dir / "model")
+        model, history = result.model, [dict(h, stage="scratch") for h in result.history]
+    else:
+        pre_seed = spec.pretrain_seed(seed)
+        pre_dir = root_path / "pretrained" / cond.pretrain_on / f"seed-{pre_seed}"
+        if (pre_dir / "card.json").is_file():
+            base = load_model(pre_dir, device=device)
+            pre_history = json.loads((pre_dir / "history.json").read_text()) if (pre_dir / "history.json").is_file() else []
+        else:
+            result = ft.pretrain(data.pretrain[cond.pretrain_on], config=_stage_config(spec, "pretrain"),
+                                 seed=pre_seed, device=device, out=pre_dir)
+            base, pre_history = result.model, result.history
+        history = [dict(h, stage="pretrain") for h in pre_history]
+        if cond.finetune:
+            result = ft.finetune(base, human, strategy=cond.finetune, config=_stage_config(spec, "finetune"),
+                                 seed=seed, device=device, out=run_dir / "model")
+            model = result.model
+            history += [dict(h, stage="finetune") for h in result.history]
+        else:
+            model = base
+            extra["model_dir"] = str(pre_dir.relative_to(root_path))
+    pending.members = predict_members(model, data.test)
+    pending.postprocess = card_postprocess(model.card)
+    extra.setdefault("model_dir", str((run_dir / "model").relative_to(root_path)))
+    pending.history, pending.extra = history, extra
+    pending.seconds = time.perf_counter() - start
+    return pending
+
+
+def run_cpu_stage(pending: Pending) -> dict:
+    """A run's CPU stage: the shape fit and scoring of the device stage's predictions (or the auto-mask
+    method itself), then the run record, saved. A run saved already is returned as it is."""
+    from UltrasoundRefineLib.experiment.spec import Condition, spec_from_dict
+
+    cond = Condition(**pending.condition)
+    run_dir = Path(pending.root) / "runs" / cond.name / f"seed-{pending.seed}"
+    if (run_dir / "run.json").is_file():  # an earlier attempt of this task saved it
+        return json.loads((run_dir / "run.json").read_text())
+    spec = spec_from_dict(pending.spec_dict)
+    data = _test_data(Path(pending.workspace_path), spec)
+    start = time.perf_counter()
     if cond.automask:
         metrics, per_loop = _run_automask(data, cond.automask)
     else:
-        human_idx = draw_human(len(data.human), spec.human_masks, seed) if cond.uses_human_masks else []
-        human = [data.human[i] for i in human_idx]
-        if human_idx:
-            extra["human_masks"] = [data.human[i].key.split(":")[0] for i in human_idx]
-        if cond.scratch:
-            result = ft.scratch(human, config=_stage_config(spec, "scratch"), seed=seed, device=device,
-                                out=run_dir / "model")
-            model, history = result.model, [dict(h, stage="scratch") for h in result.history]
-        else:
-            pre_seed = spec.pretrain_seed(seed)
-            pre_dir = root_path / "pretrained" / cond.pretrain_on / f"seed-{pre_seed}"
-            if (pre_dir / "card.json").is_file():
-                base = load_model(pre_dir, device=device)
-                pre_history = json.loads((pre_dir / "history.json").read_text()) if (pre_dir / "history.json").is_file() else []
-            else:
-                result = ft.pretrain(data.pretrain[cond.pretrain_on], config=_stage_config(spec, "pretrain"),
-                                     seed=pre_seed, device=device, out=pre_dir)
-                base, pre_history = result.model, result.history
-            history = [dict(h, stage="pretrain") for h in pre_history]
-            if cond.finetune:
-                result = ft.finetune(base, human, strategy=cond.finetune, config=_stage_config(spec, "finetune"),
-                                     seed=seed, device=device, out=run_dir / "model")
-                model = result.model
-                history += [dict(h, stage="finetune") for h in result.history]
-            else:
-                model = base
-                extra["model_dir"] = str(pre_dir.relative_to(root_path))
-        metrics, per_loop = _evaluate(model, data)
-        extra.setdefault("model_dir", str((run_dir / "model").relative_to(root_path)))
-    record = _record(cond.name, seed, repeat, metrics, time.perf_counter() - start,
-                     history=history, per_loop=per_loop, **extra)
+        metrics, per_loop = _score(pending.members, data, *pending.postprocess)
+    record = _record(cond.name, pending.seed, pending.repeat, metrics,
+                     pending.seconds + time.perf_counter() - start,
+                     history=pending.history, per_loop=per_loop, **pending.extra)
     _save_run(run_dir, record)
     return record
+
+
+def _test_data(workspace_path: Path, spec: ExperimentSpec) -> ExperimentData:
+    """The test loops for the CPU stage: from whatever this process rendered already for the same
+    workspace and input (a device stage's data holds them too), else the test loops alone."""
+    from UltrasoundRefineLib.train.config import TrainConfig
+
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **spec.train})
+    prefix = (str(workspace_path), config.size, tuple(config.inputs))
+    for key, data in _DATA_CACHE.items():
+        if key[:3] == prefix:
+            return data
+    return load_data(workspace_path, spec, set())
 
 
 # --------------------------------------------------------------------------- the runner
@@ -273,18 +341,28 @@ def run_experiment(
     workers: int | None = None,
     events: Events | None = None,
     executor: str | Executor | None = None,
+    cpu_stages: int | None = None,
 ) -> ExperimentRun:
     """Run what is not done yet; returns every run of the spec (finished earlier or now).
 
     ``executor``: ``"local"`` (default: ``workers`` processes here, see :func:`default_workers`),
     ``"dask://HOST:PORT"``, or an :class:`~UltrasoundRefineLib.executor.Executor` the caller owns.
     On a Dask cluster ``device`` is resolved by each worker (``auto``: its GPU if it has one), and
-    ``workspace_path`` must be the same path on every worker (a shared filesystem)."""
+    ``workspace_path`` must be the same path on every worker (a shared filesystem).
+
+    ``cpu_stages``: how many runs' CPU stages (shape fit, scoring, saving) run beside the device stages
+    (training, the forward pass) as tasks of their own, so that one run's shape fit does not keep the GPU
+    from the next run's training. ``None``: on this machine's GPUs :func:`~UltrasoundRefineLib.executor.
+    cpu_stage_slots` (more processes beside the ``workers``), else 0: each run's stages follow each other
+    in one task. With an executor the caller owns, ``cpu_stages`` of its slots. The figures are the
+    same either way."""
     from UltrasoundRefineLib.train.device import resolve_device
 
     emit = events or (lambda e: None)
     workspace_path = Path(workspace_path)
     spec.validate()
+    if cpu_stages is not None and cpu_stages < 0:
+        raise ExperimentError(f"cpu_stages {cpu_stages}: expected 0 or more")
     owned = executor is None or isinstance(executor, str)
     local = executor is None or (executor.strip() == "local" if isinstance(executor, str) else not executor.remote)
     device_name = device
@@ -293,22 +371,26 @@ def run_experiment(
         if choice.warning:
             log.warning(choice.warning)
         device_name = str(choice.device)
+    cores = os.cpu_count() or 1
     if owned:
         workers = max(1, workers or default_workers(device_name)) if local else 1  # a cluster: its workers
-        executor = executor_from_spec(executor, slots=workers, threads=threads_per_run(os.cpu_count() or 1, workers),
+        if cpu_stages is None:
+            cpu_stages = cpu_stage_slots(machine_gpus(device_name), cores, workers) if local else 0
+        slots = workers + cpu_stages
+        executor = executor_from_spec(executor, slots=slots, threads=threads_per_run(cores, slots),
                                       gpus=machine_gpus(device_name) if local else 0)
     try:
         root = workspace_path / "runs" / spec.name
         root.mkdir(parents=True, exist_ok=True)
         (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
-        return _run(workspace_path, spec, root, executor, device_name, emit)
+        return _run(workspace_path, spec, root, executor, device_name, emit, cpu_stages or 0)
     finally:
         if owned:
             executor.close()
 
 
 def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Executor, device: str,
-         emit: Events) -> ExperimentRun:
+         emit: Events, cpu_stages: int = 0) -> ExperimentRun:
     if executor.remote:  # a worker has its own working folder
         workspace_path, root = workspace_path.absolute(), root.absolute()
 
@@ -320,8 +402,9 @@ def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Execu
             done[job.key] = json.loads(path.read_text())
     skipped = len(done)
     todo = [j for j in jobs if j.key not in done]
+    device_slots = max(1, executor.slots - cpu_stages)
     emit({"event": "experiment_start", "runs": len(jobs), "to_run": len(todo), "skipped": skipped,
-          "workers": executor.slots, "executor": executor.name, "device": device})
+          "workers": device_slots, "cpu_stages": cpu_stages, "executor": executor.name, "device": device})
     start = time.perf_counter()
     spec_dict = spec.to_dict()
 
@@ -331,17 +414,27 @@ def _run(workspace_path: Path, spec: ExperimentSpec, root: Path, executor: Execu
               "dice": record["dice"], "seconds": record["seconds"], "done": len(done), "runs": len(jobs),
               "elapsed_s": round(time.perf_counter() - start, 1)})
 
+    def failed(job: RunJob, stage: str, error: BaseException) -> None:
+        emit({"event": "run_failed", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed,
+              "stage": stage, "error": f"{type(error).__name__}: {error}"})
+
     def submit(pool, job: RunJob) -> Future:
         emit({"event": "run_start", "condition": job.condition.name, "repeat": job.repeat, "seed": job.seed})
-        return pool.submit(run_job, str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat,
+        # staged: the device stage alone, its CPU stage a task of its own once it is done
+        task = run_device_stage if cpu_stages else run_job
+        return pool.submit(task, str(workspace_path), spec_dict, _condition_dict(job.condition), job.repeat,
                            job.seed, str(root), device)
 
-    _schedule(spec, todo, done, root, executor, executor.slots, submit, finished)
+    _schedule(spec, todo, done, root, executor, device_slots, submit, finished,
+              cpu_stages=cpu_stages, submit_cpu=lambda pool, pending: pool.submit(run_cpu_stage, pending),
+              failed=failed)
     runs = [done[j.key] for j in jobs]
     if executor.remote:  # this machine only scheduled the runs
         machine = {"executor": executor.name, "device": f"{device} (resolved by each worker)"}
     else:
         machine = {**_machine(device), "executor": executor.name}
+    if cpu_stages:
+        machine["cpu_stages"] = cpu_stages
     return ExperimentRun(spec, runs, root, time.perf_counter() - start, skipped, machine=machine)
 
 
@@ -355,10 +448,15 @@ def _condition_dict(c: Condition) -> dict:
 
 
 def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], root: Path, pool, workers: int,
-              submit, finished) -> None:
+              submit, finished, *, cpu_stages: int = 0, submit_cpu=None, failed=None) -> None:
     """Start jobs as their inputs allow: a deterministic condition runs once and its other repeats copy
-    it; a pretrained model is trained by one job only, the jobs that need it wait for it."""
-    running: dict[Future, RunJob] = {}
+    it; a pretrained model is trained by one job only, the jobs that need it wait for it. At most
+    ``workers`` device stages (or whole runs) at once; with ``cpu_stages``, a device stage's result (a
+    :class:`Pending`) goes to ``submit_cpu``, at most ``cpu_stages`` of those at once, and the freed
+    device slot takes the next run meanwhile. A stage that raises is ``failed`` and the error raised."""
+    running: dict[Future, RunJob] = {}  # device stages, or whole runs
+    scoring: dict[Future, RunJob] = {}  # CPU stages
+    waiting: list[tuple[RunJob, Pending]] = []  # device stage done, CPU stage not started yet
 
     def model_key(job: RunJob) -> tuple[str, int] | None:
         c = job.condition
@@ -367,12 +465,15 @@ def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], r
     def model_exists(key) -> bool:
         return (root / "pretrained" / key[0] / f"seed-{key[1]}" / "card.json").is_file()
 
+    def unfinished() -> list[RunJob]:
+        return [*running.values(), *scoring.values(), *(job for job, _ in waiting)]
+
     def state(job: RunJob) -> str:
         c = job.condition
         if spec.is_deterministic(c):
             if any(r["condition"] == c.name for r in done.values()):
                 return "copy"
-            if any(j.condition.name == c.name for j in running.values()):
+            if any(j.condition.name == c.name for j in unfinished()):
                 return "wait"
         key = model_key(job)
         if key and not model_exists(key) and any(model_key(j) == key for j in running.values()):
@@ -384,10 +485,34 @@ def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], r
         trains_model = key is not None and not model_exists(key)
         return 0 if trains_model else {"scratch": 1, "automask": 2}.get(job.condition.kind, 3)
 
-    while todo or running:
+    def collect(fut: Future, job: RunJob, stage: str) -> None:
+        try:
+            result = fut.result()
+        except BaseException as e:
+            if failed is not None:
+                failed(job, stage, e)
+            raise
+        if isinstance(result, Pending):
+            waiting.append((job, result))
+        else:
+            finished(job, result)
+
+    def collect_done() -> bool:
+        found = False
+        for tasks, stage in ((running, "device"), (scoring, "cpu")):
+            for fut in [f for f in tasks if f.done()]:
+                collect(fut, tasks.pop(fut), stage)
+                found = True
+        return found
+
+    while todo or running or scoring or waiting:
         progressed = True
         while progressed:
             progressed = False
+            while waiting and len(scoring) < max(1, cpu_stages):
+                job, pending = waiting.pop(0)
+                scoring[submit_cpu(pool, pending)] = job
+                progressed = True
             for job in sorted(todo, key=priority):
                 st = state(job)
                 if st == "copy":
@@ -399,16 +524,11 @@ def _schedule(spec: ExperimentSpec, todo: list[RunJob], done: dict[str, dict], r
                     running[submit(pool, job)] = job
                     progressed = True
                     break  # states change once a job runs: look again
-            for fut in [f for f in running if f.done()]:
-                job = running.pop(fut)
-                finished(job, fut.result())
-                progressed = True
-        if running:
-            finished_now, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in finished_now:
-                job = running.pop(fut)
-                finished(job, fut.result())
-        elif todo:
+            progressed = collect_done() or progressed
+        if running or scoring:
+            wait([*running, *scoring], return_when=FIRST_COMPLETED)
+            collect_done()
+        elif todo and not waiting:
             raise ExperimentError(f"{len(todo)} runs could not be scheduled: {[j.key for j in todo]}")
 
 
