@@ -71,6 +71,23 @@ def test_kill_leaves_no_process_of_a_two_level_tree():
     assert _wait_gone(worker), "the worker outlived the kill of its launcher's tree"
 
 
+def test_the_panels_cancel_of_a_clean_run_kills_its_tree_and_says_stopped():
+    """What the panel's Cancel does (jobs.PanelJob): a clean run has no checkpoint to save, so its whole
+    tree is killed at once; the run then reads as stopped, not failed."""
+    from UltrasoundRefineLib.jobs import PanelJob
+
+    run = PanelJob("clean", sys.executable, ["-c", LAUNCHER, sys.executable, "-c", STUBBORN])
+    worker = _worker_pid(run.process)
+    run.cancel()
+    assert run.monitor.status == "Stopping..."
+    deadline, outcome = time.monotonic() + 10, None
+    while outcome is None and time.monotonic() < deadline:
+        _lines, outcome = run.poll()
+        time.sleep(0.02)
+    assert outcome is False and run.monitor.status == "Stopped." and not run.monitor.failed
+    assert _wait_gone(worker), "the worker outlived the panel's Cancel"
+
+
 def test_terminating_only_the_launcher_would_leave_the_worker(tmp_path):
     """The fault Cancel had: a signal to PythonSlicer never reaches the worker."""
     job = ChildJob(sys.executable, ["-c", LAUNCHER, sys.executable, "-c", STUBBORN])

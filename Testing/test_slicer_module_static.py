@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from UltrasoundRefineLib import jobs, reviewsession
+from UltrasoundRefineLib import jobs, reviewsession, slicer_selftest
 from UltrasoundRefineLib import slicer_install as install
 from UltrasoundRefineLib.errors import UltrasoundRefineError
 from UltrasoundRefineLib.metrics import dice
@@ -255,25 +255,21 @@ def test_every_button_handler_reports_errors_with_try_with_error_display():
     assert not unguarded, f"GUI actions without slicer.util.tryWithErrorDisplay: {unguarded}"
 
 
-def test_dependencies_are_installed_only_on_first_use():
+def test_dependencies_are_installed_only_on_first_use_and_pip_never_on_the_gui_thread():
     tree = _module_tree()
-    installers = {"pip_install", "installTorch", "pip_ensure"}
+    # slicer.util.pip_install and pip_ensure hold the GUI thread while pip downloads: not used; pip runs
+    # as a child process (slicer_install.pip_command), torch through the PyTorch extension
+    installers = {"pip_install", "installTorch", "pip_ensure", "pip_command"}
     callers = set()
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for name, func in _methods(cls).items():
             if any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(func)):
                 callers.add(f"{cls.name}.{name}")
-    assert callers == {"UltrasoundRefineLogic.ensureDependencies", "UltrasoundRefineLogic._ensureTorch"}
-    logic = _methods(_class(tree, "UltrasoundRefineLogic"))
-    # torch (PyTorchUtils, the GPU build) before anything that depends on it is pip-installed
-    ensure = ast.unparse(logic["ensureDependencies"])
-    assert ensure.index("_ensureTorch(") < ensure.index("call_with_supported_arguments(pipEnsure") < ensure.index("pip_install(")
+    assert callers == {"UltrasoundRefineLogic.installCommand", "UltrasoundRefineLogic._ensureTorch"}
     # ... and never at import: no installer call outside functions
     for node in tree.body:
         if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             assert not any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(node))
-    # ... and it asks first
-    assert "confirmOkCancelDisplay" in ast.unparse(_methods(_class(tree, "UltrasoundRefineLogic"))["ensureDependencies"])
 
 
 def test_requirements_use_minimum_versions_not_pins():
@@ -465,7 +461,7 @@ def module(monkeypatch):
 
 
 def test_self_test_runs_on_slicer_core(module):
-    """The module's own self-test (synthetic loop -> Logic.suggestMask -> Dice), on real MRML."""
+    """The module's own self-test (slicer_selftest's checks), on real MRML."""
     result = unittest_run(module.UltrasoundRefineTest("runTest"))
     assert result.wasSuccessful(), [str(e[1]) for e in result.errors + result.failures]
 
@@ -493,7 +489,7 @@ def workspace_dir(tmp_path, module):
     loops = tmp_path / "loops"
     loops.mkdir()
     for i, n_frames in enumerate((4, 1)):
-        loop, _truth = module.UltrasoundRefineTest.syntheticLoop(n_frames=n_frames)
+        loop, _truth = slicer_selftest.synthetic_loop(n_frames=n_frames)
         frames = loop.frames.copy()
         frames[:, 20 + 5 * i, 10] = 200  # different content -> different items
         _write_loop_nrrd(loops / f"loop{i}.nrrd", frames)
@@ -558,20 +554,19 @@ def test_suggest_mask_reuses_the_segmentation_of_the_same_loop_only(module):
     from UltrasoundRefineLib import slicerbridge
 
     scene = module.scene
-    loop, truth = module.UltrasoundRefineTest.syntheticLoop(n_frames=3)
-    logic = module.UltrasoundRefineLogic()
+    loop, truth = slicer_selftest.synthetic_loop(n_frames=3)
     sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=scene)
-    first, suggestion = logic.suggestMask(sequence, "threshold", scene=scene)
+    first, suggestion = slicerbridge.suggest_mask_for_node(sequence, "threshold", scene=scene)
     assert first.GetAttribute("UltrasoundRefine.Method") == "threshold"
     assert float(first.GetAttribute("UltrasoundRefine.Quality")) == pytest.approx(suggestion.quality, abs=1e-4)
-    again, _ = logic.suggestMask(proxy, "fanfit", first, scene=scene)  # the proxy is the same loop
+    again, _ = slicerbridge.suggest_mask_for_node(proxy, "fanfit", first, scene=scene)  # the proxy is the same loop
     assert again is first and first.GetSegmentation().GetNumberOfSegments() == 1
     still = slicerbridge.loop_to_volume(loop, scene=scene)
-    other, _ = logic.suggestMask(still, "threshold", first, scene=scene)
+    other, _ = slicerbridge.suggest_mask_for_node(still, "threshold", first, scene=scene)
     assert other is not first
     assert dice(slicerbridge.segmentation_to_mask(other, still, scene=scene), truth) > 0.95
     with pytest.raises(ValueError, match="Select a volume"):
-        logic.suggestMask(None)
+        slicerbridge.suggest_mask_for_node(None, scene=scene)
 
 
 def test_train_command_is_what_the_library_cli_accepts(module, workspace_dir, monkeypatch):
@@ -974,25 +969,13 @@ def test_clean_arguments_follow_the_clean_command_line(module, tmp_path):
         parser.parse_args(jobs.clean_arguments(source, ["in1", "in2"], "out", **extra))
 
 
-def test_pip_ensure_gets_only_the_keywords_its_slicer_version_has(module):
-    calls = []
-
-    def slicer_5_12(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True,
-                    requester=None, skip_in_testing=True, show_progress=True):
-        calls.append(dict(constraints=constraints, prompt_install=prompt_install, requester=requester))
-
-    def early(requirements, prompt=True, requester=None, skip_in_testing=True, show_progress=True):
-        calls.append(dict(prompt=prompt, requester=requester))
-
-    for func in (slicer_5_12, early):
-        install.call_with_supported_arguments(func, ["x>=1"], constraints="c.txt", requester="UR",
-                                           prompt_install=False, prompt=False)
-    assert calls == [dict(constraints="c.txt", prompt_install=False, requester="UR"), dict(prompt=False, requester="UR")]
-
-
 @pytest.fixture
 def installer(module, monkeypatch, tmp_path):
-    """Slicer's install functions replaced by recorders; PyTorchUtils as the PyTorch extension has it."""
+    """The panel's install flow outside Slicer: PyTorchUtils as the PyTorch extension has it, Slicer's
+    dialogs as recorders, and a PythonSlicer (a script in ``<slicerHome>/bin``) that records the
+    command line it was started with and exits, as pip would after installing."""
+    import contextlib
+
     import slicer
 
     log = []
@@ -1007,60 +990,111 @@ def installer(module, monkeypatch, tmp_path):
             torch_installed[0] = True
             return object()
 
+    if os.name == "nt":
+        pytest.skip("the stand-in PythonSlicer is a POSIX shell script")
+    bin_dir = tmp_path / "Slicer" / "bin"
+    bin_dir.mkdir(parents=True)
+    python_slicer = bin_dir / "PythonSlicer"
+    python_slicer.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/pip-args.txt"\necho "Successfully installed"\n')
+    python_slicer.chmod(0o755)
+    monkeypatch.setattr(jobs.shutil, "which", lambda name: None)  # no real PythonSlicer on PATH is used
     monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path)), raising=False)
-
-    def pip_install(args):
-        constraint = None
-        if "-c" in args:
-            constraint = Path(args[args.index("-c") + 1]).read_text().strip()
-        log.append(("pip_install", [a for a in args if a != "-c" and not str(a).endswith(".txt")], constraint))
-
-    monkeypatch.setattr(slicer.util, "pip_install", pip_install, raising=False)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(temporaryPath=str(tmp_path), slicerHome=str(tmp_path / "Slicer")),
+                        raising=False)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, *a, **k: log.append(("ask", text)) or True, raising=False)
     monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", lambda text, *a, **k: log.append(("restart?", text)) or False, raising=False)
     monkeypatch.setattr(slicer.util, "restart", lambda: log.append(("restart",)), raising=False)
-    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda text, *a: log.append(("status", text)) if text else None, raising=False)
-    monkeypatch.setattr(module, "_slicerPipEnsure", lambda: None)  # Slicer 5.10
-    return log
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *a, **k: log.append(("error", text)), raising=False)
+
+    @contextlib.contextmanager
+    def try_with_error_display(message, waitCursor=False):
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - what Slicer would show in a dialog
+            log.append(("error", message, error))
+
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display, raising=False)
+    widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
+    widget.logic = module.UltrasoundRefineLogic()
+    widget.ui = types.SimpleNamespace(**{name: types.SimpleNamespace(enabled=True, text="") for name in (
+        "installStatusLabel", "cleanStatusLabel", "trainStatusLabel", "trainButton", "suggestNextRoundButton",
+        "cancelTrainButton", "cleanButton",
+        "cancelCleanButton", "cleanModelPathLineEdit", "suggestMaskButton")})
+    widget._parameterNode, widget._job, widget._afterInstall = None, None, None
+    widget._jobTimer, widget._suggesting, widget._suggestButtonText = _FakeTimer(), None, "Suggest mask"
+    return types.SimpleNamespace(log=log, widget=widget, pip_args=tmp_path / "pip-args.txt", tmp_path=tmp_path)
 
 
-def test_torch_comes_from_pytorchutils_before_monai_is_pip_installed(module, installer, monkeypatch):
+def _until_job_ends(widget, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while widget._job is not None:
+        assert time.monotonic() < deadline, "the install job did not end"
+        widget.onPollJob()
+        time.sleep(0.02)
+
+
+def test_torch_comes_from_pytorchutils_then_pip_runs_in_a_child_process(module, installer, monkeypatch):
+    """Training's packages: torch from the PyTorch extension first, then pip as a child process of
+    Slicer's own Python, torch held by a constraint; the panel shows it and retries the action after."""
     import importlib.metadata
 
-    logic = module.UltrasoundRefineLogic
+    logic, widget, log = module.UltrasoundRefineLogic, installer.widget, installer.log
     monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["monai>=999", "no-such-package-xyz>=1"]))
     # as in a fresh Slicer, where monai is not imported yet (here an earlier test file may have)
     monkeypatch.setattr(install, "needing_restart", functools.partial(install.needing_restart, modules={}))
-    assert logic().ensureDependencies(training=True) is True
-    kinds = [entry[0] for entry in installer]
-    assert kinds.index("installTorch") < kinds.index("pip_install")
-    # the GUI thread is busy while pip runs: the status bar says so first, naming what is installed
-    status = next(e for e in installer if e[0] == "status")
-    assert kinds.index("status") < kinds.index("pip_install") and "monai, no-such-package-xyz" in status[1]
-    pip = next(e for e in installer if e[0] == "pip_install")
-    assert pip[1] == ["monai>=999", "no-such-package-xyz>=1"]
-    assert pip[2] == f"torch=={importlib.metadata.version('torch')}"  # pip may not swap the GPU build
+    retried = []
+    assert widget._dependenciesReady(True, lambda: retried.append(True)) is False  # not yet: pip runs
+    assert [e[0] for e in log] == ["installTorch", "ask"] and "monai>=999" in log[1][1]
+    assert widget._job is not None and widget._jobTimer.running  # the GUI thread is free meanwhile
+    assert widget.ui.installStatusLabel.text.startswith("Installing Python packages")
+    with pytest.raises(ValueError, match="Wait until the install run"):  # one child run at a time
+        widget._startJob("clean", sys.executable, ["-c", "pass"], {}, None)
+    _until_job_ends(widget)
+    args = installer.pip_args.read_text().splitlines()
+    constraint = args.index("-c")
+    assert args[:constraint] == ["-m", "pip", "install", "--disable-pip-version-check", "monai>=999", "no-such-package-xyz>=1"]
+    held = Path(args[constraint + 1]).read_text().strip()
+    assert held == f"torch=={importlib.metadata.version('torch')}"  # pip may not swap the GPU build
+    assert retried == [True] and widget.ui.installStatusLabel.text == "Python packages installed."
+    assert widget._job is None and not widget._jobTimer.running
     # suggesting and reviewing need neither torch nor monai
-    installer.clear()
-    assert logic().ensureDependencies(training=False) is True
-    assert [e[0] for e in installer] == ["ask", "status", "pip_install"] and installer[2][1] == ["no-such-package-xyz>=1"]
+    log.clear()
+    assert widget._dependenciesReady(False, lambda: None) is False
+    _until_job_ends(widget)
+    assert [e[0] for e in log] == ["ask"]
+    assert installer.pip_args.read_text().splitlines()[4:] == ["no-such-package-xyz>=1"]
 
 
 def test_a_package_slicer_has_loaded_is_not_used_after_an_upgrade_in_place(module, installer, monkeypatch):
-    logic = module.UltrasoundRefineLogic
+    logic, widget, log = module.UltrasoundRefineLogic, installer.widget, installer.log
     monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["pydicom>=999"]))
     assert "pydicom" in sys.modules  # as Slicer's DICOM module has it
-    assert logic().ensureDependencies() is False  # installed, but usable only after a restart
-    ask = next(e for e in installer if e[0] == "ask")
-    assert "restart" in ask[1]
-    assert any(e[0] == "restart?" for e in installer) and not any(e[0] == "restart" for e in installer)
+    retried = []
+    assert widget._dependenciesReady(False, lambda: retried.append(True)) is False
+    _until_job_ends(widget)
+    assert "restart" in next(e for e in log if e[0] == "ask")[1]
+    # installed, but usable only after a restart: the action is not retried, a restart is offered
+    assert retried == [] and any(e[0] == "restart?" for e in log) and not any(e[0] == "restart" for e in log)
+
+
+def test_a_failed_install_says_so_and_does_not_retry(module, installer, monkeypatch):
+    logic, widget, log = module.UltrasoundRefineLogic, installer.widget, installer.log
+    monkeypatch.setattr(logic, "requirements", classmethod(lambda cls: ["no-such-package-xyz>=1"]))
+    script = Path(installer.tmp_path / "Slicer" / "bin" / "PythonSlicer")
+    script.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found for no-such-package-xyz'\nexit 1\n")
+    retried = []
+    widget._dependenciesReady(False, lambda: retried.append(True))
+    _until_job_ends(widget)
+    assert retried == [] and widget.ui.installStatusLabel.text.startswith("Failed (exit code 1)")
+    assert any(e[0] == "error" and "install" in e[1] for e in log)
 
 
 def test_an_old_python_is_refused_with_the_supported_slicer_versions(module, monkeypatch):
     monkeypatch.setattr(install, "MIN_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
     with pytest.raises(install.UnsupportedPythonError, match="5.10 and 5.12"):
-        module.UltrasoundRefineLogic().ensureDependencies()
+        module.UltrasoundRefineLogic().installPlan()
 
 
 def test_the_next_loop_is_read_ahead_and_a_failed_read_still_fails(workspace_dir, monkeypatch):
@@ -1114,7 +1148,7 @@ def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(modu
     from UltrasoundRefineLib import automask, slicerbridge
 
     scene = module.scene
-    loop, truth = module.UltrasoundRefineTest.syntheticLoop(n_frames=3)
+    loop, truth = slicer_selftest.synthetic_loop(n_frames=3)
     sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=scene)
     release, ran_in = threading.Event(), []
     real_suggest = automask.suggest_mask
@@ -1137,7 +1171,7 @@ def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(modu
     monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display, raising=False)
     widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
     widget.logic = module.UltrasoundRefineLogic()
-    monkeypatch.setattr(widget.logic, "ensureDependencies", lambda training=False: True)
+    monkeypatch.setattr(widget.logic, "installPlan", lambda training=False: install.InstallPlan())  # nothing missing
     widget.ui = types.SimpleNamespace(**{name: types.SimpleNamespace(enabled=True, text="") for name in (
         "suggestMaskButton", "suggestionInfoLabel", "trainButton", "suggestNextRoundButton", "cancelTrainButton",
         "cleanButton", "cancelCleanButton", "cleanModelPathLineEdit")})

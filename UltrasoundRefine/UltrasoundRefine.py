@@ -144,44 +144,6 @@ class UltrasoundRefineParameterNode:
     cleanOutputPath: pathlib.Path
 
 
-def _slicerPipEnsure():
-    """Slicer's ``pip_ensure`` (checks, asks, installs, offers a restart), or None before Slicer 5.12.
-
-    It has lived in ``slicer.packaging`` and in ``slicer.pydeps``; Slicer 5.10 has neither."""
-    import importlib
-
-    for name in ("slicer.packaging", "slicer.pydeps"):
-        try:
-            found = getattr(importlib.import_module(name), "pip_ensure", None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    return None
-
-
-class _busy:
-    """A wait cursor and a status-bar message while Slicer's Python does something long on the GUI
-    thread (pip): the window cannot repaint then, so it says beforehand why it will not respond."""
-
-    def __init__(self, message: str):
-        self.message = message
-
-    def __enter__(self):
-        slicer.util.showStatusMessage(self.message)
-        self._cursor = hasattr(qt, "QApplication")  # (not in the tests' stand-in for qt)
-        if self._cursor:
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-            slicer.app.processEvents()  # paint the message and the cursor before pip takes the thread
-        return self
-
-    def __exit__(self, *exc):
-        if self._cursor:
-            qt.QApplication.restoreOverrideCursor()
-        slicer.util.showStatusMessage("")
-        return False
-
-
 #
 # UltrasoundRefineWidget
 #
@@ -195,8 +157,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._shortcuts = []
-        self._job = None  # the running child process (UltrasoundRefineLib.childjob.ChildJob)
-        self._jobMonitor = None  # what the panel shows of it (UltrasoundRefineLib.jobs.JobMonitor)
+        self._job = None  # the running child process and what is shown of it (UltrasoundRefineLib.jobs.PanelJob)
+        self._afterInstall = None  # what to do once the packages being installed are there
         self._jobTimer = None
         self._suggesting = None  # (input node, BackgroundCall) of the mask being suggested off the GUI thread
         self._suggestTimer = None
@@ -307,7 +269,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.suggestMaskButton.enabled = bool(p and p.inputNode) and self._suggesting is None
         self.ui.suggestMaskButton.text = self._suggestButtonText if self._suggesting is None else _("Suggesting...")
         busy = self._job is not None
-        section = self._jobMonitor.section if busy else None
+        section = self._job.monitor.section if busy else None
         self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not busy
         self.ui.suggestNextRoundButton.enabled = bool(p and self.logic.workspace is not None) and not busy
         self.ui.cancelTrainButton.enabled = section == "train"
@@ -368,10 +330,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._suggesting is not None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to suggest a mask."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+            if not self._dependenciesReady(False, self.onSuggestMask):
                 return
+            from UltrasoundRefineLib import slicerbridge
+
             p = self._parameterNode
-            self._suggesting = (p.inputNode, self.logic.startSuggestMask(p.inputNode, p.automaskMethod))
+            self._suggesting = (p.inputNode, slicerbridge.start_suggest_mask(p.inputNode, p.automaskMethod))
             self.ui.suggestionInfoLabel.text = _("Suggesting a mask with {method} in the background...").format(
                 method=p.automaskMethod
             )
@@ -388,9 +352,11 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if call is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to suggest a mask."), waitCursor=True):
+            from UltrasoundRefineLib import slicerbridge
+
             p = self._parameterNode
             suggestion = call.result()
-            p.regionSegmentation = self.logic.applySuggestion(inputNode, suggestion, p.regionSegmentation)
+            p.regionSegmentation = slicerbridge.apply_suggestion(inputNode, suggestion, p.regionSegmentation)
             self.ui.suggestionInfoLabel.text = _("{method}: quality {quality:.2f} (1 = trust it, 0 = check it)").format(
                 method=suggestion.method, quality=suggestion.quality
             )
@@ -405,7 +371,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onOpenWorkspace(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to open the workspace."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+            if not self._dependenciesReady(False, self.onOpenWorkspace):
                 return
             self.logic.openWorkspace(self.ui.workspaceDirectoryButton.directory)
             reports = self.logic.workspace.reports_dir
@@ -498,77 +464,96 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.reviewProgressBar.maximum = panel.progress_maximum
         self.ui.reviewProgressBar.value = panel.progress_value
 
-    # ------------------------------------------------------------------ child processes (train, clean)
+    # ------------------------------------------------------------------ child processes (train, suggest, clean, pip)
 
     def _startJob(self, kind: str, program: str, args: list, env: dict, cwd) -> None:
-        from UltrasoundRefineLib.childjob import ChildJob
+        from UltrasoundRefineLib.jobs import PanelJob
 
-        commandLine = jobs.command_line(program, args)
-        logging.info(f"UltrasoundRefine: {commandLine}")
-        monitor = jobs.JobMonitor(kind)
-        self._job = ChildJob(program, args, env=env, cwd=cwd)
-        self._jobMonitor = monitor
-        self._jobLog().clear()
-        self._jobLog().appendPlainText(commandLine)
-        self._showJob()
+        if self._job is not None:
+            raise ValueError(_("Wait until the {kind} run has ended, or cancel it.").format(kind=self._job.monitor.kind))
+        self._job = PanelJob(kind, program, args, env, cwd)
+        logging.info(f"UltrasoundRefine: {self._job.command_line}")
+        self._log(self._job, self._job.command_line, clear=True)
+        self._showJob(self._job)
         self._jobTimer.start()
         self._updateButtonStates()
 
-    def _jobLog(self):
-        return self.ui.cleanLogTextEdit if self._jobMonitor.section == "clean" else self.ui.trainLogTextEdit
+    def _log(self, job, text: str, clear: bool = False) -> None:
+        section = job.monitor.section
+        if section == "install":  # pip's lines go to the Python console; the panel shows the status
+            logging.info(text)
+            return
+        log = self.ui.cleanLogTextEdit if section == "clean" else self.ui.trainLogTextEdit
+        if clear:
+            log.clear()
+        log.appendPlainText(text)
 
-    def _showJob(self) -> None:
-        monitor = self._jobMonitor
-        (self.ui.cleanStatusLabel if monitor.section == "clean" else self.ui.trainStatusLabel).text = monitor.status
+    def _showJob(self, job) -> None:
+        monitor = job.monitor
+        labels = {"clean": self.ui.cleanStatusLabel, "install": self.ui.installStatusLabel}
+        labels.get(monitor.section, self.ui.trainStatusLabel).text = monitor.status
         if monitor.kind == "train" and monitor.percent is not None:
             self.ui.trainProgressBar.value = monitor.percent
 
     def onPollJob(self) -> None:
-        job, monitor = self._job, self._jobMonitor
+        job = self._job
         if job is None:
             self._jobTimer.stop()
             return
-        for line in job.lines():
-            logLine = monitor.line(line)
-            if logLine is not None:
-                self._jobLog().appendPlainText(logLine)
-        self._showJob()
-        code = job.poll()
-        if code is not None:
-            self._onJobFinished(code)
-
-    def _onJobFinished(self, exitCode: int) -> None:
-        job, monitor = self._job, self._jobMonitor
+        lines, succeeded = job.poll()
+        for line in lines:
+            self._log(job, line)
+        self._showJob(job)
+        if succeeded is None:
+            return
         self._jobTimer.stop()
         self._job = None
-        succeeded = monitor.finished(exitCode, stopped=job.stopRequestedAt is not None or job.killed)
-        self._showJob()
-        if succeeded and monitor.kind == "suggest":
+        if succeeded and job.monitor.kind == "suggest":
             with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
                 self.logic.openWorkspace(self.logic.workspace.root)
                 self._showCurrent()
-        elif monitor.failed:
-            slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=monitor.kind), detailedText=monitor.failure_details())
+        elif succeeded and job.monitor.kind == "install":
+            afterInstall, self._afterInstall = self._afterInstall, None
+            if afterInstall is not None:
+                afterInstall()
+        elif job.monitor.failed:
+            slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=job.monitor.kind), detailedText=job.monitor.failure_details())
         self._updateButtonStates()
 
     def onCancelJob(self) -> None:
         if self._job is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to stop the process.")):
-            self._jobMonitor.status = self._jobMonitor.stopping_text()
-            self._showJob()
-            if self._jobMonitor.stops_gracefully:
-                # a "stop" line reaches the worker through PythonSlicer (signals do not); onPollJob
-                # kills the whole process tree if it has not ended after a grace period
-                self._job.stop()
-            else:  # no checkpoint to save (clean --resume skips what is written)
-                self._job.kill()
+            self._job.cancel()
+            self._showJob(self._job)
+
+    # ------------------------------------------------------------------ installing what the library needs
+
+    def _dependenciesReady(self, training: bool, retry) -> bool:
+        """True when what an action needs is installed. Otherwise, after asking, pip installs it in a child
+        process (the window keeps responding; the panel shows the progress) and ``retry()`` runs once it is
+        there; a package Slicer had loaded asks for a restart instead."""
+        plan = self.logic.installPlan(training)  # torch from the PyTorch extension first, if training
+        if plan is None or not plan.needed:
+            return plan is not None
+        if not slicer.util.confirmOkCancelDisplay(plan.confirmation()):
+            return False
+        program, args, env = self.logic.installCommand(plan)
+        self._afterInstall = lambda: self._installed(plan, retry)
+        self._startJob("install", program, args, env, None)
+        return False
+
+    def _installed(self, plan, retry) -> None:
+        if not plan.need_restart:
+            retry()
+        elif slicer.util.confirmYesNoDisplay(plan.restart_question()):
+            slicer.util.restart()
 
     # ------------------------------------------------------------------ train
 
     def onTrain(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            if not self.logic.ensureDependencies(training=True):
+            if not self._dependenciesReady(True, self.onTrain):
                 return
             p = self._parameterNode
             program, args, env = self.logic.trainCommand(
@@ -579,7 +564,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSuggestNextRound(self) -> None:
         """The method's next round: the latest trained model suggests, the reviewer reviews its masks."""
         with slicer.util.tryWithErrorDisplay(_("Failed to start the suggestions."), waitCursor=True):
-            if not self.logic.ensureDependencies(training=True):
+            if not self._dependenciesReady(True, self.onSuggestNextRound):
                 return
             if self.logic.desk is not None and self.logic.desk.resolveEdit(self._askAboutEdit, self._reviewer) == "stay":
                 return
@@ -590,7 +575,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onClean(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Failed to start cleaning."), waitCursor=True):
-            if not self.logic.ensureDependencies(training=self._parameterNode.cleanSource == "model"):
+            if not self._dependenciesReady(self._parameterNode.cleanSource == "model", self.onClean):
                 return
             p = self._parameterNode
             program, args, env = self.logic.cleanCommand(
@@ -657,44 +642,25 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     def requirements(cls) -> list:
         return install.read_requirements(cls.requirementsPath())
 
-    def ensureDependencies(self, training: bool = False, askConfirmation: bool = True) -> bool:
-        """Install what is missing, after asking. False when the user said no or Slicer must restart first.
+    def installPlan(self, training: bool = False, askConfirmation: bool = True):
+        """What pip must install (``slicer_install.InstallPlan``), or None when the user declined torch.
 
-        The plan (what, in which order, what to ask) is ``slicer_install``'s: torch from the PyTorch
-        extension FIRST and then held fixed while the rest is installed, and a restart asked for when
-        Slicer had a package loaded (pydicom 2.4 under Slicer 5.10's DICOM module)."""
+        The plan is ``slicer_install``'s: for training, torch comes FIRST from the PyTorch extension (the
+        GPU build) and is then held fixed while the rest is installed; a restart is asked for when Slicer
+        had a package loaded (pydicom 2.4 under Slicer 5.10's DICOM module)."""
         install.check_python()
         torchVersion = None
         if training:
             torchVersion = self._ensureTorch(askConfirmation)
             if torchVersion is None:
-                return False
-        plan = install.plan_install(self.requirements(), training, torch_version=torchVersion)
-        if not plan.needed:
-            return True
-        constraints = install.write_constraint(plan, slicer.app.temporaryPath)
-        pipEnsure = _slicerPipEnsure()
-        if pipEnsure is not None:  # Slicer 5.12+: asks, installs, offers the restart itself
-            from packaging.requirements import Requirement
+                return None
+        return install.plan_install(self.requirements(), training, torch_version=torchVersion)
 
-            try:
-                with _busy(plan.progress()):
-                    install.call_with_supported_arguments(
-                        pipEnsure, [Requirement(line) for line in plan.missing], constraints=constraints,
-                        requester="Ultrasound Refine", prompt_install=askConfirmation, prompt=askConfirmation,
-                    )
-            except RuntimeError:  # the user said no
-                return False
-        else:  # Slicer 5.10
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(plan.confirmation()):
-                return False
-            with _busy(plan.progress()):
-                slicer.util.pip_install(plan.pip_arguments(constraints))
-        if plan.need_restart:
-            if slicer.util.confirmYesNoDisplay(plan.restart_question()):
-                slicer.util.restart()
-            return False
-        return True
+    def installCommand(self, plan):
+        """``(program, arguments, environment additions)`` of the plan's pip run by Slicer's own Python."""
+        constraints = install.write_constraint(plan, slicer.app.temporaryPath)
+        python = jobs.find_python_slicer([os.path.join(self._slicerHome(), "bin")])
+        return install.pip_command(plan, python, constraints)
 
     @staticmethod
     def _ensureTorch(askConfirmation: bool) -> Optional[str]:
@@ -706,56 +672,19 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
         except ImportError:
             raise RuntimeError(_("Training needs the PyTorch extension: install it from the Extensions Manager.")) from None
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
+        if not torchLogic.torchInstalled():  # the extension's own install (it picks the GPU build)
             if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.2") is None:
                 return None
         return importlib.metadata.version("torch")
-
-    # ------------------------------------------------------------------ suggest
-
-    def startSuggestMask(self, inputNode, method: str = "fanfit", scene=None):
-        """Read the loop of ``inputNode`` (a volume or a sequence) and start auto-masking it in a
-        background thread, which touches neither Qt nor MRML; returns the ``background.BackgroundCall``
-        whose result (a MaskSuggestion) :meth:`applySuggestion` shows."""
-        from UltrasoundRefineLib import slicerbridge
-        from UltrasoundRefineLib.automask import suggest_mask
-        from UltrasoundRefineLib.background import BackgroundCall
-
-        if inputNode is None:
-            raise ValueError(_("Select a volume or a sequence first."))
-        loop = slicerbridge.loop_from_node(inputNode, scene=scene)  # MRML: on this thread
-        return BackgroundCall(suggest_mask, loop, method, name="UltrasoundRefine-suggest-mask")
-
-    def applySuggestion(self, inputNode, suggestion, segmentationNode=None, scene=None):
-        """Show a suggestion for ``inputNode`` as a segment over it (the last one's node is reused for
-        the same loop); returns the segmentation node, whose attributes keep the method and quality."""
-        from UltrasoundRefineLib import slicerbridge
-
-        scene = scene if scene is not None else slicer.mrmlScene
-        if inputNode is None or not scene.IsNodePresent(inputNode):
-            raise ValueError(_("The loop was removed from the scene while its mask was being suggested."))
-        if segmentationNode is not None and not scene.IsNodePresent(segmentationNode):
-            segmentationNode = None
-        reference = slicerbridge.reference_volume(inputNode, scene=scene)
-        return slicerbridge.suggestion_to_segmentation(suggestion, reference, segmentationNode, scene=scene)
-
-    def suggestMask(self, inputNode, method: str = "fanfit", segmentationNode=None, scene=None):
-        """:meth:`startSuggestMask` and :meth:`applySuggestion` in one blocking call (console, self-test);
-        returns ``(segmentationNode, MaskSuggestion)``."""
-        suggestion = self.startSuggestMask(inputNode, method, scene=scene).result()
-        return self.applySuggestion(inputNode, suggestion, segmentationNode, scene=scene), suggestion
 
     # ------------------------------------------------------------------ workspace and review
 
     def openWorkspace(self, path, round: Optional[int] = None, scene=None) -> None:
         """Open a workspace's review (``reviewsession.ReviewDesk``) shown in ``scene``."""
-        from UltrasoundRefineLib.reviewsession import ReviewDesk
-        from UltrasoundRefineLib.slicerbridge import ReviewNodes
+        from UltrasoundRefineLib import slicerbridge
 
-        desk = ReviewDesk(str(path or ""), round)
+        desk = slicerbridge.open_review(path, round, scene, on_changed=self._changed)
         self.closeWorkspace()
-        desk.display = ReviewNodes(scene, on_gone=desk.offScreen, on_edited=self._changed)
-        desk.onChanged = self._changed
         self.desk = desk
 
     def closeWorkspace(self) -> None:
@@ -798,10 +727,8 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ train and clean (child processes)
 
     @staticmethod
-    def _childCommand(args: list):
-        """``(program, arguments, environment additions)`` of ``PythonSlicer -m UltrasoundRefineLib ...``."""
-        slicerBin = os.path.join(getattr(getattr(slicer, "app", None), "slicerHome", "") or "", "bin")
-        return jobs.child_command(args, jobs.find_python_slicer([slicerBin]))
+    def _slicerHome() -> str:
+        return getattr(getattr(slicer, "app", None), "slicerHome", "") or ""
 
     def _openWorkspace(self):
         if self.workspace is None:
@@ -810,16 +737,17 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
     def trainCommand(self, stage: str, epochs: int = 0, device: str = "auto", seed: int = 0, extra: str = "", strategy: str = "full"):
         """``(program, arguments, environment additions)`` of a training run in a child process."""
-        return self._childCommand(jobs.workspace_train_arguments(self._openWorkspace(), stage, epochs, device, seed, extra, strategy))
+        args = jobs.workspace_train_arguments(self._openWorkspace(), stage, epochs, device, seed, extra, strategy)
+        return jobs.slicer_child_command(args, self._slicerHome())
 
     def suggestCommand(self, device: str = "auto"):
         """The next round's suggestions by the latest trained model, in a child process."""
         workspace = self._openWorkspace()
-        return self._childCommand(jobs.suggest_arguments(workspace.root, jobs.latest_model(workspace, None), device))
+        return jobs.slicer_child_command(jobs.suggest_arguments(workspace.root, jobs.latest_model(workspace, None), device), self._slicerHome())
 
     def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None):
         """``ultrasound-refine clean`` in a child process."""
-        return self._childCommand(jobs.clean_arguments(source, inputs, out, model=model, workspace=workspace))
+        return jobs.slicer_child_command(jobs.clean_arguments(source, inputs, out, model=model, workspace=workspace), self._slicerHome())
 
 
 #
@@ -828,130 +756,18 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
 
 
 class UltrasoundRefineTest(ScriptedLoadableModuleTest):
-    """Self-test: synthetic data only (no download), light enough for any build machine."""
+    """Self-test: the checks of ``UltrasoundRefineLib.slicer_selftest`` (synthetic data only, no
+    download, light enough for any build machine) on the application's scene, each on a cleared one."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_SuggestMaskOnSequence()
-        self.setUp()
-        self.test_SuggestMaskOnStillFrame()
-        self.setUp()
-        self.test_SuggestMaskInBackground()
-        self.setUp()
-        self.test_ReviewDecidesOnlyWhatIsShown()
-        self.setUp()
-        self.test_ProgressParsing()
+        from UltrasoundRefineLib import slicer_selftest
 
-    @staticmethod
-    def syntheticLoop(n_frames: int = 6, rgb: bool = False):
-        """A small phased-array loop: speckle in a sector, a dark pool inside, text and an ECG strip
-        outside. Returns ``(loop, truth)``."""
-        import numpy as np
-
-        from UltrasoundRefineLib.geometry import Sector
-        from UltrasoundRefineLib.loop import Loop
-
-        h, w = 120, 160
-        truth = Sector(apex_x=w / 2, apex_y=8, half_angle_deg=38, r_max=100).mask((h, w))
-        rng = np.random.default_rng(7)
-        frames = np.zeros((n_frames, h, w), np.uint8)
-        for t in range(n_frames):
-            speckle = 30 + rng.gamma(4.0, 30.0, (h, w))
-            speckle[40:60, 60:100] *= 0.15  # a dark blood pool inside the region
-            frames[t] = np.where(truth, np.clip(speckle, 0, 255), 0).astype(np.uint8)
-        frames[:, 2:10, 4:40] = 255  # burned-in text
-        frames[:, h - 6:h - 2, 10:150] = 180  # an ECG strip
-        if rgb:
-            frames = np.repeat(frames[..., None], 3, axis=-1)
-        return Loop(frames=frames, spacing=(0.3, 0.3), frame_time_ms=33.0, stem="selftest"), truth
-
-    def test_SuggestMaskOnSequence(self):
-        from UltrasoundRefineLib import slicerbridge
-        from UltrasoundRefineLib.metrics import dice
-
-        self.delayDisplay("Suggest a mask for a synthetic cine loop")
-        loop, truth = self.syntheticLoop()
-        sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=slicer.mrmlScene)
-        logic = UltrasoundRefineLogic()
-        for method in jobs.AUTOMASK_METHODS:
-            segmentation, suggestion = logic.suggestMask(sequence, method)
-            mask = slicerbridge.segmentation_to_mask(segmentation, proxy)
-            self.assertEqual(mask.shape, truth.shape)
-            self.assertGreater(dice(mask, truth), 0.95, method)
-            self.assertGreaterEqual(suggestion.quality, 0.0)
+        for check in slicer_selftest.SCENE_CHECKS:
+            self.setUp()
+            self.delayDisplay(check.__doc__.splitlines()[0])
+            check(slicer.mrmlScene)
+        slicer_selftest.check_progress_parsing()
         self.delayDisplay("Test passed")
-
-    def test_SuggestMaskOnStillFrame(self):
-        from UltrasoundRefineLib import slicerbridge
-        from UltrasoundRefineLib.metrics import dice
-
-        self.delayDisplay("Suggest a mask for a single colour frame")
-        loop, truth = self.syntheticLoop(n_frames=1, rgb=True)
-        volume = slicerbridge.loop_to_volume(loop, scene=slicer.mrmlScene)
-        segmentation, _suggestion = UltrasoundRefineLogic().suggestMask(volume, "threshold")
-        self.assertGreater(dice(slicerbridge.segmentation_to_mask(segmentation, volume), truth), 0.95)
-        self.delayDisplay("Test passed")
-
-    def test_SuggestMaskInBackground(self):
-        import threading
-
-        from UltrasoundRefineLib import slicerbridge
-        from UltrasoundRefineLib.metrics import dice
-
-        self.delayDisplay("Suggest a mask off the GUI thread, show it on the GUI thread")
-        loop, truth = self.syntheticLoop(n_frames=3)
-        sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=slicer.mrmlScene)
-        logic = UltrasoundRefineLogic()
-        call = logic.startSuggestMask(sequence, "fanfit")
-        self.assertIsNot(call.thread, threading.current_thread())
-        segmentation = logic.applySuggestion(sequence, call.result(timeout=60))
-        self.assertGreater(dice(slicerbridge.segmentation_to_mask(segmentation, proxy), truth), 0.95)
-        self.assertEqual(segmentation.GetAttribute(slicerbridge.ATTR_METHOD), "fanfit")
-        slicer.mrmlScene.RemoveNode(sequence)  # the loop went away while the mask was being made
-        with self.assertRaises(ValueError):
-            logic.applySuggestion(sequence, call.result())
-        self.delayDisplay("Test passed")
-
-    def test_ReviewDecidesOnlyWhatIsShown(self):
-        import tempfile
-
-        import SimpleITK as sitk
-
-        from UltrasoundRefineLib.reviewsession import ReviewError
-        from UltrasoundRefineLib.workspace import Workspace, method_producer
-
-        self.delayDisplay("Review: a decision only for the suggestion on screen")
-        with tempfile.TemporaryDirectory() as folder:
-            os.mkdir(os.path.join(folder, "loops"))
-            sitk.WriteImage(sitk.GetImageFromArray(self.syntheticLoop(n_frames=2)[0].frames), os.path.join(folder, "loops", "a.nrrd"))
-            with Workspace.create(os.path.join(folder, "ws")) as ws:
-                ws.add_loops([os.path.join(folder, "loops")])
-                ws.suggest("threshold", method_producer("threshold"))
-            logic = UltrasoundRefineLogic()
-            logic.openWorkspace(os.path.join(folder, "ws"))
-            try:
-                logic.showCurrentSuggestion(showInViews=False)
-                self.assertIsNotNone(logic.review.onScreen)
-                slicer.mrmlScene.Clear(False)  # File > Close Scene: nothing is on screen any more
-                self.assertIsNone(logic.review.onScreen)
-                with self.assertRaises(ReviewError):
-                    logic.desk.decide("accepted", "selftest")
-                self.assertTrue(logic.desk.move("next", lambda: "stay", lambda: "selftest"))  # N shows it again
-                logic.showCurrentSuggestion(showInViews=False)
-                logic.desk.decide("accepted", "selftest")
-                self.assertEqual(logic.review.counts()["accepted"], 1)
-            finally:
-                logic.closeWorkspace()
-        self.delayDisplay("Test passed")
-
-    def test_ProgressParsing(self):
-        monitor = jobs.JobMonitor("train")
-        logged = monitor.line('{"event": "epoch", "epoch": 2, "loss": 0.25, "val_dice": 0.9, "elapsed_s": 30, "eta_s": 90}')
-        self.assertEqual(monitor.percent, 25)
-        self.assertIn("val Dice 0.9000", logged)
-        self.assertEqual(monitor.line("plain log line"), "plain log line")
-        self.assertTrue(monitor.finished(0, stopped=False))
-        self.assertEqual(monitor.percent, 100)

@@ -27,8 +27,9 @@ CLEAN_SOURCES = [*AUTOMASK_METHODS, "model", "workspace"]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]
 #: Exit code of ``ultrasound-refine train`` stopped on request: checkpoint kept, the same command resumes.
 TRAIN_STOPPED_EXIT = 143
-#: Job kinds: "train" and "suggest" report in the panel's training section, "clean" in its own.
-JOB_KINDS = ("train", "suggest", "clean")
+#: Job kinds: "train" and "suggest" report in the panel's training section, "clean" and "install" (pip
+#: installing what the library needs) in their own.
+JOB_KINDS = ("train", "suggest", "clean", "install")
 
 
 def parse_progress_line(line: str) -> Optional[dict]:
@@ -202,6 +203,12 @@ def child_command(args: Sequence[str], python: str) -> tuple[str, list, dict]:
     return python, ["-m", "UltrasoundRefineLib", *map(str, args)], {"PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
 
 
+def slicer_child_command(args: Sequence[str], slicer_home: str = "") -> tuple[str, list, dict]:
+    """:func:`child_command` with Slicer's own PythonSlicer (found next to this Python, on PATH or in
+    ``slicer_home``'s ``bin`` folder)."""
+    return child_command(args, find_python_slicer([os.path.join(slicer_home or "", "bin")]))
+
+
 def command_line(program: str, args: Sequence[str]) -> str:
     """The command as one line a user can paste into a shell (logged, and shown at the top of the log)."""
     return " ".join([str(program)] + [shlex.quote(str(a)) for a in args])
@@ -256,7 +263,8 @@ class JobMonitor:
     """
 
     #: What the status says when a run starts, by kind.
-    START_TEXT = {"train": "Starting...", "suggest": "Suggesting with the latest model...", "clean": "Cleaning..."}
+    START_TEXT = {"train": "Starting...", "suggest": "Suggesting with the latest model...", "clean": "Cleaning...",
+                  "install": "Installing Python packages (pip, in a separate process)..."}
     TAIL_LINES = 20
 
     def __init__(self, kind: str):
@@ -272,7 +280,7 @@ class JobMonitor:
     @property
     def section(self) -> str:
         """The panel section whose status label, log and Cancel button belong to this run."""
-        return "clean" if self.kind == "clean" else "train"
+        return self.kind if self.kind in ("clean", "install") else "train"
 
     @property
     def stops_gracefully(self) -> bool:
@@ -318,9 +326,43 @@ class JobMonitor:
             self.status = "Training finished. " + self.status
         elif self.kind == "suggest":
             self.status = "The model's suggestions are the new round: its review queue is open."
+        elif self.kind == "install":
+            self.status = "Python packages installed."
         else:
             self.status = "Cleaning finished: see the output folder."
         return True
 
     def failure_details(self) -> str:
         return "\n".join(self.tail)
+
+
+class PanelJob:
+    """A child run as the panel drives it: the process (:class:`~UltrasoundRefineLib.childjob.ChildJob`)
+    and what is shown of it (:class:`JobMonitor`); the panel's timer calls :meth:`poll` and puts what it
+    returns into widgets, Cancel calls :meth:`cancel`."""
+
+    def __init__(self, kind: str, program: str, args: Sequence[str], env: Optional[dict] = None, cwd=None):
+        from UltrasoundRefineLib.childjob import ChildJob
+
+        self.monitor = JobMonitor(kind)  # first: an unknown kind starts no process
+        self.command_line = command_line(program, args)
+        self.process = ChildJob(program, args, env=env, cwd=cwd)
+
+    def poll(self) -> tuple[list, Optional[bool]]:
+        """``(log lines, outcome)``: the lines to append since the last poll, and None while the run
+        goes, True once it succeeded, False once it failed or was stopped (:attr:`monitor` says which)."""
+        logged = [shown for shown in map(self.monitor.line, self.process.lines()) if shown is not None]
+        code = self.process.poll()
+        if code is None:
+            return logged, None
+        stopped = self.process.stopRequestedAt is not None or self.process.killed
+        return logged, self.monitor.finished(code, stopped=stopped)
+
+    def cancel(self) -> None:
+        """Training is asked to stop (a "stop" line reaches the worker through PythonSlicer, signals do
+        not; the tree is killed after a grace period); other runs are killed with their whole tree."""
+        self.monitor.status = self.monitor.stopping_text()
+        if self.monitor.stops_gracefully:
+            self.process.stop()
+        else:
+            self.process.kill()

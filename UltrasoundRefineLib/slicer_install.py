@@ -1,6 +1,7 @@
 """What the Slicer panel installs on first use, in which order, and what it tells the user.
 
-The panel only carries the plan out (PyTorchUtils, ``pip_ensure`` or ``pip_install``, the dialogs);
+The panel only carries the plan out (PyTorchUtils, the dialogs, and pip run by Slicer's Python in a
+child process, :func:`pip_command`, so that the window keeps responding and shows pip's progress);
 every decision is here, without Qt or Slicer, so that it is tested in plain pytest:
 
 - the library needs Python 3.10 or later: Slicer 5.10 and 5.12 (5.8 bundles Python 3.9);
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import inspect
 import re
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +27,16 @@ from UltrasoundRefineLib.errors import UltrasoundRefineError
 #: The Python the library needs (Slicer 5.10 and 5.12 have it; Slicer 5.8 bundles 3.9).
 MIN_PYTHON = (3, 10)
 SUPPORTED_SLICER = "5.10 and 5.12"
+
+#: What each supported Slicer bundles, as pip pins (None: not found in Slicer's sources, so not pinned
+#: by the test that installs these, Testing/test_slicer_versions.py; the README's table is this one).
+#: Sources: Slicer's SuperBuild requirements (External_python-dicom-requirements.cmake at the 5.10 line,
+#: SuperBuild/requirements/python-{numpy,scipy,dicom-requirements}.txt after pull request #8844), and
+#: Slicer issue #8796 (5.10 keeps pydicom 2.4.4; Python 3.12 since 2025-06-13, pydicom 3 after 5.10).
+SLICER_BUNDLED = {
+    "5.10": {"python": "3.12", "numpy": None, "scipy": None, "pydicom": "2.4.4"},
+    "5.12": {"python": "3.12", "numpy": "2.3.4", "scipy": "1.16.3", "pydicom": "3.0.1"},
+}
 
 #: Packages of requirements.txt that only training needs (suggesting and reviewing do without).
 TRAINING_ONLY = {"monai"}
@@ -106,16 +116,6 @@ def needing_restart(requirements, modules=None) -> list[str]:
             if IMPORT_NAMES.get(requirement_name(line), requirement_name(line)).replace("-", "_") in modules]
 
 
-def call_with_supported_arguments(func, *args, **kwargs):
-    """``func(*args, **kwargs)`` without the keyword arguments its signature does not have, nor those
-    that are None (the keywords of Slicer's ``pip_ensure`` changed between versions: ``prompt``
-    became ``prompt_install``)."""
-    parameters = inspect.signature(func).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in parameters and v is not None}
-    return func(*args, **kwargs)
-
-
 @dataclass
 class InstallPlan:
     """What to pip-install (after torch, if ``torch_constraint``) and what that means for the user."""
@@ -130,11 +130,11 @@ class InstallPlan:
         return bool(self.missing)
 
     def pip_arguments(self, constraints_file=None) -> list[str]:
-        """``slicer.util.pip_install``'s argument list (the constraints file holds torch)."""
+        """What follows ``pip install`` (the constraints file holds torch)."""
         return list(self.missing) + (["-c", str(constraints_file)] if constraints_file else [])
 
     def confirmation(self) -> str:
-        """The question asked before installing (Slicer 5.10, which has no ``pip_ensure``)."""
+        """The question asked before installing."""
         text = "Ultrasound Refine needs these Python packages, which will be downloaded and installed now:"
         text += "\n\n" + "\n".join(self.missing)
         if self.need_restart:
@@ -144,7 +144,7 @@ class InstallPlan:
         return text
 
     def progress(self) -> str:
-        """The status-bar message while pip runs."""
+        """What the panel says while pip runs."""
         return "Installing Python packages for Ultrasound Refine ({names}); this can take minutes...".format(
             names=", ".join(requirement_name(line) for line in self.missing)
         )
@@ -176,3 +176,11 @@ def write_constraint(plan: InstallPlan, folder) -> Optional[Path]:
     from UltrasoundRefineLib.atomic import atomic_write_text
 
     return atomic_write_text(Path(folder) / TORCH_CONSTRAINT_FILE, plan.torch_constraint + "\n")
+
+
+def pip_command(plan: InstallPlan, python: str, constraints_file=None) -> tuple[str, list, dict]:
+    """``(program, arguments, environment additions)`` of ``python -m pip install ...`` for ``plan``: run
+    as a child process (``UltrasoundRefineLib.jobs.PanelJob``) by Slicer's own Python (PythonSlicer),
+    as ``slicer.util.pip_install`` runs it, but without holding the GUI thread while it downloads."""
+    args = ["-m", "pip", "install", "--disable-pip-version-check", *plan.pip_arguments(constraints_file)]
+    return str(python), args, {"PYTHONUNBUFFERED": "1"}

@@ -600,6 +600,39 @@ def suggestion_to_segmentation(suggestion, reference_volume, segmentation_node=N
     return segmentation_node
 
 
+def start_suggest_mask(node, method: str = "fanfit", scene=None):
+    """Read the loop of ``node`` (a volume or a sequence) here, on the GUI thread (MRML), and auto-mask
+    it in a background thread, which touches neither Qt nor MRML (fanfit takes seconds on a long loop).
+    Returns the :class:`~UltrasoundRefineLib.background.BackgroundCall` whose result (a MaskSuggestion)
+    :func:`apply_suggestion` shows."""
+    from UltrasoundRefineLib.automask import suggest_mask
+    from UltrasoundRefineLib.background import BackgroundCall
+
+    if node is None:
+        raise ValueError("Select a volume or a sequence first.")
+    loop = loop_from_node(node, scene=scene)
+    return BackgroundCall(suggest_mask, loop, method, name="UltrasoundRefine-suggest-mask")
+
+
+def apply_suggestion(node, suggestion, segmentation_node=None, scene=None):
+    """Show a suggestion for ``node`` as the region segment over it (the last one's
+    ``segmentation_node`` is reused for the same loop); returns the segmentation node. Refused when
+    the loop left the scene while its mask was being made."""
+    scene = _scene(scene)
+    if node is None or not scene.IsNodePresent(node):
+        raise ValueError("The loop was removed from the scene while its mask was being suggested.")
+    if segmentation_node is not None and not scene.IsNodePresent(segmentation_node):
+        segmentation_node = None
+    return suggestion_to_segmentation(suggestion, reference_volume(node, scene=scene), segmentation_node, scene=scene)
+
+
+def suggest_mask_for_node(node, method: str = "fanfit", segmentation_node=None, scene=None):
+    """:func:`start_suggest_mask` and :func:`apply_suggestion` in one blocking call (Python console,
+    self-test); returns ``(segmentation_node, MaskSuggestion)``."""
+    suggestion = start_suggest_mask(node, method, scene=scene).result()
+    return apply_suggestion(node, suggestion, segmentation_node, scene=scene), suggestion
+
+
 # -------------------------------------------------------------------------------------------- review
 
 
@@ -713,6 +746,22 @@ class ReviewNodes:
             event = getattr(slicer.vtkSegmentation, name, None)
             if event is not None:
                 self._observations.append((self.segmentation, self.segmentation.AddObserver(event, on_edited)))
+
+
+def open_review(path, round=None, scene=None, on_changed=None):
+    """A workspace's review (:class:`~UltrasoundRefineLib.reviewsession.ReviewDesk`) shown in ``scene``
+    through :class:`ReviewNodes`: a removed review node or a closed scene takes the suggestion off
+    screen, and ``on_changed()`` is called then and after each edit of the mask."""
+    from UltrasoundRefineLib.reviewsession import ReviewDesk
+
+    def changed():
+        if on_changed is not None:
+            on_changed()
+
+    desk = ReviewDesk(str(path or ""), round)
+    desk.display = ReviewNodes(scene, on_gone=desk.offScreen, on_edited=changed)
+    desk.onChanged = changed
+    return desk
 
 
 # ---------------------------------------------------------------------- Sample Data: the phantom loop
