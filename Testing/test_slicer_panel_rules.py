@@ -372,3 +372,65 @@ def test_background_call_runs_off_the_calling_thread_and_hands_back_result_or_er
     failing = BackgroundCall(broken)
     with pytest.raises(UltrasoundRefineError, match="loop.dcm"):
         failing.result(timeout=10)
+
+
+def test_each_review_action_does_what_its_key_says(desk):
+    from UltrasoundRefineLib.reviewsession import REVIEW_ACTIONS, REVIEW_SHORTCUTS, ReviewError
+
+    assert set(REVIEW_SHORTCUTS) - {"edit"} <= set(REVIEW_ACTIONS)  # every key but E is a desk action
+    keep = lambda: "stay"  # noqa: E731 - no edit is pending in this test
+    assert not desk.act("accept", keep, lambda: "tst")  # nothing on screen: nothing recorded
+    desk.show()
+    first = desk.session.onScreen
+    assert not desk.act("accept", keep, lambda: "tst")  # Shift+A: decided, still on screen
+    assert desk.session.onScreen is first and desk.session.decisions == {first.id: "accepted"}
+    assert desk.act("reject", keep, lambda: "tst") is False and desk.session.decisions[first.id] == "rejected"
+    with pytest.raises(ReviewError, match="not changed"):
+        desk.act("save", keep, lambda: "tst")  # an unchanged mask is not a human mask
+    assert desk.act("acceptNext", keep, lambda: "tst") and desk.session.position == 1  # A: decided, next
+    assert desk.act("back", keep, lambda: "tst") and desk.session.position == 0
+    assert desk.act("next", keep, lambda: "tst") and desk.session.position == 0  # not shown yet: N shows it
+    desk.show()
+    assert desk.act("next", keep, lambda: "tst") and desk.session.position == 1
+    with pytest.raises(ReviewError, match="unknown review action"):
+        desk.act("approve", keep, lambda: "tst")
+    assert desk.workspace.status()["rounds"][0]["accepted"] == 1  # the latest decision on the first counts
+
+
+def test_the_next_loop_is_decoded_off_the_gui_thread_while_the_current_one_is_shown(desk, monkeypatch):
+    """After show(), the next item's loop is being read by the prefetcher's thread; showing it then
+    takes that decoded loop and does not read the file on the calling (GUI) thread."""
+    import threading
+
+    from UltrasoundRefineLib.workspace import store
+
+    read_in = []
+    real_read = store._load_item_loop
+
+    def recording_read(path, item_id):
+        read_in.append(threading.current_thread())
+        return real_read(path, item_id)
+
+    monkeypatch.setattr(store, "_load_item_loop", recording_read)
+    desk.show()
+    upcoming = desk.session.queue[1]
+    ahead = desk.prefetcher._futures[upcoming.item_id].result(timeout=30)
+    assert read_in and read_in[-1] is not threading.current_thread()
+    np.testing.assert_array_equal(ahead.frames, desk.workspace.load_loop(upcoming.item_id).frames)
+
+    def no_read_here(item_id):
+        raise AssertionError("the next loop was read again on the GUI thread")
+
+    monkeypatch.setattr(desk.workspace, "load_loop", no_read_here)
+    desk.session.next()
+    desk.show()
+    assert desk.display.loop is ahead and desk.session.onScreen.item_id == upcoming.item_id
+
+
+def test_training_without_the_pytorch_extension_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # `import PyTorchUtils` raises ImportError
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("monai>=1.3\n")
+    with pytest.raises(install.MissingTorchError, match="PyTorch extension"):
+        install.panel_install_plan(requirements, training=True)
+    assert install.panel_install_plan(requirements, training=False).missing == []  # monai: training only

@@ -220,7 +220,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._jobTimer.stop()
         self._dropSuggestion()
         if self._job is not None:
-            self._job.kill()  # Slicer is closing: nobody is left to read the run's output
+            self._job.process.kill()  # Slicer is closing: nobody is left to read the run's output
             self._job = None
         self.logic.closeWorkspace()
 
@@ -289,21 +289,13 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _installShortcuts(self) -> None:
         self._removeShortcuts()
-        handlers = {
-            "acceptNext": self.onAcceptNext,
-            "accept": self.onAccept,
-            "reject": self.onReject,
-            "next": self.onNext,
-            "back": self.onBack,
-            "edit": self.onEdit,
-        }
         mainWindow = slicer.util.mainWindow()
         if mainWindow is None:  # --no-main-window: nothing to press keys in
             return
         for action, key in reviewsession.REVIEW_SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), mainWindow)
             shortcut.setAutoRepeat(False)  # a held key is one press, not a run through the queue
-            press = lambda action=action: self._onKey(action, handlers[action])
+            press = lambda action=action: self._onKey(action)
             shortcut.connect("activated()", press)
             # another module's shortcut on the same key (e.g. AnonymizeUltrasound's) makes Qt emit this
             # instead of activated(); this module is the one shown, so the key is ours
@@ -318,9 +310,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             shortcut.deleteLater()
         self._shortcuts = []
 
-    def _onKey(self, action: str, handler) -> None:
+    def _onKey(self, action: str) -> None:
         if self.logic.review is None or not self.logic.review.ignoresKey(action):
-            handler()
+            self.onEdit() if action == "edit" else self._review(action)
 
     # ------------------------------------------------------------------ suggest
 
@@ -398,32 +390,29 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         answer = box.exec_()
         return {qt.QMessageBox.Save: "save", qt.QMessageBox.Discard: "discard"}.get(answer, "stay")
 
-    def _reviewAction(self, failure: str, action) -> None:
-        """Run a review action of the ReviewDesk; show the current suggestion if it says so."""
+    def _review(self, action: str) -> None:
+        """Run a review action (``ReviewDesk.act``); show the current suggestion if it says so."""
         if self.logic.desk is None:
             return
-        with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
-            if action(self.logic.desk):
+        with slicer.util.tryWithErrorDisplay(_(reviewsession.REVIEW_ACTIONS[action]), waitCursor=True):
+            if self.logic.desk.act(action, self._askAboutEdit, self._reviewer):
                 self._showCurrent()
         self._updateReviewGUI()
 
     def onAccept(self) -> None:
-        self._reviewAction(_("Failed to record the decision."),
-                           lambda desk: desk.decideAndMove("accepted", False, self._askAboutEdit, self._reviewer))
+        self._review("accept")
 
     def onAcceptNext(self) -> None:
-        self._reviewAction(_("Failed to record the decision."),
-                           lambda desk: desk.decideAndMove("accepted", True, self._askAboutEdit, self._reviewer))
+        self._review("acceptNext")
 
     def onReject(self) -> None:
-        self._reviewAction(_("Failed to record the decision."),
-                           lambda desk: desk.decideAndMove("rejected", False, self._askAboutEdit, self._reviewer))
+        self._review("reject")
 
     def onNext(self) -> None:
-        self._reviewAction(_("Failed to show the suggestion."), lambda desk: desk.move("next", self._askAboutEdit, self._reviewer))
+        self._review("next")
 
     def onBack(self) -> None:
-        self._reviewAction(_("Failed to show the suggestion."), lambda desk: desk.move("back", self._askAboutEdit, self._reviewer))
+        self._review("back")
 
     def onEdit(self) -> None:
         if self.logic.reviewSegmentation is None:
@@ -442,7 +431,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateReviewGUI()
 
     def onSaveEdited(self) -> None:
-        self._reviewAction(_("Failed to save the edited mask."), lambda desk: desk.saveEdit(self._reviewer))
+        self._review("save")
 
     def _showCurrent(self) -> None:
         try:
@@ -638,44 +627,16 @@ class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
     def requirementsPath() -> str:
         return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 
-    @classmethod
-    def requirements(cls) -> list:
-        return install.read_requirements(cls.requirementsPath())
-
     def installPlan(self, training: bool = False, askConfirmation: bool = True):
-        """What pip must install (``slicer_install.InstallPlan``), or None when the user declined torch.
-
-        The plan is ``slicer_install``'s: for training, torch comes FIRST from the PyTorch extension (the
-        GPU build) and is then held fixed while the rest is installed; a restart is asked for when Slicer
-        had a package loaded (pydicom 2.4 under Slicer 5.10's DICOM module)."""
-        install.check_python()
-        torchVersion = None
-        if training:
-            torchVersion = self._ensureTorch(askConfirmation)
-            if torchVersion is None:
-                return None
-        return install.plan_install(self.requirements(), training, torch_version=torchVersion)
+        """What pip must install (``slicer_install.InstallPlan``; torch from the PyTorch extension first),
+        or None when the user declined torch."""
+        return install.panel_install_plan(self.requirementsPath(), training, askConfirmation)
 
     def installCommand(self, plan):
         """``(program, arguments, environment additions)`` of the plan's pip run by Slicer's own Python."""
         constraints = install.write_constraint(plan, slicer.app.temporaryPath)
         python = jobs.find_python_slicer([os.path.join(self._slicerHome(), "bin")])
         return install.pip_command(plan, python, constraints)
-
-    @staticmethod
-    def _ensureTorch(askConfirmation: bool) -> Optional[str]:
-        """The installed torch version, installed through the PyTorch extension if needed; None if declined."""
-        import importlib.metadata
-
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError(_("Training needs the PyTorch extension: install it from the Extensions Manager.")) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():  # the extension's own install (it picks the GPU build)
-            if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.2") is None:
-                return None
-        return importlib.metadata.version("torch")
 
     # ------------------------------------------------------------------ workspace and review
 

@@ -34,6 +34,15 @@ REVIEW_SHORTCUTS = {
     "back": "P",
     "edit": "E",
 }
+#: The decision and whether to move on, of each deciding action.
+REVIEW_DECISIONS = {"acceptNext": ("accepted", True), "accept": ("accepted", False), "reject": ("rejected", False)}
+#: What the panel says when an action fails, by :meth:`ReviewDesk.act` action ("edit" is the panel's own).
+REVIEW_ACTIONS = {
+    **{action: "Failed to record the decision." for action in REVIEW_DECISIONS},
+    "next": "Failed to show the suggestion.",
+    "back": "Failed to show the suggestion.",
+    "save": "Failed to save the edited mask.",
+}
 #: Keys that Slicer's slice views handle themselves (vtkMRMLSliceIntersectionWidget).
 SLICE_VIEW_KEYS = {"R", "B", "F", "G", "T", "V", "Left", "Right", "Up", "Down", "[", "]", "{", "}"}
 #: Actions that decide or move on: ignored in the first moments after a suggestion appears.
@@ -300,6 +309,18 @@ class ReviewDesk:
         self.decide("edited", reviewer(), editedMask=self.editedMask())
         self.session.next()
         return True
+
+    def act(self, action: str, ask, reviewer) -> bool:
+        """The reviewer's key or button ``action`` (a :data:`REVIEW_ACTIONS` name); True: show the current
+        suggestion anew."""
+        if action == "save":
+            return self.saveEdit(reviewer)
+        if action in ("next", "back"):
+            return self.move(action, ask, reviewer)
+        if action not in REVIEW_DECISIONS:
+            raise ReviewError(f"unknown review action {action!r}; choose from {sorted(REVIEW_ACTIONS)}")
+        decision, moveOn = REVIEW_DECISIONS[action]
+        return self.decideAndMove(decision, moveOn, ask, reviewer)
 
 
 @dataclass

@@ -57,6 +57,10 @@ class UnsupportedPythonError(UltrasoundRefineError):
     """This Slicer's Python is too old for the library."""
 
 
+class MissingTorchError(UltrasoundRefineError):
+    """Training needs torch, and Slicer gets the build that fits its GPU from the PyTorch extension."""
+
+
 def check_python(version_info=None) -> None:
     """Refuse a Python older than :data:`MIN_PYTHON`, naming the Slicer versions that have one."""
     version_info = sys.version_info if version_info is None else version_info
@@ -184,3 +188,37 @@ def pip_command(plan: InstallPlan, python: str, constraints_file=None) -> tuple[
     as ``slicer.util.pip_install`` runs it, but without holding the GUI thread while it downloads."""
     args = ["-m", "pip", "install", "--disable-pip-version-check", *plan.pip_arguments(constraints_file)]
     return str(python), args, {"PYTHONUNBUFFERED": "1"}
+
+
+#: The torch the library needs, asked of the PyTorch extension.
+TORCH_REQUIREMENT = ">=2.2"
+
+
+def torch_from_pytorch_extension(ask: bool = True, version_of: Callable[[str], str] = importlib.metadata.version):
+    """The installed torch version, installed first through Slicer's PyTorch extension (PyTorchUtils,
+    which picks the build that fits the GPU) when missing; None when the user declined.
+
+    The extension's own install holds the GUI thread while it runs (it is the extension's call); what
+    comes after it, monai and the rest, is pip in a child process (:func:`pip_command`)."""
+    try:
+        import PyTorchUtils
+    except ImportError:
+        raise MissingTorchError("Training needs the PyTorch extension: install it from the Extensions Manager.") from None
+    torch_logic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torch_logic.torchInstalled():
+        if torch_logic.installTorch(askConfirmation=ask, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            return None
+    return version_of("torch")
+
+
+def panel_install_plan(requirements_file, training: bool = False, ask: bool = True) -> Optional[InstallPlan]:
+    """What the panel must pip-install before an action (``training``: train, suggest with a model, clean
+    with a model), torch from the PyTorch extension FIRST and then held fixed; None when the user
+    declined torch. Refuses a Python older than :data:`MIN_PYTHON`."""
+    check_python()
+    torch_version = None
+    if training:
+        torch_version = torch_from_pytorch_extension(ask)
+        if torch_version is None:
+            return None
+    return plan_install(read_requirements(requirements_file), training, torch_version=torch_version)
