@@ -1,8 +1,10 @@
 """What the Slicer module needs from the Python that Slicer bundles.
 
-Slicer 5.10 ships pydicom 2.4.4, loaded by its DICOM module before ours: the library must import there
-(the module's self-test and suggesting from a loaded volume need no pydicom at all) and a DICOM read
-must say plainly that pydicom 3 and a restart are needed, instead of failing at import.
+Each supported Slicer's packages (slicer_install.SLICER_BUNDLED) in an environment of their own: the
+library imports there and the self-test's non-GUI part passes. Slicer 5.10 ships pydicom 2.4.4, loaded
+by its DICOM module before ours: the library must import there (the module's self-test and suggesting
+from a loaded volume need no pydicom at all) and a DICOM read must say plainly that pydicom 3 and a
+restart are needed, instead of failing at import.
 """
 
 from __future__ import annotations
@@ -64,85 +66,147 @@ def test_with_pydicom_pixels_the_same_file_is_read(tmp_path):
     assert loop.frames.shape[-2:] == (128, 128)
 
 
-#: The pydicom that Slicer 5.10 bundles (the older of the two supported Slicers).
-SLICER_5_10_PYDICOM = "pydicom==2.4.4"
-#: Where the test keeps that pydicom between runs (one ``pip install --target``, then reused).
-PYDICOM2_CACHE = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                  / "ultrasoundrefine-test" / SLICER_5_10_PYDICOM.replace("==", "-"))
+# ----------------------------------------------------- environments pinned to what each Slicer bundles
+
+#: The packages the pinned environments pin, where slicer_install.SLICER_BUNDLED knows the version.
+PINNED = ("numpy", "scipy", "pydicom")
+#: What else the checked imports need: bundled with Slicer (SimpleITK, requests, Pillow) or installed by
+#: the module on first use (requirements.txt without monai, pydicom and av: monai only trains, pydicom is
+#: pinned, and av, a 30 MB wheel, is imported only when a video file is read).
+NOT_PINNED = ("SimpleITK", "requests", "Pillow")
+MODULE_REQUIREMENTS = REPO / "UltrasoundRefine" / "Resources" / "requirements.txt"
+#: Where the environments are kept between runs (built once, then reused).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ultrasoundrefine-test"
 #: pip's words when the registry cannot be reached (offline, proxy, DNS): then the test skips.
 NO_REGISTRY = ("Could not find a version", "No matching distribution", "NewConnectionError",
                "Failed to establish a new connection", "Temporary failure in name resolution",
                "ConnectTimeout", "ProxyError", "Network is unreachable")
 
 
-def _slicer_5_10_pydicom() -> Path:
-    """A folder holding only the pydicom of Slicer 5.10, made once and cached.
+def _pins(slicer: str) -> list[str]:
+    from UltrasoundRefineLib.slicer_install import SLICER_BUNDLED
 
-    ``ULTRASOUNDREFINE_PYDICOM2_DIR`` names a ready folder instead (e.g. on a machine without the
-    registry). COLD PATH: the first run installs it with pip from the registry (a few seconds, one
-    small wheel); it is built in a temporary folder and renamed into place, so an interrupted run never
-    leaves a half-installed cache behind. Skips, saying why, only where pip cannot reach the registry."""
-    given = os.environ.get("ULTRASOUNDREFINE_PYDICOM2_DIR")
-    if given:
-        return Path(given)
-    done = PYDICOM2_CACHE / "INSTALLED"
-    if done.is_file():
-        return PYDICOM2_CACHE
-    PYDICOM2_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    building = PYDICOM2_CACHE.with_name(f"{PYDICOM2_CACHE.name}.building-{os.getpid()}")
-    shutil.rmtree(building, ignore_errors=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--retries", "1", "--timeout", "20", "--target", str(building), SLICER_5_10_PYDICOM],
-        capture_output=True, text=True, timeout=300,
-    )
+    return [f"{name}=={SLICER_BUNDLED[slicer][name]}" for name in PINNED if SLICER_BUNDLED[slicer][name]]
+
+
+def _python_of(minor: str):
+    """An interpreter of Python ``minor`` ("3.12") on this machine: one pyenv installed, or on PATH
+    (pyenv's shims are on PATH too, and fail for a version that is not selected: each is tried)."""
+    found = sorted(Path.home().glob(f".pyenv/versions/{minor}.*/bin/python{minor}"), reverse=True)
+    found.append(shutil.which(f"python{minor}"))
+    for python in filter(None, found):
+        if subprocess.run([str(python), "-c", "import venv"], capture_output=True, timeout=60).returncode == 0:
+            return str(python)
+    return None
+
+
+def _pip(python: str, args: list, what: str) -> None:
+    proc = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--retries", "1", "--timeout", "20", *args], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        shutil.rmtree(building, ignore_errors=True)
         if any(words in proc.stderr for words in NO_REGISTRY):
-            pytest.skip(f"pip cannot reach the package registry to install {SLICER_5_10_PYDICOM} "
-                        f"(or set ULTRASOUNDREFINE_PYDICOM2_DIR): {proc.stderr.strip().splitlines()[-1]}")
-        pytest.fail(f"pip install --target {building} {SLICER_5_10_PYDICOM} failed:\n{proc.stderr[-2000:]}")
-    (building / "INSTALLED").write_text(SLICER_5_10_PYDICOM + "\n")
-    try:
-        building.rename(PYDICOM2_CACHE)
-    except OSError:  # another run finished first: use its folder
+            pytest.skip(f"pip cannot reach the package registry to install {what}: "
+                        f"{proc.stderr.strip().splitlines()[-1]}")
+        pytest.fail(f"pip install {what} failed:\n{proc.stderr[-2000:]}")
+
+
+def _pinned_environment(slicer: str) -> tuple[str, list, bool]:
+    """``(python, folders to put first on PYTHONPATH, whether the Python minor is Slicer's)`` of an
+    environment with what Slicer ``slicer`` bundles, made once and cached under :data:`CACHE`.
+
+    COLD PATH: the first run downloads the wheels (about 100 MB with a matching Python, a minute or two;
+    about 50 MB without one); later runs reuse the folder. Where this machine has Slicer's Python minor
+    (python3.12 on PATH or from pyenv), a virtual environment of it with the pins and what the checked
+    imports need; otherwise only the pins, ``pip install --target`` into a folder put in front of this
+    Python's packages (the Python minor itself then cannot be pinned). Built in a temporary folder and
+    renamed into place, so an interrupted run never leaves a half-made cache. Skips, saying why, only
+    where pip cannot reach the registry."""
+    from UltrasoundRefineLib.slicer_install import SLICER_BUNDLED, read_requirements, requirement_name
+
+    pins, minor = _pins(slicer), SLICER_BUNDLED[slicer]["python"]
+    python = _python_of(minor)
+    name = f"slicer-{slicer}-" + (f"py{minor}-" if python else "target-") + "-".join(pins).replace("==", "-")
+    folder = CACHE / name
+    if not (folder / "INSTALLED").is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        building = folder.with_name(f"{name}.building-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
-    return PYDICOM2_CACHE
-
-
-def test_with_the_real_pydicom_of_slicer_5_10():
-    """The library's imports and the self-test's non-GUI part (fanfit on a synthetic sector loop, Dice
-    against its truth) with the pydicom 2.4.4 that Slicer 5.10 bundles in front of this venv's
-    pydicom 3, as it is inside Slicer 5.10; a DICOM read then says what to do instead of crashing."""
-    folder = str(_slicer_5_10_pydicom())
-    code = textwrap.dedent(
-        """
-        import numpy as np, pydicom, pydicom.data
-        assert pydicom.__version__ == "2.4.4", pydicom.__version__
-        from UltrasoundRefineLib import slicerbridge, workspace, reviewsession, childjob, jobs
-        from UltrasoundRefineLib.automask import suggest_mask
-        from UltrasoundRefineLib.geometry import Sector
-        from UltrasoundRefineLib.io import read_loop
-        from UltrasoundRefineLib.loop import Loop
-        from UltrasoundRefineLib.metrics import dice
-        truth = Sector(apex_x=80, apex_y=8, half_angle_deg=38, r_max=100).mask((120, 160))
-        rng = np.random.default_rng(7)
-        frames = np.where(truth, np.clip(30 + rng.gamma(4.0, 30.0, (6, 120, 160)), 0, 255), 0).astype(np.uint8)
-        mask = suggest_mask(Loop(frames=frames, spacing=(0.3, 0.3), stem="t"), "fanfit").mask
-        print("dice", dice(mask, truth))
         try:
-            read_loop(pydicom.data.get_testdata_file("CT_small.dcm"))
-        except Exception as e:
-            print("ERROR:", e)
-        try:  # Sample Data's phantom: a clear error, not pydicom 3's save_as arguments failing
-            slicerbridge.write_sample_phantom(__import__("tempfile").mkdtemp())
-        except Exception as e:
-            print("SAMPLE:", type(e).__name__, e)
-        """
-    )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([folder, str(REPO)]))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert float(proc.stdout.split("dice")[1].split()[0]) > 0.95
-    assert "ERROR:" in proc.stdout and "pydicom 3.0 or later" in proc.stdout.split("ERROR:")[1]
-    assert "SAMPLE: OutputError" in proc.stdout and "pydicom 3.0 or later" in proc.stdout.split("SAMPLE:")[1]
+            if python:
+                subprocess.run([python, "-m", "venv", str(building)], check=True, capture_output=True, timeout=300)
+                constraints = building / "slicer-pins.txt"
+                constraints.write_text("\n".join(pins) + "\n")
+                rest = [line for line in read_requirements(MODULE_REQUIREMENTS)
+                        if requirement_name(line) not in ("monai", "pydicom", "av")]
+                _pip(str(building / "bin" / "python"),
+                     ["-c", str(constraints), *PINNED, *NOT_PINNED, *rest], f"Slicer {slicer}'s packages ({', '.join(pins)})")
+            else:
+                _pip(sys.executable, ["--no-deps", "--target", str(building), *pins], ", ".join(pins))
+            (building / "INSTALLED").write_text("\n".join(pins) + "\n")
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        try:
+            building.rename(folder)
+        except OSError:  # another run finished first: use its folder
+            shutil.rmtree(building, ignore_errors=True)
+    if python:
+        return str(folder / "bin" / "python"), [], True
+    return sys.executable, [str(folder)], False
+
+
+#: Run in the pinned environment: the versions it has, the library's imports, the self-test's non-GUI
+#: part (each auto-mask method on the synthetic sector, Dice > 0.95), a DICOM read and the Sample Data
+#: phantom (both need pydicom 3: under pydicom 2 they must say so, not crash).
+IN_PINNED_ENVIRONMENT = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    import numpy, scipy, pydicom, pydicom.data
+    from UltrasoundRefineLib import slicerbridge, workspace, reviewsession, childjob, jobs, slicer_selftest
+    from UltrasoundRefineLib.io import read_loop
+    out = {"python": "%d.%d" % sys.version_info[:2], "numpy": numpy.__version__, "scipy": scipy.__version__,
+           "pydicom": pydicom.__version__}
+    slicer_selftest.check_automask()
+    out["selftest"] = "passed"
+    try:
+        out["dicom"] = list(read_loop(pydicom.data.get_testdata_file("CT_small.dcm")).frames.shape)
+    except Exception as e:
+        out["dicom"] = f"{type(e).__name__}: {e}"
+    try:
+        out["sample"] = slicerbridge.write_sample_phantom(tempfile.mkdtemp()).suffix
+    except Exception as e:
+        out["sample"] = f"{type(e).__name__}: {e}"
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("slicer", ["5.10", "5.12"])
+def test_the_library_with_the_packages_slicer_bundles(slicer):
+    """The library's imports and the self-test's non-GUI part in an environment pinned to what Slicer
+    ``slicer`` bundles (slicer_install.SLICER_BUNDLED: Python where this machine has it, numpy, scipy
+    and pydicom where the table knows them), so that a dependency that breaks on a real Slicer fails
+    here first. Under pydicom 2.4.4 (Slicer 5.10) a DICOM read and the sample phantom say that pydicom 3
+    and a restart are needed; under pydicom 3 they work."""
+    from UltrasoundRefineLib.slicer_install import SLICER_BUNDLED
+
+    python, in_front, python_pinned = _pinned_environment(slicer)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*in_front, str(REPO)]))
+    env.pop("PYTHONHOME", None)
+    proc = subprocess.run([python, "-c", IN_PINNED_ENVIRONMENT], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    bundled = SLICER_BUNDLED[slicer]
+    for name in PINNED:
+        if bundled[name]:
+            assert got[name] == bundled[name], (name, got)
+    assert got["python"] == bundled["python"] if python_pinned else got["python"] == "%d.%d" % sys.version_info[:2]
+    assert got["selftest"] == "passed"
+    if got["pydicom"].startswith("2."):
+        assert "pydicom 3.0 or later" in got["dicom"] and "restart" in got["dicom"], got
+        assert got["sample"].startswith("OutputError") and "pydicom 3.0 or later" in got["sample"], got
+    else:
+        assert got["dicom"][-2:] == [128, 128] and got["sample"] == ".dcm", got

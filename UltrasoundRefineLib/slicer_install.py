@@ -28,13 +28,17 @@ from UltrasoundRefineLib.errors import UltrasoundRefineError
 MIN_PYTHON = (3, 10)
 SUPPORTED_SLICER = "5.10 and 5.12"
 
-#: What each supported Slicer bundles, as pip pins (None: not found in Slicer's sources, so not pinned
-#: by the test that installs these, Testing/test_slicer_versions.py; the README's table is this one).
-#: Sources: Slicer's SuperBuild requirements (External_python-dicom-requirements.cmake at the 5.10 line,
-#: SuperBuild/requirements/python-{numpy,scipy,dicom-requirements}.txt after pull request #8844), and
-#: Slicer issue #8796 (5.10 keeps pydicom 2.4.4; Python 3.12 since 2025-06-13, pydicom 3 after 5.10).
+#: What each supported Slicer bundles (None: not found in a source, so not pinned). One table: the README
+#: quotes it and Testing/test_slicer_versions.py builds an environment of each row. Sources:
+#: - Python 3.12 in both: Slicer moved from 3.9 to 3.12 on 2025-06-13 (Slicer issue #8796), before 5.10
+#:   (released 2025-11-10);
+#: - 5.10: pydicom 2.4.4 (External_python-dicom-requirements.cmake of the 3.12 line; issue #8796: pydicom 3
+#:   "after 5.10"); numpy 2.2.6 (the NumPy error a Slicer 5.10.0 user quotes in
+#:   R-Vessel-X/SlicerRVXLiverSegmentation issue #17); scipy not found;
+#: - 5.12: numpy 2.3.4, scipy 1.16.3, pydicom 3.0.1 (SuperBuild/requirements/python-{numpy,scipy,
+#:   dicom-requirements}.txt on Slicer's main after pull request #8844, not checked against the 5.12 tag).
 SLICER_BUNDLED = {
-    "5.10": {"python": "3.12", "numpy": None, "scipy": None, "pydicom": "2.4.4"},
+    "5.10": {"python": "3.12", "numpy": "2.2.6", "scipy": None, "pydicom": "2.4.4"},
     "5.12": {"python": "3.12", "numpy": "2.3.4", "scipy": "1.16.3", "pydicom": "3.0.1"},
 }
 
