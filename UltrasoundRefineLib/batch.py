@@ -70,17 +70,18 @@ def _display_name(path: Path, inputs: list[Path]) -> str:
     return path.name
 
 
-def batch_executor(spec: str | None, workers: int) -> "Executor":
+def batch_executor(spec: str | None, workers: int, device: str | None = None) -> "Executor":
     """What runs a batch command's loops: ``--workers`` processes here (1: this process), or a Dask
-    cluster, which has its own workers."""
-    from UltrasoundRefineLib.executor import ExecutorError, executor_from_spec
+    cluster, which has its own workers. With a ``device`` (as asked for) that names several GPUs
+    (``auto``, ``cuda``), the workers take them in turn (worker i -> GPU i % GPUs), not all the first."""
+    from UltrasoundRefineLib.executor import ExecutorError, executor_from_spec, machine_gpus
 
     if workers < 1:
         raise ExecutorError(f"--workers must be at least 1 (got {workers})")
     if workers > 1 and (spec or "local").strip() != "local":
         raise ExecutorError("--workers is for --executor local (a Dask cluster's workers are its own)")
     # each worker process gets its share of the cores (executor.threads_per_run)
-    return executor_from_spec(spec, slots=workers, threads=None)
+    return executor_from_spec(spec, slots=workers, threads=None, gpus=machine_gpus(device) if device else 0)
 
 
 def run_batch(

@@ -65,25 +65,36 @@ def threads_per_run(cores: int, runs: int) -> int:
 
 
 def machine_gpus(device: str) -> int:
-    """The CUDA devices runs on ``device`` use: every GPU for ``cuda``, the one named by ``cuda:N``,
-    none for the CPU and MPS."""
-    if not device.startswith("cuda"):
+    """The CUDA devices work on ``device`` (as the user asked for it) spreads its workers over: every GPU
+    for ``cuda`` and ``auto``, the one named by ``cuda:N``, none for the CPU and MPS."""
+    device = (device or "").strip().lower()
+    if device not in ("auto", "cuda") and not device.startswith("cuda:"):
         return 0
     import torch
 
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return found if device == "cuda" else min(found, 1)
+    return found if device in ("auto", "cuda") else min(found, 1)
+
+
+def worker_gpu(index: int, gpus: int, visible: str | None = None) -> str:
+    """The GPU of worker ``index`` (its ``CUDA_VISIBLE_DEVICES``): the workers take the ``gpus`` GPUs in
+    turn, worker i -> GPU i % gpus, counted among the GPUs this process sees (``visible``: its own
+    ``CUDA_VISIBLE_DEVICES``, where the user set one)."""
+    ids = [v.strip() for v in (visible or "").split(",") if v.strip()] or [str(i) for i in range(gpus)]
+    return ids[index % max(1, min(gpus, len(ids)))]
 
 
 def init_worker(threads: int, gpus: int = 0, started=None) -> None:
     """In each worker process, before any task: torch uses the worker's share of the cores; with
-    ``gpus`` > 1, the workers take the GPUs in turn (``started`` counts the workers started so far), each
-    seeing one as ``cuda``, so 8 runs per GPU land 8 on each GPU, not all on the first."""
+    ``gpus`` > 1, the workers take the GPUs in turn (:func:`worker_gpu`; ``started`` counts the workers
+    started so far), each seeing one as ``cuda``, so 8 runs per GPU land 8 on each GPU, not all on the
+    first."""
     if gpus > 1 and started is not None:
         with started.get_lock():
             index = started.value
             started.value += 1
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # before torch first touches CUDA
+        # before torch first touches CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = worker_gpu(index, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     import torch
 
     torch.set_num_threads(max(1, threads))

@@ -168,11 +168,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.batch import batch_executor, run_batch
-    from UltrasoundRefineLib.train.model import ModelPredictor, card_postprocess, load_model
+    from UltrasoundRefineLib.train.model import (
+        ModelPredictor, card_postprocess, inference_precision, load_model, precision_record,
+    )
 
-    with batch_executor(args.executor, args.workers) as executor:
+    with batch_executor(args.executor, args.workers, device=args.device) as executor:
         # Loaded here also for a cluster: a bad model is one line before any loop, and the summary gets its card.
         model = load_model(args.model, "cpu" if executor.remote else args.device)
+        # float32 or mixed precision, timed here once on CUDA (as training chooses); workers on this
+        # machine take this choice, a cluster's workers (other GPUs perhaps) each choose their own
+        precision = None if executor.remote else inference_precision(model)
         extra = {
             "model": {
                 "model_id": model.model_id,
@@ -180,13 +185,18 @@ def run_predict(args: argparse.Namespace) -> int:
                 "input_size": model.size,
                 "channels": list(model.inputs),
                 "device": f"{args.device} (on each worker)" if executor.remote else str(model.device),
+                "precision": "chosen by each worker" if precision is None else precision_record(precision),
                 "tta": not args.no_tta,
                 "postprocess": args.postprocess or card_postprocess(model.card)[0],
             }
         }
+        if precision is not None and precision.device.type == "cuda" and not args.quiet:
+            print(f"predicting on {model.device} in {extra['model']['precision']['dtype']}"
+                  f"{' (TF32 matmuls)' if precision.tf32 else ''}", file=sys.stderr)
         # a worker loads the model itself, from the shared folder, on its own device
         produce = ModelPredictor(Path(args.model).absolute(), args.device, tta=not args.no_tta,
-                                 model=None if executor.remote else model, postprocess=args.postprocess)
+                                 model=None if executor.remote else model, postprocess=args.postprocess,
+                                 precision=None if precision is None else extra["model"]["precision"]["dtype"])
         result = run_batch(
             args.inputs, args.out, model.producer_name, produce, progress=not args.quiet, extra_summary=extra,
             executor=executor,
@@ -200,7 +210,7 @@ def add_workers_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N",
         help="with --executor local: N processes on this machine, each with its share of the CPU cores "
-        "(default 1: this process); results are the same as with one")
+        "and, with several GPUs, the GPUs in turn (default 1: this process); results are the same as with one")
 
 
 def add_postprocess_option(parser: argparse.ArgumentParser) -> None:

@@ -328,8 +328,8 @@ def _test_data(workspace_path: Path, spec: ExperimentSpec) -> ExperimentData:
 
 # --------------------------------------------------------------------------- the runner
 def default_workers(device: str) -> int:
-    """Runs at once on this machine for ``device``: :func:`~UltrasoundRefineLib.executor.concurrent_runs`
-    of its GPUs and cores."""
+    """Runs at once on this machine for ``device`` (as asked for: ``auto``, ``cuda``, ``cuda:1``, ``cpu``):
+    :func:`~UltrasoundRefineLib.executor.concurrent_runs` of its GPUs and cores."""
     return concurrent_runs(machine_gpus(device), os.cpu_count() or 1)
 
 
@@ -373,12 +373,13 @@ def run_experiment(
         device_name = str(choice.device)
     cores = os.cpu_count() or 1
     if owned:
-        workers = max(1, workers or default_workers(device_name)) if local else 1  # a cluster: its workers
+        # the GPUs as asked for (``cuda``: all of them, ``cuda:1``: that one), not as resolved (cuda:0)
+        gpus = machine_gpus(device) if local else 0
+        workers = max(1, workers or default_workers(device)) if local else 1  # a cluster: its workers
         if cpu_stages is None:
-            cpu_stages = cpu_stage_slots(machine_gpus(device_name), cores, workers) if local else 0
+            cpu_stages = cpu_stage_slots(gpus, cores, workers) if local else 0
         slots = workers + cpu_stages
-        executor = executor_from_spec(executor, slots=slots, threads=threads_per_run(cores, slots),
-                                      gpus=machine_gpus(device_name) if local else 0)
+        executor = executor_from_spec(executor, slots=slots, threads=threads_per_run(cores, slots), gpus=gpus)
     try:
         root = workspace_path / "runs" / spec.name
         root.mkdir(parents=True, exist_ok=True)

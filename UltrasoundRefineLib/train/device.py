@@ -73,16 +73,19 @@ def choose_precision(
     images_per_step: int,
     timer: Callable[[], float] = time.perf_counter,
     kept: str | None = None,
+    kept_from: str = "checkpoint",
     workload: tuple | None = None,
     warmup: int = PROBE_WARMUP_STEPS,
     steps: int = PROBE_STEPS,
 ) -> DeviceChoice:
     """Float32 or the GPU's mixed precision (``dev.amp_dtype``), whichever trains faster.
 
-    ``run_steps(amp_dtype, n)`` runs ``n`` training steps (``None``: float32) and waits for the device.
+    ``run_steps(amp_dtype, n)`` runs ``n`` steps of the work to time (``None``: float32) and waits for the
+    device: training steps for training, forward passes for prediction.
     Only on CUDA with mixed precision allowed (``dev.amp``); elsewhere ``dev`` is returned as it is
-    (float32). ``kept`` (a dtype name from a checkpoint) skips the probe so that a resumed run goes on
-    as it started. ``workload`` (what decides a step's cost: network, input, batch) reuses this
+    (float32). ``kept`` (a dtype name from a checkpoint, or chosen by another process: ``kept_from``)
+    skips the probe so that a resumed run goes on as it started, and a prediction's workers all predict
+    as the process that started them chose. ``workload`` (what decides a step's cost: network, input, batch) reuses this
     process's earlier choice for the same workload on the same device, so the runs of an experiment do
     not each pay for a probe nor flip between precisions on timing noise. A candidate that fails (a
     kernel missing for the dtype) is recorded and passed over.
@@ -90,7 +93,7 @@ def choose_precision(
     if dev.device.type != "cuda" or not dev.amp:
         return dev
     if kept is not None:
-        return dev.with_precision(None if kept == "float32" else getattr(torch, kept), {"kept_from_checkpoint": kept})
+        return dev.with_precision(None if kept == "float32" else getattr(torch, kept), {f"kept_from_{kept_from}": kept})
     memo_key = (str(dev.device), dev.amp_dtype, workload) if workload is not None else None
     if memo_key in _CHOSEN:
         chosen, probe = _CHOSEN[memo_key]
@@ -118,6 +121,13 @@ def choose_precision(
     if memo_key is not None:
         _CHOSEN[memo_key] = (dtype, probe)
     return dev.with_precision(dtype, probe)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """Autocast to ``amp_dtype`` on ``device``; float32 (no autocast) for None."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,9 @@ from UltrasoundRefineLib.atomic import atomic_write as _atomic_write_bytes
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.errors import InputError, OutputError
 from UltrasoundRefineLib.loop import Loop
+from UltrasoundRefineLib.train.device import (
+    DeviceChoice, autocast, choose_precision, dtype_name, resolve_device, tf32_matmuls,
+)
 from UltrasoundRefineLib.train.network import build_network, forward_logits
 from UltrasoundRefineLib.train.postprocess import SHAPE_MIN_AGREEMENT, postprocess_mode, refine_mask
 from UltrasoundRefineLib.train.render import Geometry, render_loop, unrender
@@ -42,6 +45,8 @@ class Model:
     net: nn.Module
     card: dict
     device: torch.device
+    #: how it predicts (float32 or mixed precision): :func:`inference_precision`, chosen on first use
+    precision: "DeviceChoice | None" = None
 
     @property
     def model_id(self) -> str:
@@ -66,6 +71,7 @@ class Model:
     def to(self, device: torch.device) -> "Model":
         self.net.to(device)
         self.device = torch.device(device)
+        self.precision = None  # chosen again for the new device
         return self
 
 
@@ -289,28 +295,53 @@ def _tta_members(image: torch.Tensor, inputs: tuple[str, ...]) -> list[tuple[tor
 @torch.no_grad()
 def predict_probabilities(model: Model, images: torch.Tensor, *, tta: bool = True, batch_size: int = 32) -> torch.Tensor:
     """``(N, C, S, S)`` rendered inputs -> ``(K, N, S, S)`` foreground probabilities, one per TTA member
-    (``K`` = 1 without TTA). Stays on the model's device."""
+    (``K`` = 1 without TTA). Stays on the model's device. In the model's :func:`inference_precision`."""
     model.net.eval()
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(model.device, non_blocking=True)
+        choice = inference_precision(model, x)
         members = _tta_members(x, model.inputs) if tta else [(x, False)]
         probs = []
-        for xm, flipped in members:
-            with _autocast(model.device):
-                p = torch.sigmoid(forward_logits(model.net, xm).float())[:, 0]
-            probs.append(p.flip(-1) if flipped else p)
+        with tf32_matmuls(choice):
+            for xm, flipped in members:
+                with autocast(model.device, choice.amp_dtype if choice.amp else None):
+                    p = torch.sigmoid(forward_logits(model.net, xm).float())[:, 0]
+                probs.append(p.flip(-1) if flipped else p)
         out.append(torch.stack(probs))
     return torch.cat(out, 1)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    import contextlib
+def inference_precision(model: Model, batch: torch.Tensor | None = None, *, kept: str | None = None) -> DeviceChoice:
+    """How ``model`` predicts, chosen once per model: on CUDA float32 (TF32) or the GPU's mixed precision,
+    whichever runs its forward pass on ``batch`` faster, timed by the probe training uses
+    (:func:`~UltrasoundRefineLib.train.device.choose_precision`; once per process for the same network
+    and batch shape); ``kept`` (a dtype name) takes the choice of the process that started this one
+    without probing, so that every worker predicts alike. Float32 elsewhere (no probe)."""
+    if model.precision is not None:
+        return model.precision
+    dev = resolve_device(str(model.device))
+    if batch is None:  # one loop at a time, as predict_loop runs
+        batch = torch.zeros((1, len(model.inputs), model.size, model.size), device=model.device)
 
-    return contextlib.nullcontext()
+    def forward_passes(amp_dtype: torch.dtype | None, n: int) -> None:
+        with torch.no_grad():
+            for _ in range(n):
+                with autocast(dev.device, amp_dtype):
+                    forward_logits(model.net, batch)
+        if dev.device.type == "cuda":
+            torch.cuda.synchronize(dev.device)
+
+    model.precision = choose_precision(dev, forward_passes, images_per_step=int(batch.shape[0]), kept=kept,
+                                       kept_from="parent_process",
+                                       workload=("predict", repr(model.net), tuple(batch.shape)))
+    return model.precision
+
+
+def precision_record(choice: DeviceChoice) -> dict:
+    """The chosen precision, for a summary or log: dtype, TF32, and what the probe measured."""
+    return {"dtype": dtype_name(choice.amp_dtype if choice.amp else None), "tf32": choice.tf32,
+            "probe": choice.precision_probe}
 
 
 def tta_uncertainty(members: torch.Tensor, geometry: Geometry | None = None) -> float:
@@ -378,14 +409,17 @@ class ModelPredictor:
     another process or a Dask worker, each loading the model once on its own ``device``."""
 
     def __init__(self, model_dir: str | Path, device: str | None = "auto", *, tta: bool = True,
-                 model: Model | None = None, postprocess: str | None = None):
+                 model: Model | None = None, postprocess: str | None = None, precision: str | None = None):
         self.model_dir, self.device, self.tta, self.postprocess = str(model_dir), device, tta, postprocess
+        self.precision = precision  # a dtype name chosen by the process that made this (see inference_precision)
         self._model = model  # already loaded here (saves loading it twice in this process)
 
     @property
     def model(self) -> Model:
         if self._model is None:
             self._model = load_model(self.model_dir, self.device)
+            if self.precision is not None:
+                inference_precision(self._model, kept=self.precision)
         return self._model
 
     def __call__(self, loop: Loop) -> MaskSuggestion:

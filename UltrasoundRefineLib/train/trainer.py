@@ -13,7 +13,6 @@ so a run resumed after a kill continues exactly as if it had not stopped.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -26,7 +25,7 @@ from monai.metrics import compute_dice
 
 from UltrasoundRefineLib.train.config import TrainConfig, TrainError
 from UltrasoundRefineLib.train.data import Prepared
-from UltrasoundRefineLib.train.device import DeviceChoice, choose_precision, dtype_name
+from UltrasoundRefineLib.train.device import DeviceChoice, autocast, choose_precision, dtype_name
 from UltrasoundRefineLib.train.model import atomic_torch_save, load_weights
 from UltrasoundRefineLib.train.network import forward_logits
 from UltrasoundRefineLib.train.strategy import StrategySetup
@@ -44,12 +43,6 @@ def event(kind: str, **fields) -> dict:
     e = {"event": kind, "epoch": None, "step": None, "loss": None, "val_dice": None, "elapsed_s": None, "eta_s": None}
     e.update(fields)
     return e
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype)
 
 
 def fits_on_device(nbytes: int, device: torch.device, mem_get_info: Callable | None = None) -> bool:
