@@ -434,3 +434,31 @@ def test_training_without_the_pytorch_extension_says_what_to_install(monkeypatch
     with pytest.raises(install.MissingTorchError, match="PyTorch extension"):
         install.panel_install_plan(requirements, training=True)
     assert install.panel_install_plan(requirements, training=False).missing == []  # monai: training only
+
+
+def test_the_module_help_lists_every_review_key_with_what_it_does():
+    from UltrasoundRefineLib.reviewsession import REVIEW_KEY_WORDS, REVIEW_SHORTCUTS, keys_help
+
+    assert set(REVIEW_KEY_WORDS) == set(REVIEW_SHORTCUTS)
+    assert keys_help().startswith("A accept and next, Shift+A accept, X reject, N next, P previous")
+    assert keys_help().count(",") == len(REVIEW_SHORTCUTS) - 1
+
+
+def test_one_child_run_at_a_time_and_cancel_only_where_it_runs():
+    idle = jobs.job_buttons(panel_ready=True, workspace_open=True, running_section=None, clean_source="fanfit")
+    assert idle == {"trainButton": True, "suggestNextRoundButton": True, "cancelTrainButton": False,
+                    "cleanButton": True, "cancelCleanButton": False, "cleanModelPathLineEdit": False}
+    training = jobs.job_buttons(True, True, jobs.JobMonitor("train").section, "model")
+    assert not training["trainButton"] and not training["cleanButton"] and training["cancelTrainButton"]
+    assert not training["cancelCleanButton"] and training["cleanModelPathLineEdit"]
+    installing = jobs.job_buttons(True, True, jobs.JobMonitor("install").section)
+    assert not any(installing[b] for b in ("trainButton", "cleanButton", "cancelTrainButton", "cancelCleanButton"))
+    no_workspace = jobs.job_buttons(True, False, None)
+    assert not no_workspace["trainButton"] and no_workspace["cleanButton"]
+
+
+def test_report_cells_that_are_numbers_sort_as_numbers():
+    from UltrasoundRefineLib.report.reader import cell_value
+
+    assert sorted(map(cell_value, ["10", "9.5", "1e-3"])) == [0.001, 9.5, 10.0]
+    assert cell_value("fanfit") == "fanfit" and cell_value("") == ""

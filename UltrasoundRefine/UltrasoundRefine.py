@@ -60,7 +60,7 @@ from slicer.util import VTKObservationMixin  # noqa: E402
 # stdlib-only parts of the library (argument lists, progress words, the review's rules, the install plan)
 from UltrasoundRefineLib import jobs, reviewsession  # noqa: E402
 from UltrasoundRefineLib import slicer_install as install  # noqa: E402
-from UltrasoundRefineLib.report.reader import read_report_table  # noqa: E402
+from UltrasoundRefineLib.report.reader import cell_value, read_report_table  # noqa: E402
 
 #: Where the panel keeps the user's own settings (QSettings: they survive Close Scene and restarts).
 SETTINGS_WORKSPACE = "UltrasoundRefine/WorkspacePath"
@@ -84,10 +84,8 @@ class UltrasoundRefine(ScriptedLoadableModule):
             " the loop: suggest a mask automatically, accept or reject it with one key, fix the wrong ones"
             " in the Segment Editor, pretrain a network on the accepted masks and fine-tune it on the"
             " human ones, compare training recipes over repeated runs, and clean loops (burned-in text"
-            " outside the region removed) for export."
-            " Keys while reviewing: A accept and next, Shift+A accept, X reject, N next, P previous,"
-            " E edit in Segment Editor."
-        )
+            " outside the region removed) for export. Keys while reviewing: "
+        ) + reviewsession.keys_help() + "."
         self.parent.acknowledgementText = _(
             "Implements the human-in-the-loop method of Zahn and Perrin, 'Efficient human-in-loop deep"
             " learning model training with iterative refinement and statistical result validation'"
@@ -268,14 +266,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self.ui.suggestMaskButton.enabled = bool(p and p.inputNode) and self._suggesting is None
         self.ui.suggestMaskButton.text = self._suggestButtonText if self._suggesting is None else _("Suggesting...")
-        busy = self._job is not None
-        section = self._job.monitor.section if busy else None
-        self.ui.trainButton.enabled = bool(p and self.logic.workspace is not None) and not busy
-        self.ui.suggestNextRoundButton.enabled = bool(p and self.logic.workspace is not None) and not busy
-        self.ui.cancelTrainButton.enabled = section == "train"
-        self.ui.cleanButton.enabled = bool(p) and not busy
-        self.ui.cancelCleanButton.enabled = section == "clean"
-        self.ui.cleanModelPathLineEdit.enabled = bool(p) and p.cleanSource == "model"
+        section = self._job.monitor.section if self._job is not None else None
+        buttons = jobs.job_buttons(bool(p), self.logic.workspace is not None, section, p.cleanSource if p else "")
+        for name, enabled in buttons.items():
+            getattr(self.ui, name).enabled = enabled
 
     # ------------------------------------------------------------------ settings (QSettings)
 
@@ -586,11 +580,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setHorizontalHeaderLabels(headers)
             for r, row in enumerate(rows):
                 for c, value in enumerate(row):
-                    item = qt.QTableWidgetItem()
-                    try:  # numbers as numbers: they sort numerically and show with sensible precision
-                        item.setData(qt.Qt.DisplayRole, float(value))
-                    except ValueError:
-                        item.setText(value)
+                    item, value = qt.QTableWidgetItem(), cell_value(value)
+                    item.setData(qt.Qt.DisplayRole, value) if isinstance(value, float) else item.setText(value)
                     table.setItem(r, c, item)
             table.resizeColumnsToContents()
             table.setSortingEnabled(True)

@@ -255,6 +255,23 @@ def workspace_train_arguments(workspace, stage: str, epochs: int = 0, device: st
 # ---------------------------------------------------------------------- what the panel shows of a run
 
 
+def job_buttons(panel_ready: bool, workspace_open: bool, running_section: Optional[str], clean_source: str = "") -> dict:
+    """Which of the panel's run buttons work: one child run at a time, training and the next round's
+    suggestions only with a workspace open, Cancel only in the section of the run that goes, a model
+    folder only for cleaning with a model. ``running_section``: the running job's
+    :attr:`JobMonitor.section`, or None."""
+    idle = running_section is None
+    return {
+        "trainButton": panel_ready and workspace_open and idle,
+        "suggestNextRoundButton": panel_ready and workspace_open and idle,
+        "cancelTrainButton": running_section == "train",
+        "cleanButton": panel_ready and idle,
+        "cancelCleanButton": running_section == "clean",
+        "cleanModelPathLineEdit": panel_ready and clean_source == "model",
+    }
+
+
+
 class JobMonitor:
     """One child run as the panel shows it: its output lines in, status text, percent and log lines out.
 

@@ -43,6 +43,22 @@ REVIEW_ACTIONS = {
     "back": "Failed to show the suggestion.",
     "save": "Failed to save the edited mask.",
 }
+#: What each review key does, in the words the module's help and the README use.
+REVIEW_KEY_WORDS = {
+    "acceptNext": "accept and next",
+    "accept": "accept",
+    "reject": "reject",
+    "next": "next",
+    "back": "previous",
+    "edit": "edit in Segment Editor",
+}
+
+
+def keys_help() -> str:
+    """The review keys in one line ("A accept and next, Shift+A accept, ..."), for the module's help."""
+    return ", ".join(f"{REVIEW_SHORTCUTS[action]} {REVIEW_KEY_WORDS[action]}" for action in REVIEW_SHORTCUTS)
+
+
 #: Keys that Slicer's slice views handle themselves (vtkMRMLSliceIntersectionWidget).
 SLICE_VIEW_KEYS = {"R", "B", "F", "G", "T", "V", "Left", "Right", "Up", "Down", "[", "]", "{", "}"}
 #: Actions that decide or move on: ignored in the first moments after a suggestion appears.

@@ -54,6 +54,15 @@ def read_report_table(path) -> tuple:
     raise InputError(path, "no table found in the report")
 
 
+def cell_value(text: str):
+    """A table cell as the panel shows it: a number as a float (it then sorts numerically and shows
+    with sensible precision), anything else as its text."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
