@@ -220,6 +220,7 @@ def panel_install_plan(requirements_file, training: bool = False, ask: bool = Tr
     with a model), torch from the PyTorch extension FIRST and then held fixed; None when the user
     declined torch. Refuses a Python older than :data:`MIN_PYTHON`."""
     check_python()
+    importlib.invalidate_caches()  # see what a pip in a child process installed since the last look
     torch_version = None
     if training:
         torch_version = torch_from_pytorch_extension(ask)
