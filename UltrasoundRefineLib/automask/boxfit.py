@@ -191,8 +191,10 @@ def _solve(region: Region, side: str, target: float, shape, hi: float, how: str 
     return _grow(region, side, hi, how)
 
 
-def _extend(region: Region, side: str, target: float, gap: float, shape) -> Region | None:
-    """``region`` grown on ``side`` just enough to reach ``target`` (None when it cannot be)."""
+def extend_region(region: Region, side: str, target: float, gap: float, shape) -> Region | None:
+    """``region`` grown on ``side`` (bottom, left, right) just enough for its mask to reach ``target``
+    (a row or a column), ``gap`` px away: a scanner clip is moved first, then the edge itself (a
+    sector's far arc or side ray). None when it cannot be."""
     if isinstance(region, Rectangle):
         return _solve(region, side, target, shape, 3.0 * gap)
     if isinstance(region, Sector) and region.clip is not None:
@@ -240,7 +242,7 @@ def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("botto
             size = (rows.max() - rows.min() + 1) if side == "bottom" else (cols.max() - cols.min() + 1)
             if gap < MIN_GAP or gap > MAX_GAP_FRAC * size or ref <= 0:
                 continue
-            grown = _extend(region, side, target, gap, shape)
+            grown = extend_region(region, side, target, gap, shape)
             if grown is None:
                 continue
             added = grown.mask(shape) & ~m

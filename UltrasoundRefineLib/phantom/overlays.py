@@ -235,7 +235,7 @@ def draw_overlays(
         side = -bar_side
         for reg in (lay.regions if lay.kind == "dual" else [main]):
             dist = float(rng.uniform(2.5, 5.0))
-            n_cm = int(lay.depth_cm) + 1
+            n_cm = int(lay.depth_cm)  # a scale ends at the imaged depth: its last mark says how deep the region goes
             for k in range(0, n_cm + 1):
                 if isinstance(reg, Sector):
                     rr = reg.r_min + k * px_per_cm

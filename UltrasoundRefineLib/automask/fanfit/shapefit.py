@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from UltrasoundRefineLib.automask.evidence import convex_hull
+from UltrasoundRefineLib.automask.depthscale import complete_to_depth_scale
+from UltrasoundRefineLib.automask.evidence import background_level, convex_hull
 from UltrasoundRefineLib.automask.fanfit.candidates import _box_prior, _components
 from UltrasoundRefineLib.automask.fanfit.polish import _refine
 from UltrasoundRefineLib.automask.fanfit.raster import _Raster
@@ -40,7 +41,8 @@ class ShapeFit:
     agreement: IoU of the fitted shape with the input mask (0 when nothing was fitted); with a loop,
         over the pixels where the image shows something (see :func:`fit_shape`).
     used: whether the fitted shape replaced the input (``agreement >= min_agreement``).
-    box: what the region boxes did (``box_clip``, ``box_completed``; empty without boxes).
+    box: what the region boxes did (``box_clip``, ``box_completed``; empty without boxes) and the depth
+        scale beside the region, where the screen shows one (``depth_scale``, :mod:`..depthscale`).
     fitted_to: what the shape was fitted to: ``"visible"`` (the part of the mask the image shows) or
         ``"mask"`` (all of it); see :func:`fit_shape`.
     """
@@ -65,7 +67,8 @@ def fit_shape(mask: np.ndarray, *, loop: Loop | None = None, min_agreement: floa
     selection are those of :func:`suggest_fanfit`. ``loop``, when given, lends two things:
 
     - its DICOM region boxes (:mod:`.boxfit`): the mask is clipped to them, and the fitted shape is
-      completed to them on a side where the image has faded to black before the box;
+      completed to them on a side where the image has faded to black before the box (and, boxes or
+      not, down to the screen's depth scale where the far field is black: :mod:`..depthscale`);
     - its image. Where the image is black (temporal maximum below :data:`.boxfit.DARK_RATIO` of the
       mask's mean) the mask is a guess: a network cannot see an edge there, and one fine-tuned on a
       few masks with dark deep fields guesses a region reaching into the black beyond a bright edge.
@@ -170,6 +173,10 @@ def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None
     raster = _Raster(shape)
     regions = _refine([f[1] for f in fits], target, raster)
     regions, completed = complete_to_boxes(regions, loop)
+    if loop is not None:
+        image = loop.grey().max(axis=0)
+        regions, scale = complete_to_depth_scale(regions, image, background_level(image)[0])
+        completed = {**completed, **scale}
     fitted = raster.union(regions)
     a, b = (fitted & visible, m & visible) if visible is not None else (fitted, m)
     # neither in sight (both in the dark) is no evidence that the shape is right: it is not used
