@@ -121,6 +121,9 @@ def test_every_ui_reference_in_the_module_exists_in_the_ui():
     widgets = _ui_widgets()
     missing = sorted(_ui_references(_module_tree()) - set(widgets))
     assert not missing, f"self.ui.<name> with no such widget in {UI_FILE.name}: {missing}"
+    # the buttons the library's panel rules name (the module sets them with getattr(self.ui, name))
+    named = set(jobs.job_buttons(True, True, None)) | set(reviewsession.review_panel(None).buttons())
+    assert not named - set(widgets), sorted(named - set(widgets))
 
 
 def test_node_selector_gets_the_scene():

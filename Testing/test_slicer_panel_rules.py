@@ -182,6 +182,8 @@ def test_review_panel_says_what_is_on_screen_and_what_works():
     review.shown(np.zeros((4, 4), bool))
     panel = review_panel(review)
     assert panel.decide_enabled and not panel.save_enabled and review_panel(review, editPending=True).save_enabled
+    assert panel.buttons() == {"acceptButton": True, "acceptNextButton": True, "rejectButton": True, "editButton": True,
+                               "nextButton": True, "backButton": False, "saveEditedButton": False}
     assert panel.status == "1 of 2 in this session: loop0 (threshold, quality 0.42)\nround 1: 0 accepted, 0 edited, 0 rejected, 2 to go"
     now[0] += SETTLE_S
     review.decide("accepted", "tst")

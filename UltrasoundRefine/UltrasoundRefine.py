@@ -438,11 +438,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         panel = reviewsession.review_panel(
             self.logic.review, desk is not None and desk.editPending(), desk is not None and desk.loadFailed
         )
-        for button in (self.ui.acceptButton, self.ui.acceptNextButton, self.ui.rejectButton, self.ui.editButton):
-            button.enabled = panel.decide_enabled
-        self.ui.nextButton.enabled = panel.next_enabled
-        self.ui.backButton.enabled = panel.back_enabled
-        self.ui.saveEditedButton.enabled = panel.save_enabled
+        for name, enabled in panel.buttons().items():
+            getattr(self.ui, name).enabled = enabled
         self.ui.reviewStatusLabel.text = panel.status
         self.ui.reviewProgressBar.maximum = panel.progress_maximum
         self.ui.reviewProgressBar.value = panel.progress_value

@@ -351,6 +351,12 @@ class ReviewPanel:
     progress_value: int
     progress_maximum: int
 
+    def buttons(self) -> dict:
+        """Which of the panel's review buttons work, by their names in the panel's .ui file."""
+        decide = {name: self.decide_enabled for name in ("acceptButton", "acceptNextButton", "rejectButton", "editButton")}
+        return {**decide, "nextButton": self.next_enabled, "backButton": self.back_enabled,
+                "saveEditedButton": self.save_enabled}
+
 
 def review_panel(review: Optional[ReviewSession], editPending: bool = False, loadFailed: bool = False) -> ReviewPanel:
     """The review panel for ``review`` (None: no workspace open). ``editPending``: the mask on screen
