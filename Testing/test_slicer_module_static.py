@@ -209,7 +209,7 @@ def test_module_compiles_and_has_the_four_classes():
     bases = {n.name: [ast.unparse(b) for b in n.bases] for n in tree.body if isinstance(n, ast.ClassDef)}
     assert bases["UltrasoundRefine"] == ["ScriptedLoadableModule"]
     assert bases["UltrasoundRefineWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
-    assert bases["UltrasoundRefineLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["UltrasoundRefineLogic"] == ["ScriptedLoadableModuleLogic", "PanelLogic"]  # the library's logic
     assert bases["UltrasoundRefineTest"] == ["ScriptedLoadableModuleTest"]
 
 
@@ -234,27 +234,52 @@ def test_shortcuts_are_connected_on_enter_and_disconnected_on_exit():
     assert "disconnect" in ast.unparse(widget["_removeShortcuts"])
 
 
-def test_every_button_handler_reports_errors_with_try_with_error_display():
-    tree = _module_tree()
-    widget = _methods(_class(tree, "UltrasoundRefineWidget"))
-    connected = set()
-    for node in ast.walk(widget["setup"]):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect":
-            for arg in node.args:
-                if isinstance(arg, ast.Attribute) and ast.unparse(arg.value) == "self":
-                    connected.add(arg.attr)
-    assert {"onSuggestMask", "onOpenWorkspace", "onAccept", "onTrain", "onLoadReport"} <= connected
+class _Recorder:
+    """A widget of the panel as far as the wiring sees it: what is connected to it, and its properties."""
+
+    def __init__(self):
+        self.connections = []
+
+    def connect(self, signal, slot):
+        self.connections.append((signal, slot))
+
+
+def _wired_widget(module):
+    """The module's widget with every widget of the .ui as a :class:`_Recorder`, its buttons and settings
+    connected by the module's own ``_connectButtons`` and ``_connectSettings``."""
+    widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
+    widget.ui = types.SimpleNamespace(**{name: _Recorder() for name in _ui_widgets()})
+    widget._connectButtons()
+    return widget
+
+
+def test_every_button_is_connected_once_and_every_handler_reports_errors(module):
+    widget = _wired_widget(module)
+    buttons = {name for name, w in _ui_widgets().items() if w.get("class") == "QPushButton"}
+    for name in buttons:  # every button does something, once, and gets no argument (clicked())
+        assert [signal for signal, _slot in getattr(widget.ui, name).connections] == ["clicked()"], name
+    connected = {name: getattr(widget.ui, name).connections[0][1] for name in buttons}
+
+    # a review button does what its key does
+    actions = []
+    widget._onAction = actions.append
+    for action, button in reviewsession.REVIEW_BUTTONS.items():
+        connected.pop(button)()
+        assert actions[-1] == action, button
+    assert set(reviewsession.REVIEW_BUTTONS) == set(reviewsession.REVIEW_ACTIONS) | {"edit"}
+
+    # every other button runs a handler that shows what failed (slicer.util.tryWithErrorDisplay), as does
+    # every review action (``_review`` for ReviewDesk.act, ``onEdit``)
+    methods = _methods(_class(_module_tree(), "UltrasoundRefineWidget"))
 
     def guarded(name, seen=()):
-        func = widget[name]
-        if "tryWithErrorDisplay" in ast.unparse(func):
+        if "tryWithErrorDisplay" in ast.unparse(methods[name]):
             return True
-        return any(guarded(c, seen + (name,)) for c in _self_calls(func) if c in widget and c not in seen)
+        return any(guarded(c, seen + (name,)) for c in _self_calls(methods[name]) if c in methods and c not in seen)
 
-    # slots that are not user actions: settings written to QSettings, the 200 ms poll of a child process
-    not_actions = {"onWorkspaceDirectoryChanged", "onReviewerChanged", "onPollJob"}
-    assert not_actions <= connected
-    unguarded = sorted(h for h in connected - not_actions if not guarded(h))
+    handlers = {slot.__name__ for slot in connected.values()} | {"_review", "onEdit"}
+    assert {"onSuggestMask", "onOpenWorkspace", "onTrain", "onLoadReport", "onCancelJob"} <= handlers
+    unguarded = sorted(h for h in handlers if not guarded(h))
     assert not unguarded, f"GUI actions without slicer.util.tryWithErrorDisplay: {unguarded}"
 
 
@@ -263,14 +288,21 @@ def test_dependencies_are_installed_only_on_first_use_and_pip_never_on_the_gui_t
     # slicer.util.pip_install and pip_ensure hold the GUI thread while pip downloads: not used; pip runs
     # as a child process (slicer_install.pip_command), torch through the PyTorch extension
     installers = {"pip_install", "installTorch", "pip_ensure", "pip_command"}
-    callers = set()
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-        for name, func in _methods(cls).items():
-            if any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(func)):
-                callers.add(f"{cls.name}.{name}")
-    assert callers == {"UltrasoundRefineLogic.installCommand"}  # torch: slicer_install.torch_from_pytorch_extension
+
+    def callers(tree):
+        found = set()
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            for name, func in _methods(cls).items():
+                if any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(func)):
+                    found.add(f"{cls.name}.{name}")
+        return found
+
+    # the module's logic is the library's PanelLogic: pip is started there, and nowhere in the module
+    assert callers(tree) == set()
+    logic_tree = ast.parse((LIBRARY / "slicerlogic.py").read_text(encoding="utf-8"))
+    assert callers(logic_tree) == {"PanelLogic.installCommand"}  # torch: slicer_install.torch_from_pytorch_extension
     # ... and never at import: no installer call outside functions
-    for node in tree.body:
+    for node in (*tree.body, *logic_tree.body):
         if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             assert not any(isinstance(n, ast.Attribute) and n.attr in installers for n in ast.walk(node))
 
@@ -701,7 +733,7 @@ def test_report_table_of_a_real_experiment_report(module, tmp_path):
 
 
 def test_missing_requirements_are_found_from_requirements_txt(module):
-    requirements = install.read_requirements(module.UltrasoundRefineLogic.requirementsPath())
+    requirements = install.read_requirements(module.UltrasoundRefineLogic().requirementsPath())
     assert any(r.startswith("monai") for r in requirements)
     # this environment has what the library's own tests need
     assert not [m for m in install.missing_requirements(requirements, training=True) if m.startswith(("monai", "pydicom"))]
@@ -878,10 +910,8 @@ def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view
     shortcuts = reviewsession.REVIEW_SHORTCUTS
     assert not {k.split("+")[-1].upper() for k in shortcuts.values()} & {k.upper() for k in reviewsession.SLICE_VIEW_KEYS}
     widgets = _ui_widgets()
-    buttons = {"acceptNext": "acceptNextButton", "accept": "acceptButton", "reject": "rejectButton",
-               "next": "nextButton", "back": "backButton", "edit": "editButton"}
     for action, key in shortcuts.items():  # each key is shown on its button
-        text = widgets[buttons[action]].find("property[@name='text']/string").text
+        text = widgets[reviewsession.REVIEW_BUTTONS[action]].find("property[@name='text']/string").text
         assert f"({key})" in text, (action, text)
 
     _FakeShortcut.made = []
@@ -918,13 +948,33 @@ def test_shortcuts_do_not_repeat_take_ambiguous_presses_and_avoid_the_slice_view
     assert widget._shortcuts == [] and all(not s.slots for s in _FakeShortcut.made)
 
 
-def test_workspace_and_reviewer_are_settings_not_scene_parameters(module):
+def test_workspace_and_reviewer_are_settings_not_scene_parameters(module, monkeypatch):
     fields = _parameter_node_fields(_module_tree())
     assert "workspacePath" not in fields and "reviewer" not in fields
     bound = _parameter_names(_ui_widgets())
-    assert "workspaceDirectoryButton" not in bound and "reviewerLineEdit" not in bound
-    setup = ast.unparse(_methods(_class(_module_tree(), "UltrasoundRefineWidget"))["setup"])
-    assert "QSettings" in setup and "SETTINGS_WORKSPACE" in setup and "SETTINGS_REVIEWER" in setup
+    assert {name for name, _prop, _signal in module.SETTINGS.values()} == {"workspaceDirectoryButton", "reviewerLineEdit"}
+    assert not {name for name, _prop, _signal in module.SETTINGS.values()} & set(bound)
+    assert "_connectSettings" in _self_calls(_methods(_class(_module_tree(), "UltrasoundRefineWidget"))["setup"])
+
+    stored = {"UltrasoundRefine/WorkspacePath": "/data/ws"}  # QSettings: what the user chose last time
+
+    class QSettings:
+        def value(self, key, default=None):
+            return stored.get(key, default)
+
+        def setValue(self, key, value):
+            stored[key] = value
+
+    monkeypatch.setattr(module.qt, "QSettings", QSettings, raising=False)
+    widget = _wired_widget(module)
+    widget._connectSettings()
+    assert widget.ui.workspaceDirectoryButton.directory == "/data/ws"  # shown again
+    assert not hasattr(widget.ui.reviewerLineEdit, "text")  # nothing stored: the widget is left as it is
+    for key, (name, _prop, signal) in module.SETTINGS.items():
+        (connected_signal, slot), = getattr(widget.ui, name).connections
+        assert connected_signal == signal
+        slot(f"typed into {name}")
+        assert stored[key] == f"typed into {name}"  # every change is kept for the next session
 
 
 def test_the_module_puts_the_library_on_sys_path_from_a_source_checkout(module, tmp_path, monkeypatch):
@@ -1025,7 +1075,7 @@ def installer(module, monkeypatch, tmp_path):
         "installStatusLabel", "cleanStatusLabel", "trainStatusLabel", "trainButton", "suggestNextRoundButton",
         "cancelTrainButton", "cleanButton",
         "cancelCleanButton", "cleanModelPathLineEdit", "suggestMaskButton")})
-    widget._parameterNode, widget._job, widget._afterInstall = None, None, None
+    widget._parameterNode, widget._job = None, None
     widget._jobTimer, widget._suggesting, widget._suggestButtonText = _FakeTimer(), None, "Suggest mask"
     return types.SimpleNamespace(log=log, widget=widget, pip_args=tmp_path / "pip-args.txt", tmp_path=tmp_path)
 
@@ -1062,7 +1112,7 @@ def test_torch_comes_from_pytorchutils_then_pip_runs_in_a_child_process(module, 
     assert widget._job is not None and widget._jobTimer.running  # the GUI thread is free meanwhile
     assert widget.ui.installStatusLabel.text.startswith("Installing Python packages")
     with pytest.raises(ValueError, match="Wait until the install run"):  # one child run at a time
-        widget._startJob("clean", sys.executable, ["-c", "pass"], {}, None)
+        widget._startJob("clean", (sys.executable, ["-c", "pass"], {}))
     _until_job_ends(widget)
     args = installer.pip_args.read_text().splitlines()
     constraint = args.index("-c")
@@ -1200,7 +1250,7 @@ def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(modu
     widget.onPollSuggestion()  # not done yet: nothing changes, the reviewer keeps working
     assert widget._parameterNode.regionSegmentation is None and widget._suggestTimer.running
     release.set()
-    widget._suggesting[1].result(timeout=60)
+    widget._suggesting.call.result(timeout=60)
     widget.onPollSuggestion()
     assert errors == [] and not widget._suggestTimer.running and len(ran_in) == 1
     assert ran_in[0] is not threading.current_thread()

@@ -163,6 +163,7 @@ IN_PINNED_ENVIRONMENT = textwrap.dedent(
     import json, sys, tempfile
     import numpy, scipy, pydicom, pydicom.data
     from UltrasoundRefineLib import slicerbridge, workspace, reviewsession, childjob, jobs, slicer_selftest
+    import UltrasoundRefineLib.slicerlogic, UltrasoundRefineLib.report.reader  # the module imports them at load
     from UltrasoundRefineLib.io import read_loop
     out = {"python": "%d.%d" % sys.version_info[:2], "numpy": numpy.__version__, "scipy": scipy.__version__,
            "pydicom": pydicom.__version__}

@@ -1,11 +1,11 @@
 """UltrasoundRefine: the 3D Slicer panel over UltrasoundRefineLib.
 
-Thin glue: every computation is a library call (``UltrasoundRefineLib``), the MRML side goes through
+Thin glue: the logic is ``UltrasoundRefineLib.slicerlogic.PanelLogic``, the MRML side goes through
 ``UltrasoundRefineLib.slicerbridge``, the review's rules (a decision only for what is on screen, edits
 never stored unchanged) are ``UltrasoundRefineLib.reviewsession``, and long jobs (training, cleaning)
-run as ``PythonSlicer -m UltrasoundRefineLib ...`` child processes (``UltrasoundRefineLib.childjob``)
-whose output the panel polls. The library is imported inside the methods that need it, so that loading
-the module costs nothing and missing Python packages can be installed on first use (after asking).
+run as ``PythonSlicer -m UltrasoundRefineLib ...`` child processes (``UltrasoundRefineLib.jobs``) whose
+output the panel polls. Loading the module imports only the parts of the library that need nothing
+beyond numpy, so that missing Python packages can be installed on first use (after asking).
 
 Supported: 3D Slicer 5.10 and 5.12 (the library needs Python 3.10 or later, checked at load, so Slicer
 5.8 and older, with Python 3.9, are not supported).
@@ -57,14 +57,22 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
 
-# stdlib-only parts of the library (argument lists, progress words, the review's rules, the install plan)
-from UltrasoundRefineLib import jobs, reviewsession  # noqa: E402
-from UltrasoundRefineLib import slicer_install as install  # noqa: E402
+# the parts of the library that need nothing beyond Python and numpy (argument lists, progress words, the
+# review's rules, the install plan, the MRML bridge); the rest is imported by the child runs
+from UltrasoundRefineLib import jobs, reviewsession, slicerbridge  # noqa: E402
 from UltrasoundRefineLib.report.reader import cell_value, read_report_table  # noqa: E402
+from UltrasoundRefineLib.slicerlogic import PanelLogic  # noqa: E402
 
-#: Where the panel keeps the user's own settings (QSettings: they survive Close Scene and restarts).
-SETTINGS_WORKSPACE = "UltrasoundRefine/WorkspacePath"
-SETTINGS_REVIEWER = "UltrasoundRefine/Reviewer"
+#: The user's own settings, kept in QSettings (they survive Close Scene and restarts), not in the scene:
+#: the key, and the widget, its property and its change signal that show it.
+SETTINGS = {
+    "UltrasoundRefine/WorkspacePath": ("workspaceDirectoryButton", "directory", "directoryChanged(QString)"),
+    "UltrasoundRefine/Reviewer": ("reviewerLineEdit", "text", "textChanged(QString)"),
+}
+#: A review key's signals: activatedAmbiguously() is what Qt emits instead of activated() when another
+#: module's shortcut has the same key (e.g. AnonymizeUltrasound's); this module is the one shown, so the
+#: key is ours.
+SHORTCUT_SIGNALS = ("activated()", "activatedAmbiguously()")
 
 
 #
@@ -91,18 +99,9 @@ class UltrasoundRefine(ScriptedLoadableModule):
             " learning model training with iterative refinement and statistical result validation'"
             " (arXiv 2304.00990). Built with MONAI, pydicom and 3D Slicer."
         )
-        # Sample Data is set up once the application has started (the module template's way)
-        slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-def registerSampleData() -> None:
-    """Put the phantom loop in the Sample Data module; the library writes it locally when clicked."""
-    import SampleData
-
-    from UltrasoundRefineLib import slicerbridge
-
-    thumbnail = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "UltrasoundRefine.png")
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(**slicerbridge.sample_phantom_source(thumbnail))
+        # the phantom in Sample Data (written locally when clicked), once the application has started
+        thumbnail = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "UltrasoundRefine.png")
+        slicer.app.connect("startupCompleted()", lambda: slicerbridge.register_sample_phantom(thumbnail))
 
 
 #
@@ -115,7 +114,7 @@ class UltrasoundRefineParameterNode:
     """What the panel shows, kept in the scene.
 
     The workspace folder and the reviewer's name are the user's, not the scene's: they live in
-    QSettings (:data:`SETTINGS_WORKSPACE`, :data:`SETTINGS_REVIEWER`) and survive Close Scene.
+    QSettings (:data:`SETTINGS`) and survive Close Scene.
 
     inputNode: the loop to suggest a mask for (a volume is one frame; a sequence is a cine loop).
     automaskMethod: the auto-mask method.
@@ -156,9 +155,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._shortcuts = []
         self._job = None  # the running child process and what is shown of it (UltrasoundRefineLib.jobs.PanelJob)
-        self._afterInstall = None  # what to do once the packages being installed are there
         self._jobTimer = None
-        self._suggesting = None  # (input node, BackgroundCall) of the mask being suggested off the GUI thread
+        self._suggesting = None  # the mask being suggested off the GUI thread (slicerbridge.MaskInProgress)
         self._suggestTimer = None
 
     def setup(self) -> None:
@@ -176,29 +174,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        # the user's own settings: QSettings, not the scene
-        settings = qt.QSettings()
-        if settings.value(SETTINGS_WORKSPACE, ""):
-            self.ui.workspaceDirectoryButton.directory = settings.value(SETTINGS_WORKSPACE)
-        self.ui.reviewerLineEdit.text = settings.value(SETTINGS_REVIEWER, "") or ""
-        self.ui.workspaceDirectoryButton.connect("directoryChanged(QString)", self.onWorkspaceDirectoryChanged)
-        self.ui.reviewerLineEdit.connect("textChanged(QString)", self.onReviewerChanged)
-
-        self.ui.suggestMaskButton.connect("clicked(bool)", self.onSuggestMask)
-        self.ui.openWorkspaceButton.connect("clicked(bool)", self.onOpenWorkspace)
-        self.ui.acceptButton.connect("clicked(bool)", self.onAccept)
-        self.ui.acceptNextButton.connect("clicked(bool)", self.onAcceptNext)
-        self.ui.rejectButton.connect("clicked(bool)", self.onReject)
-        self.ui.nextButton.connect("clicked(bool)", self.onNext)
-        self.ui.backButton.connect("clicked(bool)", self.onBack)
-        self.ui.editButton.connect("clicked(bool)", self.onEdit)
-        self.ui.saveEditedButton.connect("clicked(bool)", self.onSaveEdited)
-        self.ui.trainButton.connect("clicked(bool)", self.onTrain)
-        self.ui.cancelTrainButton.connect("clicked(bool)", self.onCancelJob)
-        self.ui.suggestNextRoundButton.connect("clicked(bool)", self.onSuggestNextRound)
-        self.ui.loadReportButton.connect("clicked(bool)", self.onLoadReport)
-        self.ui.cleanButton.connect("clicked(bool)", self.onClean)
-        self.ui.cancelCleanButton.connect("clicked(bool)", self.onCancelJob)
+        self._connectSettings()
+        self._connectButtons()
 
         self._jobTimer = qt.QTimer()
         self._jobTimer.setInterval(200)
@@ -245,12 +222,9 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputNode:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSequenceNode") or slicer.mrmlScene.GetFirstNodeByClass(
-                "vtkMRMLScalarVolumeNode"
-            )
-            if first:
-                self._parameterNode.inputNode = first
+        first = slicerbridge.first_loop_node()
+        if not self._parameterNode.inputNode and first:
+            self._parameterNode.inputNode = first
 
     def setParameterNode(self, inputParameterNode: Optional[UltrasoundRefineParameterNode]) -> None:
         if self._parameterNode:
@@ -271,13 +245,33 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name, enabled in buttons.items():
             getattr(self.ui, name).enabled = enabled
 
-    # ------------------------------------------------------------------ settings (QSettings)
+    # ------------------------------------------------------------------ settings and buttons
 
-    def onWorkspaceDirectoryChanged(self, path) -> None:
-        qt.QSettings().setValue(SETTINGS_WORKSPACE, str(path))
+    def _connectSettings(self) -> None:
+        """Show each of :data:`SETTINGS` in its widget and store every change of it."""
+        settings = qt.QSettings()
+        for key, (name, prop, signal) in SETTINGS.items():
+            widget = getattr(self.ui, name)
+            if settings.value(key, ""):
+                setattr(widget, prop, settings.value(key))
+            widget.connect(signal, lambda value, key=key: qt.QSettings().setValue(key, str(value)))
 
-    def onReviewerChanged(self, text) -> None:
-        qt.QSettings().setValue(SETTINGS_REVIEWER, str(text).strip())
+    def _connectButtons(self) -> None:
+        """Each button to what it does; a review button does what its key does (``REVIEW_BUTTONS``)."""
+        handlers = {
+            "suggestMaskButton": self.onSuggestMask,
+            "openWorkspaceButton": self.onOpenWorkspace,
+            "trainButton": self.onTrain,
+            "cancelTrainButton": self.onCancelJob,
+            "suggestNextRoundButton": self.onSuggestNextRound,
+            "loadReportButton": self.onLoadReport,
+            "cleanButton": self.onClean,
+            "cancelCleanButton": self.onCancelJob,
+        }
+        for action, button in reviewsession.REVIEW_BUTTONS.items():
+            handlers[button] = lambda action=action: self._onAction(action)
+        for button, handler in handlers.items():
+            getattr(self.ui, button).connect("clicked()", handler)  # clicked(): no argument reaches a handler
 
     # ------------------------------------------------------------------ keyboard shortcuts
 
@@ -289,24 +283,25 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for action, key in reviewsession.REVIEW_SHORTCUTS.items():
             shortcut = qt.QShortcut(qt.QKeySequence(key), mainWindow)
             shortcut.setAutoRepeat(False)  # a held key is one press, not a run through the queue
-            press = lambda action=action: self._onKey(action)
-            shortcut.connect("activated()", press)
-            # another module's shortcut on the same key (e.g. AnonymizeUltrasound's) makes Qt emit this
-            # instead of activated(); this module is the one shown, so the key is ours
-            shortcut.connect("activatedAmbiguously()", press)
+            for signal in SHORTCUT_SIGNALS:
+                shortcut.connect(signal, lambda action=action: self._onKey(action))
             self._shortcuts.append(shortcut)
 
     def _removeShortcuts(self) -> None:
         for shortcut in self._shortcuts:
-            shortcut.disconnect("activated()")
-            shortcut.disconnect("activatedAmbiguously()")
+            for signal in SHORTCUT_SIGNALS:
+                shortcut.disconnect(signal)
             shortcut.setParent(None)
             shortcut.deleteLater()
         self._shortcuts = []
 
     def _onKey(self, action: str) -> None:
         if self.logic.review is None or not self.logic.review.ignoresKey(action):
-            self.onEdit() if action == "edit" else self._review(action)
+            self._onAction(action)
+
+    def _onAction(self, action: str) -> None:
+        """A review key or button: E hands the mask to the Segment Editor, the rest are ``ReviewDesk.act``."""
+        self.onEdit() if action == "edit" else self._review(action)
 
     # ------------------------------------------------------------------ suggest
 
@@ -318,34 +313,25 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to suggest a mask."), waitCursor=True):
             if not self._dependenciesReady(False, self.onSuggestMask):
                 return
-            from UltrasoundRefineLib import slicerbridge
-
             p = self._parameterNode
-            self._suggesting = (p.inputNode, slicerbridge.start_suggest_mask(p.inputNode, p.automaskMethod))
-            self.ui.suggestionInfoLabel.text = _("Suggesting a mask with {method} in the background...").format(
-                method=p.automaskMethod
-            )
+            self._suggesting = slicerbridge.MaskInProgress(p.inputNode, p.automaskMethod)
+            self.ui.suggestionInfoLabel.text = self._suggesting.status
             self._suggestTimer.start()
             self._updateButtonStates()
 
     def onPollSuggestion(self) -> None:
-        inputNode, call = self._suggesting or (None, None)
-        if call is not None and not call.done():
+        suggesting = self._suggesting
+        if suggesting is not None and not suggesting.done():
             return
         self._dropSuggestion()
         if self._parameterNode is not None:
             self._updateButtonStates()
-        if call is None:
+        if suggesting is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to suggest a mask."), waitCursor=True):
-            from UltrasoundRefineLib import slicerbridge
-
             p = self._parameterNode
-            suggestion = call.result()
-            p.regionSegmentation = slicerbridge.apply_suggestion(inputNode, suggestion, p.regionSegmentation)
-            self.ui.suggestionInfoLabel.text = _("{method}: quality {quality:.2f} (1 = trust it, 0 = check it)").format(
-                method=suggestion.method, quality=suggestion.quality
-            )
+            p.regionSegmentation, _suggestion = suggesting.show(p.regionSegmentation)
+            self.ui.suggestionInfoLabel.text = suggesting.status
 
     def _dropSuggestion(self) -> None:
         """Stop waiting for a suggested mask (shown, failed, or its scene closed: then nobody needs it)."""
@@ -360,18 +346,14 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._dependenciesReady(False, self.onOpenWorkspace):
                 return
             self.logic.openWorkspace(self.ui.workspaceDirectoryButton.directory)
-            reports = self.logic.workspace.reports_dir
-            if not str(self._parameterNode.reportPath) or str(self._parameterNode.reportPath) == ".":
-                self._parameterNode.reportPath = reports
+            if str(self._parameterNode.reportPath) in ("", "."):  # no report chosen yet: the workspace's
+                self._parameterNode.reportPath = self.logic.workspace.reports_dir
             self._showCurrent()
         self._updateReviewGUI()
         self._updateButtonStates()
 
     def _reviewer(self) -> str:
-        reviewer = (self.ui.reviewerLineEdit.text or "").strip()
-        if not reviewer:
-            raise ValueError(_("Enter your initials as reviewer first: every decision records who took it."))
-        return reviewer
+        return reviewsession.reviewer_name(self.ui.reviewerLineEdit.text)
 
     def _askAboutEdit(self) -> str:
         """The mask on screen was edited: "save", "discard" or "stay" (keep working on it)?"""
@@ -393,21 +375,6 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._showCurrent()
         self._updateReviewGUI()
 
-    def onAccept(self) -> None:
-        self._review("accept")
-
-    def onAcceptNext(self) -> None:
-        self._review("acceptNext")
-
-    def onReject(self) -> None:
-        self._review("reject")
-
-    def onNext(self) -> None:
-        self._review("next")
-
-    def onBack(self) -> None:
-        self._review("back")
-
     def onEdit(self) -> None:
         if self.logic.reviewSegmentation is None:
             return
@@ -415,17 +382,11 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.selectModule("SegmentEditor")
             editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
             editor.setSegmentationNode(self.logic.reviewSegmentation)
-            if hasattr(editor, "setSourceVolumeNode"):
-                editor.setSourceVolumeNode(self.logic.reviewVolume)
-            else:  # Slicer < 5.4
-                editor.setMasterVolumeNode(self.logic.reviewVolume)
+            editor.setSourceVolumeNode(self.logic.reviewVolume)  # "source" since Slicer 5.4
             slicer.util.showStatusMessage(
                 _("Edit the mask, then come back to Ultrasound Refine and press 'Save edited mask'."), 8000
             )
         self._updateReviewGUI()
-
-    def onSaveEdited(self) -> None:
-        self._review("save")
 
     def _showCurrent(self) -> None:
         try:
@@ -434,10 +395,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateReviewGUI()
 
     def _updateReviewGUI(self) -> None:
-        desk = self.logic.desk
-        panel = reviewsession.review_panel(
-            self.logic.review, desk is not None and desk.editPending(), desk is not None and desk.loadFailed
-        )
+        panel = self.logic.reviewPanel()
         for name, enabled in panel.buttons().items():
             getattr(self.ui, name).enabled = enabled
         self.ui.reviewStatusLabel.text = panel.status
@@ -446,12 +404,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ child processes (train, suggest, clean, pip)
 
-    def _startJob(self, kind: str, program: str, args: list, env: dict, cwd) -> None:
-        from UltrasoundRefineLib.jobs import PanelJob
-
+    def _startJob(self, kind: str, command: tuple, cwd=None, then=None) -> None:
+        """Run ``command`` (``(program, arguments, environment additions)``) as the panel's one child run;
+        ``then()`` once it has succeeded."""
         if self._job is not None:
             raise ValueError(_("Wait until the {kind} run has ended, or cancel it.").format(kind=self._job.monitor.kind))
-        self._job = PanelJob(kind, program, args, env, cwd)
+        self._job = jobs.PanelJob(kind, *command, cwd=cwd, then=then)
         logging.info(f"UltrasoundRefine: {self._job.command_line}")
         self._log(self._job, self._job.command_line, clear=True)
         self._showJob(self._job)
@@ -469,11 +427,11 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         log.appendPlainText(text)
 
     def _showJob(self, job) -> None:
-        monitor = job.monitor
-        labels = {"clean": self.ui.cleanStatusLabel, "install": self.ui.installStatusLabel}
-        labels.get(monitor.section, self.ui.trainStatusLabel).text = monitor.status
-        if monitor.kind == "train" and monitor.percent is not None:
-            self.ui.trainProgressBar.value = monitor.percent
+        ui = self.ui
+        labels = {"train": ui.trainStatusLabel, "clean": ui.cleanStatusLabel, "install": ui.installStatusLabel}
+        labels[job.monitor.section].text = job.monitor.status
+        if job.monitor.kind == "train" and job.monitor.percent is not None:
+            self.ui.trainProgressBar.value = job.monitor.percent
 
     def onPollJob(self) -> None:
         job = self._job
@@ -488,14 +446,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._jobTimer.stop()
         self._job = None
-        if succeeded and job.monitor.kind == "suggest":
-            with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
-                self.logic.openWorkspace(self.logic.workspace.root)
-                self._showCurrent()
-        elif succeeded and job.monitor.kind == "install":
-            afterInstall, self._afterInstall = self._afterInstall, None
-            if afterInstall is not None:
-                afterInstall()
+        if succeeded and job.then is not None:
+            job.then()
         elif job.monitor.failed:
             slicer.util.errorDisplay(_("The {kind} run failed.").format(kind=job.monitor.kind), detailedText=job.monitor.failure_details())
         self._updateButtonStates()
@@ -518,9 +470,7 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return plan is not None
         if not slicer.util.confirmOkCancelDisplay(plan.confirmation()):
             return False
-        program, args, env = self.logic.installCommand(plan)
-        self._afterInstall = lambda: self._installed(plan, retry)
-        self._startJob("install", program, args, env, None)
+        self._startJob("install", self.logic.installCommand(plan), then=lambda: self._installed(plan, retry))
         return False
 
     def _installed(self, plan, retry) -> None:
@@ -536,10 +486,10 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._dependenciesReady(True, self.onTrain):
                 return
             p = self._parameterNode
-            program, args, env = self.logic.trainCommand(
+            command = self.logic.trainCommand(
                 p.trainStage, p.trainEpochs, p.trainDevice, p.trainSeed, p.trainExtraArgs, p.trainStrategy
             )
-            self._startJob("train", program, args, env, self.logic.workspace.root)
+            self._startJob("train", command, cwd=self.logic.workspace.root)
 
     def onSuggestNextRound(self) -> None:
         """The method's next round: the latest trained model suggests, the reviewer reviews its masks."""
@@ -548,8 +498,14 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             if self.logic.desk is not None and self.logic.desk.resolveEdit(self._askAboutEdit, self._reviewer) == "stay":
                 return
-            program, args, env = self.logic.suggestCommand(self._parameterNode.trainDevice)
-            self._startJob("suggest", program, args, env, self.logic.workspace.root)
+            command = self.logic.suggestCommand(self._parameterNode.trainDevice)
+            self._startJob("suggest", command, cwd=self.logic.workspace.root, then=self._showNewRound)
+
+    def _showNewRound(self) -> None:
+        """The model's suggestions are the workspace's new round: review them."""
+        with slicer.util.tryWithErrorDisplay(_("Failed to open the new round."), waitCursor=True):
+            self.logic.openWorkspace(self.logic.workspace.root)
+            self._showCurrent()
 
     # ------------------------------------------------------------------ clean and export
 
@@ -558,11 +514,11 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._dependenciesReady(self._parameterNode.cleanSource == "model", self.onClean):
                 return
             p = self._parameterNode
-            program, args, env = self.logic.cleanCommand(
+            command = self.logic.cleanCommand(
                 p.cleanSource, [p.cleanInputPath], p.cleanOutputPath, model=p.cleanModelPath,
                 workspace=self.ui.workspaceDirectoryButton.directory,
             )
-            self._startJob("clean", program, args, env, None)
+            self._startJob("clean", command)
 
     # ------------------------------------------------------------------ statistics
 
@@ -577,8 +533,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             table.setHorizontalHeaderLabels(headers)
             for r, row in enumerate(rows):
                 for c, value in enumerate(row):
-                    item, value = qt.QTableWidgetItem(), cell_value(value)
-                    item.setData(qt.Qt.DisplayRole, value) if isinstance(value, float) else item.setText(value)
+                    item = qt.QTableWidgetItem()
+                    item.setData(qt.Qt.DisplayRole, cell_value(value))  # a number sorts as a number
                     table.setItem(r, c, item)
             table.resizeColumnsToContents()
             table.setSortingEnabled(True)
@@ -590,113 +546,31 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 #
 
 
-class UltrasoundRefineLogic(ScriptedLoadableModuleLogic):
-    """Everything the panel does, callable without it (Python console, self-test).
-
-    Methods that touch MRML take ``scene`` (default: the application's scene), as the bridge does.
-    The open review is ``self.desk`` (``reviewsession.ReviewDesk``: decide, move, edits); its nodes
-    (``slicerbridge.ReviewNodes``) watch the scene: a removed review node or a closed scene takes the
-    suggestion off screen (no decision can then be recorded for it), and an edit of the mask calls
-    ``reviewChangedCallback`` (Save enabled).
-    """
+class UltrasoundRefineLogic(ScriptedLoadableModuleLogic, PanelLogic):
+    """Everything the panel does, callable without it (Python console, self-test): the library's
+    ``slicerlogic.PanelLogic`` (the open review, the child runs' commands, the install plan), told where
+    the module's requirements are and what its views show."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.desk = None  # the open review (UltrasoundRefineLib.reviewsession.ReviewDesk)
-        self.reviewChangedCallback = None
+        requirements = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
+        PanelLogic.__init__(self, requirements)
         self._viewsSetUp = False  # layout and zoom set for the first suggestion shown, then left alone
 
     def getParameterNode(self):
         return UltrasoundRefineParameterNode(super().getParameterNode())
 
-    # ------------------------------------------------------------------ dependencies
-
-    @staticmethod
-    def requirementsPath() -> str:
-        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
-
-    def installPlan(self, training: bool = False, askConfirmation: bool = True):
-        """What pip must install (``slicer_install.InstallPlan``; torch from the PyTorch extension first),
-        or None when the user declined torch."""
-        return install.panel_install_plan(self.requirementsPath(), training, askConfirmation)
-
-    def installCommand(self, plan):
-        """``(program, arguments, environment additions)`` of the plan's pip run by Slicer's own Python."""
-        constraints = install.write_constraint(plan, slicer.app.temporaryPath)
-        python = jobs.find_python_slicer([os.path.join(self._slicerHome(), "bin")])
-        return install.pip_command(plan, python, constraints)
-
-    # ------------------------------------------------------------------ workspace and review
-
-    def openWorkspace(self, path, round: Optional[int] = None, scene=None) -> None:
-        """Open a workspace's review (``reviewsession.ReviewDesk``) shown in ``scene``."""
-        from UltrasoundRefineLib import slicerbridge
-
-        desk = slicerbridge.open_review(path, round, scene, on_changed=self._changed)
-        self.closeWorkspace()
-        self.desk = desk
-
-    def closeWorkspace(self) -> None:
-        if self.desk is not None:
-            self.desk.close()
-            self.desk = None
-
-    # the open review's parts, None while no workspace is open
-    workspace = property(lambda self: self.desk.workspace if self.desk else None)
-    review = property(lambda self: self.desk.session if self.desk else None)
-    reviewVolume = property(lambda self: self.desk.display.volume if self.desk else None)
-    reviewSegmentation = property(lambda self: self.desk.display.segmentation if self.desk else None)
-
-    def reviewNodesGone(self) -> None:
-        """The review's nodes are gone (scene closed): nothing is on screen."""
-        if self.desk is not None:
-            self.desk.nodesGone()
-
-    def showCurrentSuggestion(self, showInViews: bool = True):
-        """Load the current suggestion's loop and mask into the scene; returns ``(volume, segmentation)``."""
-        shown = self.desk.show() if self.desk is not None else None
-        if shown is None:
-            return None, None
-        volume, segmentation = shown
-        if showInViews and slicer.app is not None and slicer.util.mainWindow() is not None:
-            if not self._viewsSetUp:  # one big 2D view, fitted once: the reviewer's zoom is kept after
-                slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
-            slicer.util.setSliceViewerLayers(background=volume, fit=not self._viewsSetUp)
-            self._viewsSetUp = True
-            browser = self.desk.display.browser
-            if browser is not None and hasattr(slicer.modules, "sequences"):
-                slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
-                slicer.modules.sequences.showSequenceBrowser(browser)
-        return volume, segmentation
-
-    def _changed(self) -> None:
-        if self.reviewChangedCallback is not None:
-            self.reviewChangedCallback()
-
-    # ------------------------------------------------------------------ train and clean (child processes)
-
-    @staticmethod
-    def _slicerHome() -> str:
-        return getattr(getattr(slicer, "app", None), "slicerHome", "") or ""
-
-    def _openWorkspace(self):
-        if self.workspace is None:
-            raise ValueError(_("Open a workspace first."))
-        return self.workspace
-
-    def trainCommand(self, stage: str, epochs: int = 0, device: str = "auto", seed: int = 0, extra: str = "", strategy: str = "full"):
-        """``(program, arguments, environment additions)`` of a training run in a child process."""
-        args = jobs.workspace_train_arguments(self._openWorkspace(), stage, epochs, device, seed, extra, strategy)
-        return jobs.slicer_child_command(args, self._slicerHome())
-
-    def suggestCommand(self, device: str = "auto"):
-        """The next round's suggestions by the latest trained model, in a child process."""
-        workspace = self._openWorkspace()
-        return jobs.slicer_child_command(jobs.suggest_arguments(workspace.root, jobs.latest_model(workspace, None), device), self._slicerHome())
-
-    def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None):
-        """``ultrasound-refine clean`` in a child process."""
-        return jobs.slicer_child_command(jobs.clean_arguments(source, inputs, out, model=model, workspace=workspace), self._slicerHome())
+    def showInViews(self, volume, segmentation) -> None:
+        if getattr(slicer, "app", None) is None or slicer.util.mainWindow() is None:  # no views to show it in
+            return
+        if not self._viewsSetUp:  # one big 2D view, fitted once: the reviewer's zoom is kept after
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
+        slicer.util.setSliceViewerLayers(background=volume, fit=not self._viewsSetUp)
+        self._viewsSetUp = True
+        browser = self.desk.display.browser
+        if browser is not None and hasattr(slicer.modules, "sequences"):
+            slicer.modules.sequences.setToolBarActiveBrowserNode(browser)
+            slicer.modules.sequences.showSequenceBrowser(browser)
 
 
 #

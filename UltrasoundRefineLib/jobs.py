@@ -14,7 +14,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from UltrasoundRefineLib.errors import UltrasoundRefineError
 
@@ -356,13 +356,17 @@ class JobMonitor:
 class PanelJob:
     """A child run as the panel drives it: the process (:class:`~UltrasoundRefineLib.childjob.ChildJob`)
     and what is shown of it (:class:`JobMonitor`); the panel's timer calls :meth:`poll` and puts what it
-    returns into widgets, Cancel calls :meth:`cancel`."""
+    returns into widgets, Cancel calls :meth:`cancel`. ``then`` is what the panel does once the run has
+    succeeded (open the round a model suggested, retry the action an install was for), kept with the run
+    so that it cannot belong to another one."""
 
-    def __init__(self, kind: str, program: str, args: Sequence[str], env: Optional[dict] = None, cwd=None):
+    def __init__(self, kind: str, program: str, args: Sequence[str], env: Optional[dict] = None, cwd=None,
+                 then: Optional[Callable[[], None]] = None):
         from UltrasoundRefineLib.childjob import ChildJob
 
         self.monitor = JobMonitor(kind)  # first: an unknown kind starts no process
         self.command_line = command_line(program, args)
+        self.then = then
         self.process = ChildJob(program, args, env=env, cwd=cwd)
 
     def poll(self) -> tuple[list, Optional[bool]]:

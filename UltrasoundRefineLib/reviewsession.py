@@ -43,6 +43,17 @@ REVIEW_ACTIONS = {
     "back": "Failed to show the suggestion.",
     "save": "Failed to save the edited mask.",
 }
+#: The panel's button (its name in the module's .ui file) for each review action: a click does what
+#: the action's key does ("save" has no key: it is a deliberate click).
+REVIEW_BUTTONS = {
+    "acceptNext": "acceptNextButton",
+    "accept": "acceptButton",
+    "reject": "rejectButton",
+    "next": "nextButton",
+    "back": "backButton",
+    "edit": "editButton",
+    "save": "saveEditedButton",
+}
 #: What each review key does, in the words the module's help and the README use.
 REVIEW_KEY_WORDS = {
     "acceptNext": "accept and next",
@@ -67,6 +78,15 @@ SETTLING_ACTIONS = {"acceptNext", "accept", "reject", "next"}
 
 class ReviewError(UltrasoundRefineError):
     """A review action that cannot be done now (nothing on screen, an unchanged edit, ...)."""
+
+
+def reviewer_name(text: Optional[str]) -> str:
+    """The reviewer's name as typed in the panel, trimmed; refused when empty (every decision records
+    who took it)."""
+    name = (text or "").strip()
+    if not name:
+        raise ReviewError("Enter your initials as reviewer first: every decision records who took it.")
+    return name
 
 
 class ReviewSession:
@@ -258,6 +278,10 @@ class ReviewDesk:
         self.prefetcher.prefetch(self.session.queue[self.session.position + 1:])
         return shown
 
+    def panel(self) -> "ReviewPanel":
+        """What the review part of the panel shows now (:func:`review_panel` of this desk)."""
+        return review_panel(self.session, self.editPending(), self.loadFailed)
+
     def editedMask(self) -> np.ndarray:
         if self.display is None or not self.display.shown:
             raise ReviewError("No suggestion is on screen.")
@@ -353,9 +377,9 @@ class ReviewPanel:
 
     def buttons(self) -> dict:
         """Which of the panel's review buttons work, by their names in the panel's .ui file."""
-        decide = {name: self.decide_enabled for name in ("acceptButton", "acceptNextButton", "rejectButton", "editButton")}
-        return {**decide, "nextButton": self.next_enabled, "backButton": self.back_enabled,
-                "saveEditedButton": self.save_enabled}
+        enabled = {**{action: self.decide_enabled for action in (*REVIEW_DECISIONS, "edit")},
+                   "next": self.next_enabled, "back": self.back_enabled, "save": self.save_enabled}
+        return {REVIEW_BUTTONS[action]: on for action, on in enabled.items()}
 
 
 def review_panel(review: Optional[ReviewSession], editPending: bool = False, loadFailed: bool = False) -> ReviewPanel:

@@ -626,11 +626,53 @@ def apply_suggestion(node, suggestion, segmentation_node=None, scene=None):
     return suggestion_to_segmentation(suggestion, reference_volume(node, scene=scene), segmentation_node, scene=scene)
 
 
+class MaskInProgress:
+    """A mask being suggested for a loop ``node`` (:func:`start_suggest_mask`: read now, auto-masked in a
+    background thread) until :meth:`show` puts it in the scene; the panel polls :meth:`done` meanwhile
+    and shows :attr:`status`."""
+
+    def __init__(self, node, method: str = "fanfit", scene=None):
+        self.node, self.method, self.scene = node, method, scene
+        self.call = start_suggest_mask(node, method, scene=scene)
+        self.status = f"Suggesting a mask with {method} in the background..."
+
+    def done(self) -> bool:
+        return self.call.done()
+
+    def show(self, segmentation_node=None):
+        """Wait for the mask and show it over its loop (:func:`apply_suggestion`); returns
+        ``(segmentation_node, MaskSuggestion)``, or raises what the auto-mask raised. :attr:`status`
+        then says how far to trust it."""
+        suggestion = self.call.result()
+        shown = apply_suggestion(self.node, suggestion, segmentation_node, scene=self.scene)
+        self.status = f"{suggestion.method}: quality {suggestion.quality:.2f} (1 = trust it, 0 = check it)"
+        return shown, suggestion
+
+
 def suggest_mask_for_node(node, method: str = "fanfit", segmentation_node=None, scene=None):
-    """:func:`start_suggest_mask` and :func:`apply_suggestion` in one blocking call (Python console,
-    self-test); returns ``(segmentation_node, MaskSuggestion)``."""
-    suggestion = start_suggest_mask(node, method, scene=scene).result()
-    return apply_suggestion(node, suggestion, segmentation_node, scene=scene), suggestion
+    """:class:`MaskInProgress` in one blocking call (Python console, self-test); returns
+    ``(segmentation_node, MaskSuggestion)``."""
+    return MaskInProgress(node, method, scene=scene).show(segmentation_node)
+
+
+def application_folders() -> tuple[str, str]:
+    """``(Slicer's installation folder, its temporary folder)``; outside the application (slicer-core,
+    plain Python) ``("", the system's temporary folder)``."""
+    import tempfile
+
+    import slicer
+
+    app = getattr(slicer, "app", None)
+    if app is None:
+        return "", tempfile.gettempdir()
+    return str(getattr(app, "slicerHome", "") or ""), str(app.temporaryPath)
+
+
+def first_loop_node(scene=None):
+    """The loop the panel offers when none is chosen: the scene's first sequence, else its first scalar
+    volume (None in an empty scene)."""
+    scene = _scene(scene)
+    return scene.GetFirstNodeByClass("vtkMRMLSequenceNode") or scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
 
 # -------------------------------------------------------------------------------------------- review
@@ -808,6 +850,14 @@ def load_sample_phantom(source=None, folder=None, scene=None):
     loop = read_loop(write_sample_phantom(folder))
     _seq, _browser, proxy = loop_to_sequence(loop, scene=scene, name=SAMPLE_PHANTOM_NAME)
     return proxy
+
+
+def register_sample_phantom(thumbnail_file: str | None = None) -> None:
+    """Put the phantom loop in Slicer's Sample Data module (call it once the application has started,
+    as the module template does: Sample Data is not there before)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**sample_phantom_source(thumbnail_file))
 
 
 def sample_phantom_source(thumbnail_file: str | None = None) -> dict:
