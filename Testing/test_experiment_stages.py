@@ -141,3 +141,27 @@ def test_experiment_command_takes_cpu_stages(workspace, tmp_path, capsys):  # no
     assert next(e for e in lines if e["event"] == "experiment_start")["cpu_stages"] == 1
     assert main(["experiment", str(workspace), "--spec", str(spec), "--cpu-stages", "-1", "--device", "cpu"]) == 2
     assert "cpu_stages -1: expected 0 or more" in capsys.readouterr().err
+
+
+def test_each_part_of_the_data_is_rendered_once_per_process(workspace, monkeypatch):  # noqa: F811
+    """Runs of different conditions share the parts they both need (the test loops above all, which
+    every CPU stage reads) instead of rendering them again per combination."""
+    from UltrasoundRefineLib.train import data as data_module
+
+    monkeypatch.setattr(runner, "_RENDERED", {})
+    rendered = []
+    real = data_module.render_examples
+
+    def counting(examples, size, inputs, keep_masks=False):
+        rendered.append((len(examples), keep_masks))
+        return real(examples, size, inputs, keep_masks)
+
+    monkeypatch.setattr(data_module, "render_examples", counting)
+    spec = _spec(CONDITIONS)
+    pretrained = runner.load_data(workspace, spec, {"threshold"})
+    assert len(rendered) == 2 and rendered[0][1]  # the test loops (masks kept), the pretraining set
+    finetuned = runner.load_data(workspace, spec, {"threshold", "human"})
+    assert len(rendered) == 3  # only the human masks' pool is new
+    scoring = runner.load_data(workspace, spec, set())
+    assert len(rendered) == 3 and scoring.test is pretrained.test is finetuned.test
+    assert finetuned.pretrain["threshold"] is pretrained.pretrain["threshold"] and not scoring.human

@@ -96,7 +96,9 @@ class ExperimentRun:
 
 
 # --------------------------------------------------------------------------- data, cached per process
-_DATA_CACHE: dict[tuple, "ExperimentData"] = {}
+#: (workspace, size, inputs, part) -> what that part rendered: "test" (its samples and examples),
+#: "pretrain:<method>", "human". Per part, so that runs needing other parts reuse what they share.
+_RENDERED: dict[tuple, object] = {}
 
 
 @dataclass
@@ -108,39 +110,45 @@ class ExperimentData:
 
 
 def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> ExperimentData:
-    """Render the workspace's examples once per process (rendering is the slow part of small runs)."""
+    """Render the workspace's examples once per process (rendering is the slow part of small runs): the
+    test loops always, the pretraining examples of the auto-mask methods in ``needs`` and the human
+    masks' pool if ``"human"`` is in it."""
     from UltrasoundRefineLib.train.config import TrainConfig
     from UltrasoundRefineLib.train.data import render_examples
     from UltrasoundRefineLib.workspace import Workspace
     from UltrasoundRefineLib.workspace.advice import nothing_to_train
 
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **spec.train})
-    key = (str(workspace_path), config.size, tuple(config.inputs), tuple(sorted(needs)))
-    if key in _DATA_CACHE:
-        return _DATA_CACHE[key]
-    with Workspace.open(workspace_path, readonly=True) as ws:
-        test_examples = ws.examples("test")
-        if not test_examples:
-            raise ExperimentError(
-                f"{workspace_path}: no human masks in the test split: nothing to score runs on; split the workspace "
-                f"(`ultrasound-refine split {workspace_path}`) and import human masks for its test loops "
-                f"(`ultrasound-refine import-masks {workspace_path} DIR`)")
-        pretrain = {}
-        for method in sorted(m for m in needs if m in ("threshold", "fanfit")):
-            examples = ws.examples("pretrain", producer=method)
-            if not examples:
-                raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'pretrain', method)}")
-            pretrain[method] = render_examples(examples, config.size, config.inputs)
-        human = []
-        if "human" in needs:
-            pool = ws.examples("finetune")
-            if not pool:
-                raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'finetune')}")
-            human = render_examples(pool, config.size, config.inputs)
-        test = render_examples(test_examples, config.size, config.inputs, keep_masks=True)
-    data = ExperimentData(pretrain, human, test, test_examples)
-    _DATA_CACHE[key] = data
-    return data
+    prefix = (str(workspace_path), config.size, tuple(config.inputs))
+    parts = ["test", *(f"pretrain:{m}" for m in sorted(needs) if m in ("threshold", "fanfit"))]
+    parts += ["human"] if "human" in needs else []
+    missing = [part for part in parts if (*prefix, part) not in _RENDERED]
+    if missing:
+        with Workspace.open(workspace_path, readonly=True) as ws:
+            for part in missing:
+                if part == "test":
+                    examples = ws.examples("test")
+                    if not examples:
+                        raise ExperimentError(
+                            f"{workspace_path}: no human masks in the test split: nothing to score runs on; split "
+                            f"the workspace (`ultrasound-refine split {workspace_path}`) and import human masks for "
+                            f"its test loops (`ultrasound-refine import-masks {workspace_path} DIR`)")
+                    rendered = (render_examples(examples, config.size, config.inputs, keep_masks=True), examples)
+                elif part == "human":
+                    pool = ws.examples("finetune")
+                    if not pool:
+                        raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'finetune')}")
+                    rendered = render_examples(pool, config.size, config.inputs)
+                else:
+                    method = part.split(":", 1)[1]
+                    examples = ws.examples("pretrain", producer=method)
+                    if not examples:
+                        raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'pretrain', method)}")
+                    rendered = render_examples(examples, config.size, config.inputs)
+                _RENDERED[(*prefix, part)] = rendered
+    test, test_examples = _RENDERED[(*prefix, "test")]
+    pretrain = {part.split(":", 1)[1]: _RENDERED[(*prefix, part)] for part in parts if part.startswith("pretrain:")}
+    return ExperimentData(pretrain, _RENDERED[(*prefix, "human")] if "human" in needs else [], test, test_examples)
 
 
 def draw_human(n_pool: int, k: int, seed: int) -> list[int]:
@@ -300,7 +308,7 @@ def run_cpu_stage(pending: Pending) -> dict:
     if (run_dir / "run.json").is_file():  # an earlier attempt of this task saved it
         return json.loads((run_dir / "run.json").read_text())
     spec = spec_from_dict(pending.spec_dict)
-    data = _test_data(Path(pending.workspace_path), spec)
+    data = load_data(Path(pending.workspace_path), spec, set())  # the test loops
     start = time.perf_counter()
     if cond.automask:
         metrics, per_loop = _run_automask(data, cond.automask)
@@ -311,19 +319,6 @@ def run_cpu_stage(pending: Pending) -> dict:
                      history=pending.history, per_loop=per_loop, **pending.extra)
     _save_run(run_dir, record)
     return record
-
-
-def _test_data(workspace_path: Path, spec: ExperimentSpec) -> ExperimentData:
-    """The test loops for the CPU stage: from whatever this process rendered already for the same
-    workspace and input (a device stage's data holds them too), else the test loops alone."""
-    from UltrasoundRefineLib.train.config import TrainConfig
-
-    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **spec.train})
-    prefix = (str(workspace_path), config.size, tuple(config.inputs))
-    for key, data in _DATA_CACHE.items():
-        if key[:3] == prefix:
-            return data
-    return load_data(workspace_path, spec, set())
 
 
 # --------------------------------------------------------------------------- the runner
