@@ -257,3 +257,25 @@ def test_a_child_run_keeps_what_follows_it():
     run.then()
     assert followed == [True]
     assert jobs.PanelJob("clean", sys.executable, ["-c", "pass"]).then is None
+
+
+def test_what_the_module_imports_when_slicer_starts_needs_nothing_heavy():
+    """Slicer imports every module at start-up: the library's parts that the module imports at its top
+    (read from the module file itself) pull in no scipy, torch, monai, pydicom or SimpleITK."""
+    import ast
+    import json
+    import subprocess
+
+    tree = ast.parse((ROOT / "UltrasoundRefine" / "UltrasoundRefine.py").read_text(encoding="utf-8"))
+    imported = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("UltrasoundRefineLib"):
+            imported |= {node.module} if node.module != "UltrasoundRefineLib" else {
+                f"UltrasoundRefineLib.{a.name}" for a in node.names}
+    assert {"UltrasoundRefineLib.slicerlogic", "UltrasoundRefineLib.slicerbridge"} <= imported
+    heavy = ["scipy", "torch", "monai", "pydicom", "SimpleITK"]
+    code = f"import sys, json\nimport {', '.join(sorted(imported))}\nprint(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [], f"imported when Slicer starts: {run.stdout}"

@@ -1110,7 +1110,8 @@ def test_torch_comes_from_pytorchutils_then_pip_runs_in_a_child_process(module, 
     assert widget._dependenciesReady(True, lambda: retried.append(True)) is False  # not yet: pip runs
     assert [e[0] for e in log] == ["installTorch", "ask"] and "monai>=999" in log[1][1]
     assert widget._job is not None and widget._jobTimer.running  # the GUI thread is free meanwhile
-    assert widget.ui.installStatusLabel.text.startswith("Installing Python packages")
+    # the line at the top of the panel says what pip installs
+    assert widget.ui.installStatusLabel.text.startswith("Installing Python packages for Ultrasound Refine (monai, no-such")
     with pytest.raises(ValueError, match="Wait until the install run"):  # one child run at a time
         widget._startJob("clean", (sys.executable, ["-c", "pass"], {}))
     _until_job_ends(widget)
@@ -1157,6 +1158,59 @@ def test_an_old_python_is_refused_with_the_supported_slicer_versions(module, mon
     monkeypatch.setattr(install, "MIN_PYTHON", (sys.version_info[0], sys.version_info[1] + 1))
     with pytest.raises(install.UnsupportedPythonError, match="5.10 and 5.12"):
         module.UltrasoundRefineLogic().installPlan()
+
+
+class _PanelWidget:
+    """A widget of the .ui as the panel's code sets it: enabled, text, value, a log's lines."""
+
+    def __init__(self):
+        self.enabled, self.text, self.value, self.maximum, self.lines = True, "", 0, 1, []
+
+    def clear(self):
+        self.lines = []
+
+    def appendPlainText(self, text):
+        self.lines.append(text)
+
+
+def test_the_next_rounds_suggestions_open_for_review_once_their_run_has_succeeded(module, workspace_dir, monkeypatch):
+    """The panel's "Suggest next round": the child run carries what follows it (jobs.PanelJob.then), and
+    once it succeeds the workspace's review is opened anew and its first suggestion shown; a failed run
+    opens nothing and says so."""
+    import contextlib
+
+    import slicer
+
+    shown = []
+
+    @contextlib.contextmanager
+    def try_with_error_display(message, waitCursor=False):
+        yield  # a failure fails the test
+
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display, raising=False)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kw: shown.append(text), raising=False)
+    widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
+    widget.ui = types.SimpleNamespace(**{name: _PanelWidget() for name in _ui_widgets()})
+    widget.logic = module.UltrasoundRefineLogic()
+    widget._parameterNode, widget._job, widget._jobTimer = None, None, _FakeTimer()
+    widget._suggesting, widget._suggestButtonText = None, "Suggest mask"
+    widget.logic.openWorkspace(workspace_dir)
+    before = widget.logic.desk
+    assert widget.logic.review.onScreen is None
+
+    widget._startJob("suggest", (sys.executable, ["-c", "print('suggested')"], {}), then=widget._showNewRound)
+    assert widget.ui.trainLogTextEdit.lines[0].startswith(sys.executable)  # the command line heads the log
+    _until_job_ends(widget)
+    assert widget.logic.desk is not before and widget.logic.review.onScreen is not None  # reopened and shown
+    assert widget.ui.trainLogTextEdit.lines[-1] == "suggested" and shown == []
+    assert widget.ui.acceptButton.enabled and "1 of 2" in widget.ui.reviewStatusLabel.text
+    assert widget.ui.trainStatusLabel.text.startswith("The model's suggestions are the new round")
+
+    desk = widget.logic.desk
+    widget._startJob("suggest", (sys.executable, ["-c", "raise SystemExit(3)"], {}), then=widget._showNewRound)
+    _until_job_ends(widget)
+    assert widget.logic.desk is desk and shown == ["The suggest run failed."]
+    widget.logic.closeWorkspace()
 
 
 def test_the_next_loop_is_read_ahead_and_a_failed_read_still_fails(workspace_dir, monkeypatch):

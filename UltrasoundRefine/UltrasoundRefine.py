@@ -7,8 +7,8 @@ run as ``PythonSlicer -m UltrasoundRefineLib ...`` child processes (``Ultrasound
 output the panel polls. Loading the module imports only the parts of the library that need nothing
 beyond numpy, so that missing Python packages can be installed on first use (after asking).
 
-Supported: 3D Slicer 5.10 and 5.12 (the library needs Python 3.10 or later, checked at load, so Slicer
-5.8 and older, with Python 3.9, are not supported).
+Supported: 3D Slicer 5.10 and 5.12 (the library needs Python 3.10 or later, checked before the panel's
+first action, so Slicer 5.8 and older, with Python 3.9, are not supported).
 """
 
 import logging
@@ -58,9 +58,8 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 from slicer.util import VTKObservationMixin  # noqa: E402
 
 # the parts of the library that need nothing beyond Python and numpy (argument lists, progress words, the
-# review's rules, the install plan, the MRML bridge); the rest is imported by the child runs
+# review's rules, the install plan, the MRML bridge): Slicer loads every module at start-up
 from UltrasoundRefineLib import jobs, reviewsession, slicerbridge  # noqa: E402
-from UltrasoundRefineLib.report.reader import cell_value, read_report_table  # noqa: E402
 from UltrasoundRefineLib.slicerlogic import PanelLogic  # noqa: E402
 
 #: The user's own settings, kept in QSettings (they survive Close Scene and restarts), not in the scene:
@@ -404,12 +403,12 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ child processes (train, suggest, clean, pip)
 
-    def _startJob(self, kind: str, command: tuple, cwd=None, then=None) -> None:
+    def _startJob(self, kind: str, command: tuple, cwd=None, then=None, status=None) -> None:
         """Run ``command`` (``(program, arguments, environment additions)``) as the panel's one child run;
-        ``then()`` once it has succeeded."""
+        ``then()`` once it has succeeded (``jobs.PanelJob``)."""
         if self._job is not None:
             raise ValueError(_("Wait until the {kind} run has ended, or cancel it.").format(kind=self._job.monitor.kind))
-        self._job = jobs.PanelJob(kind, *command, cwd=cwd, then=then)
+        self._job = jobs.PanelJob(kind, *command, cwd=cwd, then=then, status=status)
         logging.info(f"UltrasoundRefine: {self._job.command_line}")
         self._log(self._job, self._job.command_line, clear=True)
         self._showJob(self._job)
@@ -470,7 +469,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return plan is not None
         if not slicer.util.confirmOkCancelDisplay(plan.confirmation()):
             return False
-        self._startJob("install", self.logic.installCommand(plan), then=lambda: self._installed(plan, retry))
+        self._startJob("install", self.logic.installCommand(plan), status=plan.progress(),
+                       then=lambda: self._installed(plan, retry))
         return False
 
     def _installed(self, plan, retry) -> None:
@@ -523,6 +523,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ statistics
 
     def onLoadReport(self) -> None:
+        from UltrasoundRefineLib.report.reader import cell_value, read_report_table  # scipy, via the report package
+
         with slicer.util.tryWithErrorDisplay(_("Failed to load the report."), waitCursor=True):
             headers, rows, summary = read_report_table(self._parameterNode.reportPath)
             table = self.ui.statsTableWidget

@@ -358,13 +358,15 @@ class PanelJob:
     and what is shown of it (:class:`JobMonitor`); the panel's timer calls :meth:`poll` and puts what it
     returns into widgets, Cancel calls :meth:`cancel`. ``then`` is what the panel does once the run has
     succeeded (open the round a model suggested, retry the action an install was for), kept with the run
-    so that it cannot belong to another one."""
+    so that it cannot belong to another one. ``status``: what the panel says first, where the kind's
+    :attr:`JobMonitor.START_TEXT` is not enough (which packages pip installs)."""
 
     def __init__(self, kind: str, program: str, args: Sequence[str], env: Optional[dict] = None, cwd=None,
-                 then: Optional[Callable[[], None]] = None):
+                 then: Optional[Callable[[], None]] = None, status: Optional[str] = None):
         from UltrasoundRefineLib.childjob import ChildJob
 
         self.monitor = JobMonitor(kind)  # first: an unknown kind starts no process
+        self.monitor.status = status or self.monitor.status
         self.command_line = command_line(program, args)
         self.then = then
         self.process = ChildJob(program, args, env=env, cwd=cwd)
