@@ -8,9 +8,10 @@ README (grey maximum over frames > 10, largest component, holes filled), ``thres
 ``fanfit``, each file read with ``read_loop`` as a user's would be; and Spearman's rho between each
 method's quality score and its Dice (a review that puts likely-wrong masks first needs it positive).
 With ``--train`` it also scores the trained models, each file's mask being what ``predict`` writes
-(test-time augmentation, then the shape fit with the loop's region boxes), and beside it the
-network's own mask (``dice_network_only``) and what ``predict --postprocess evidence`` writes (the
-loop's own evidence where the network disagrees with it; ``dice_evidence``):
+(test-time augmentation, then the card's post-processing: the loop's own evidence where the network
+disagrees with it, else the shape fit with the loop's region boxes), and beside it the network's own
+mask (``dice_network_only``) and what ``predict --postprocess shape`` writes (the shape fit alone,
+``dice_shape``):
 
 - **phantom-only**: pretrained on the phantom's accepted ``fanfit`` suggestions alone (a simulated
   reviewer accepts a suggestion whose Dice against the phantom's truth is at least 0.9); the phantom
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         d = np.array([r[method]["dice"] for r in rows])
         entry = {"mean": float(d.mean()), "median": float(np.median(d)), "min": float(d.min()),
                  "n_below_0.80": int((d < 0.80).sum()), "n_at_least_0.95": int((d >= 0.95).sum())}
-        for part in ("network_only", "evidence"):
+        for part in ("network_only", "shape"):
             if any(f"dice_{part}" in r[method] for r in rows):
                 entry[f"{part}_mean"] = float(np.mean([r[method].get(f"dice_{part}", 0.0) for r in rows]))
         q = [r[method].get("quality") for r in rows if r["read"]]
@@ -152,8 +153,8 @@ def main(argv=None) -> int:
         rho = e.get("spearman_quality_dice", {}).get("rho", float("nan"))
         print(f"{method:12s} {e['mean']:6.3f} {e['median']:6.3f} {e['min']:6.3f} {e['n_below_0.80']:5d} "
               f"{e['n_at_least_0.95']:6d} {rho:11.3f}")
-        if "evidence_mean" in e:
-            print(f"{'':12s} network alone {e['network_only_mean']:.3f}; --postprocess evidence {e['evidence_mean']:.3f}")
+        if "shape_mean" in e:
+            print(f"{'':12s} network alone {e['network_only_mean']:.3f}; --postprocess shape {e['shape_mean']:.3f}")
     print(f"wrote {args.out}")
     return 0
 
@@ -196,9 +197,9 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
         examples = [(loops[s], truths[s]) for s in stems]
         full = evaluate_model(model, examples)["per_example"]
         alone = evaluate_model(model, examples, postprocess="basic")["per_example"]
-        checked = evaluate_model(model, examples, postprocess="evidence")["per_example"]
-        return {s: {"dice": f["dice"], "dice_network_only": a["dice"], "dice_evidence": e["dice"]}
-                for s, f, a, e in zip(stems, full, alone, checked)}
+        shaped = evaluate_model(model, examples, postprocess="shape")["per_example"]
+        return {s: {"dice": f["dice"], "dice_network_only": a["dice"], "dice_shape": e["dice"]}
+                for s, f, a, e in zip(stems, full, alone, shaped)}
 
     per_file: dict[str, dict] = {}
     stems = sorted(loops)

@@ -219,7 +219,8 @@ def add_postprocess_option(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--postprocess", choices=POSTPROCESS_MODES, default=None,
-        help="how the network's answer is cleaned up (default: the model card's, 'shape' for new models): "
+        help="how the network's answer is cleaned up (default: the model card's, 'evidence' for new models): "
         "'evidence' takes the loop's own evidence of its region where the network disagrees with it "
-        "(better on scanners unlike the training data); 'shape' snaps it to the fitted scanner shape; "
+        "(scanners unlike the training data), else snaps it like 'shape'; 'shape' snaps it to the fitted "
+        "scanner shape; "
         "'basic' fills holes and drops specks; 'none' leaves it")

@@ -36,16 +36,16 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
 #: over the pixels where the image shows something; :data:`SHAPE_MIN_AGREEMENT` unless the card says
 #: otherwise). Measured with ``python benchmarks/train_phantom.py`` (2-core VM, 50 test loops, seed 0):
 #: the refined model's network masks alone 0.972, "shape" 0.988; human-only 0.949 -> 0.986.
-#: ``"evidence"`` (needs the loop): basic, then the loop's own evidence of its region read the way the
-#: mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`); where the network agrees
-#: with it less than :data:`EVIDENCE_AGREEMENT` (IoU), the network is guessing on a screen unlike its
-#: training data and the evidence's edges are taken, else "shape" as above. Chosen per run (``predict
-#: --postprocess evidence``), not by default: on real scans from scanners a model never saw it brings the
-#: masks much closer to the truth (``benchmarks/real_devset.py --train``), but where the evidence itself
-#: misleads (a loop step 1 gets wrong) it overrides a network that was right, which on the small phantom
-#: demo cost 0.01 Dice (one of its 12 test loops).
+#: ``"evidence"`` (needs the loop; the default for new models): basic, then the loop's own evidence of
+#: its region read the way the mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`);
+#: where the network agrees with it less than :data:`EVIDENCE_AGREEMENT` (IoU), the network is guessing
+#: on a screen unlike its training data and the evidence's edges are taken, else "shape" as above.
+#: Chosen as the default because real scans from scanners a model never saw are what it meets
+#: (``benchmarks/real_devset.py --train``: the method's mean Dice rises by several hundredths there),
+#: at a small cost on the phantom demo, where step 1 is sometimes wrong and then overrides a network
+#: that was right (``scripts/demo``: the refined method 0.982 with "shape", 0.980 with "evidence").
 POSTPROCESS_MODES = ("none", "basic", "shape", "evidence")
-DEFAULT_POSTPROCESS = "shape"
+DEFAULT_POSTPROCESS = "evidence"
 # Not fit_shape's MIN_AGREEMENT (0.97, for hulls of evidence): chosen on networks' masks, whose edges
 # the low resolution blurs (0.93-0.97 scored within 0.001 of each other; 0.85-0.9 let wrong fits through).
 SHAPE_MIN_AGREEMENT = 0.95
