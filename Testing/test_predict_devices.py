@@ -74,6 +74,42 @@ def test_workers_take_the_starting_processs_choice(model, monkeypatch, tmp_path)
                             "workload": probe.calls[0]["workload"]}]
 
 
+def test_a_predictor_sent_to_workers_carries_the_choice(model, monkeypatch, tmp_path):
+    """What ``clean --model --workers N`` sends its workers: a predictor that chose here (one probe), whose
+    copies load the model and keep that choice; the mask source built on it in a worker does too."""
+    import pickle
+
+    from UltrasoundRefineLib.clean.masks import predictor_source
+    from UltrasoundRefineLib.train.model import save_model
+
+    model_dir = save_model(model, tmp_path / "m")
+    probe = _FakeProbe()
+    monkeypatch.setattr(model_module, "choose_precision", probe)
+    here = ModelPredictor(model_dir, "cpu")
+    assert here.choose_precision().amp_dtype == torch.bfloat16 and here.precision == "bfloat16"
+    assert [c["kept"] for c in probe.calls] == [None]  # probed once, here
+    copy = pickle.loads(pickle.dumps(here))
+    assert copy._model is None and copy.precision == "bfloat16"
+    predictor_source(copy)  # a worker builds its source: the model loads there ...
+    assert copy.model.precision.amp_dtype == torch.bfloat16  # ... in the parent's precision
+    assert [(c["kept"], c["kept_from"]) for c in probe.calls] == [(None, "parent_process"), ("bfloat16", "parent_process")]
+
+
+def test_clean_with_a_model_chooses_once_and_cleans(model, phantom_set, tmp_path, monkeypatch):
+    from UltrasoundRefineLib.cli import main
+    from UltrasoundRefineLib.train.model import save_model
+
+    model_dir = save_model(model, tmp_path / "m")
+    chosen = []
+    real = ModelPredictor.choose_precision
+    monkeypatch.setattr(ModelPredictor, "choose_precision", lambda self: chosen.append(self) or real(self))
+    loops = sorted(str(p) for p in (phantom_set(2, 5) / "loops").iterdir())
+    assert main(["clean", *loops, "--model", str(model_dir), "--device", "cpu", "--out", str(tmp_path / "c"),
+                 "--seed", "s", "--min-quality", "0", "--min-fraction", "0", "--max-fraction", "1", "--quiet"]) == 0
+    assert len(chosen) == 1 and chosen[0].precision == "float32"
+    assert (tmp_path / "c" / "manifest.csv").is_file()
+
+
 def test_the_real_probe_does_not_run_on_the_cpu(model):
     choice = inference_precision(model)
     assert not choice.amp and not choice.tf32 and choice.precision_probe is None

@@ -43,7 +43,12 @@ def model_source(model_dir: str | Path, device: str | None = "auto", postprocess
     Dask worker loads it there."""
     from UltrasoundRefineLib.train.model import ModelPredictor
 
-    predict = ModelPredictor(Path(model_dir).absolute(), device, postprocess=postprocess)
+    return predictor_source(ModelPredictor(Path(model_dir).absolute(), device, postprocess=postprocess))
+
+
+def predictor_source(predict) -> MaskSource:
+    """:func:`model_source` with a :class:`~UltrasoundRefineLib.train.model.ModelPredictor` made by the
+    caller: one whose precision the starting process chose, so that its workers all predict alike."""
     name = predict.model.producer_name
 
     def produce(loop: Loop) -> LoopMask:

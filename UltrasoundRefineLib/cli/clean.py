@@ -52,21 +52,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.batch import batch_executor
-    from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source, model_source, workspace_source
+    from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source, workspace_source
+    from UltrasoundRefineLib.clean.masks import predictor_source
     from UltrasoundRefineLib.clean.run import SourceRecipe
     from UltrasoundRefineLib.errors import UltrasoundRefineError
 
     if not 0.0 <= args.min_fraction <= args.max_fraction <= 1.0:
         raise UltrasoundRefineError(f"clean: need 0 <= --min-fraction <= --max-fraction <= 1 "
                                     f"(got {args.min_fraction} and {args.max_fraction})")
-    with batch_executor(args.executor, args.workers) as executor:
+    with batch_executor(args.executor, args.workers, device=args.device if args.model else None) as executor:
         inputs = list(args.inputs)
         # sources that find masks by path: a worker's working folder may not be ours
         where = (lambda folder: str(Path(folder).absolute())) if executor.remote or executor.slots > 1 else str
         if args.method:
             recipe = SourceRecipe(method_source, (args.method,))
         elif args.model:
-            recipe = SourceRecipe(model_source, (where(args.model), args.device, args.postprocess))
+            from UltrasoundRefineLib.train.model import ModelPredictor
+
+            predict = ModelPredictor(Path(args.model).absolute(), args.device, postprocess=args.postprocess)
+            if not executor.remote:  # workers here predict as this process chose; a cluster's choose their own
+                predict.choose_precision()
+            recipe = SourceRecipe(predictor_source, (predict,))
         elif args.masks:
             recipe = SourceRecipe(folder_source, (where(args.masks),))
         else:

@@ -168,16 +168,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from UltrasoundRefineLib.batch import batch_executor, run_batch
-    from UltrasoundRefineLib.train.model import (
-        ModelPredictor, card_postprocess, inference_precision, load_model, precision_record,
-    )
+    from UltrasoundRefineLib.train.model import ModelPredictor, card_postprocess, load_model, precision_record
 
     with batch_executor(args.executor, args.workers, device=args.device) as executor:
         # Loaded here also for a cluster: a bad model is one line before any loop, and the summary gets its card.
         model = load_model(args.model, "cpu" if executor.remote else args.device)
+        # a worker loads the model itself, from the shared folder, on its own device
+        produce = ModelPredictor(Path(args.model).absolute(), args.device, tta=not args.no_tta,
+                                 model=None if executor.remote else model, postprocess=args.postprocess)
         # float32 or mixed precision, timed here once on CUDA (as training chooses); workers on this
         # machine take this choice, a cluster's workers (other GPUs perhaps) each choose their own
-        precision = None if executor.remote else inference_precision(model)
+        precision = None if executor.remote else produce.choose_precision()
         extra = {
             "model": {
                 "model_id": model.model_id,
@@ -193,10 +194,6 @@ def run_predict(args: argparse.Namespace) -> int:
         if precision is not None and precision.device.type == "cuda" and not args.quiet:
             print(f"predicting on {model.device} in {extra['model']['precision']['dtype']}"
                   f"{' (TF32 matmuls)' if precision.tf32 else ''}", file=sys.stderr)
-        # a worker loads the model itself, from the shared folder, on its own device
-        produce = ModelPredictor(Path(args.model).absolute(), args.device, tta=not args.no_tta,
-                                 model=None if executor.remote else model, postprocess=args.postprocess,
-                                 precision=None if precision is None else extra["model"]["precision"]["dtype"])
         result = run_batch(
             args.inputs, args.out, model.producer_name, produce, progress=not args.quiet, extra_summary=extra,
             executor=executor,

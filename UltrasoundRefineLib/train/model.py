@@ -422,6 +422,13 @@ class ModelPredictor:
                 inference_precision(self._model, kept=self.precision)
         return self._model
 
+    def choose_precision(self) -> DeviceChoice:
+        """Load the model in this process and choose how it predicts (:func:`inference_precision`): the
+        copies of this predictor sent to worker processes then predict alike, without a probe each."""
+        choice = inference_precision(self.model, kept=self.precision)
+        self.precision = dtype_name(choice.amp_dtype if choice.amp else None)
+        return choice
+
     def __call__(self, loop: Loop) -> MaskSuggestion:
         return predict_loop(self.model, loop, tta=self.tta, postprocess=self.postprocess)
 
