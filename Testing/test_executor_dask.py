@@ -98,6 +98,30 @@ def test_dask_gives_the_local_runs_and_redoes_a_killed_workers_run(workspace, cl
     assert _figures(second, tmp_path / "again") == _figures(on_dask, tmp_path / "dask")
 
 
+def test_dask_runs_the_cpu_stages_as_tasks_of_their_own(workspace, client, tmp_path):  # noqa: F811
+    """``--cpu-stages 1`` on the cluster: device and CPU stages are separate tasks, the figures as local."""
+    import torch
+
+    from UltrasoundRefineLib.executor import InlineExecutor
+
+    local_spec, staged_spec = _spec(CONDITIONS), _spec(CONDITIONS)
+    local_spec.name, staged_spec.name = "on-local", "on-dask-staged"
+    threads = torch.get_num_threads()
+    try:
+        local = run_experiment(workspace, local_spec, device="cpu", executor=InlineExecutor(threads=1))
+    finally:
+        torch.set_num_threads(threads)
+    executor = _Killing(client)
+    tasks = []
+    submit = executor.submit
+    executor.submit = lambda fn, *args: tasks.append(fn.__name__) or submit(fn, *args)
+    staged = run_experiment(workspace, staged_spec, device="cpu", executor=executor, cpu_stages=1)
+    assert _figures(staged, tmp_path / "staged") == _figures(local, tmp_path / "local")
+    # two threads: one for device stages, one for CPU stages; every non-copied run went through both
+    assert sorted(set(tasks)) == ["run_cpu_stage", "run_device_stage"]
+    assert tasks.count("run_cpu_stage") == tasks.count("run_device_stage") == 3  # threshold once, 2 fine-tuned
+
+
 @pytest.fixture(scope="module")
 def saved_run(workspace):  # noqa: F811
     """A human-only run trained and saved in this process: its task's arguments, its record, its model."""
