@@ -141,8 +141,9 @@ def run_demo(out: str | Path, *, quick: bool = False, device: str = "auto", work
             _say(f"[demo] run {e['done']}/{e['runs']}: {e['condition']} seed {e['seed']}: "
                  f"Dice {e['dice']:.4f} ({e['seconds']:.0f} s)")
         elif e.get("event") == "experiment_start":
+            stages = f" (and {e['cpu_stages']} runs' shape fit and scoring beside them)" if e.get("cpu_stages") else ""
             _say(f"[demo] experiment: {e['runs']} runs ({e['skipped']} already done), {e['workers']} at once "
-                 f"on {e['device']}")
+                 f"on {e['device']}{stages}")
 
     result = run_experiment(ws_path, spec, device=device, workers=workers, events=progress)
     paths = analyse(result, ws_path, out, notes=[
