@@ -276,3 +276,17 @@ def test_a_box_around_the_whole_screen_is_no_edge():
     assert f.box.get("box_completed") == [], f.box
     assert f.fitted_to == "mask"
     assert not f.mask[int(SECTOR.apex_y + 175) :].any()  # nothing reaches towards the screen's bottom
+
+
+def test_step_1_completes_a_deep_field_that_fades_to_black_to_its_box():
+    """fanfit's own readings are completed like a network's mask: the evidence ends where the image fades,
+    the box says where the region does."""
+    from UltrasoundRefineLib.automask import suggest_mask
+
+    truth = SECTOR.mask(SHAPE)
+    r, _ = polar()
+    brightness, _ = fading(truth, (165 - r) / 45)
+    boxed = suggest_mask(loop_of(brightness, truth, [box_of(truth)]), "fanfit")
+    alone = suggest_mask(loop_of(brightness, truth, []), "fanfit")
+    assert boxed.details["parts"][0]["box_completed"] == ["0:bottom"], boxed.details["parts"]
+    assert dice(boxed.mask, truth) >= 0.98 and dice(alone.mask, truth) < 0.95

@@ -91,3 +91,15 @@ def test_flat_topped_sector_counts_depth_from_its_apex_or_its_cut():
     s = Sector(apex_x=100, apex_y=40, half_angle_deg=40, r_max=150, flat_top_y=60)
     assert region_tops(s) == (40.0, 60.0)
     assert region_tops(Sector(apex_x=100, apex_y=40, half_angle_deg=40, r_max=150, r_min=30)) == (70.0,)
+
+
+def test_the_scale_not_a_loose_box_says_how_deep_the_region_goes():
+    """A region box drawn below the imaged depth (to the screen's edge) and a scale that ends at it: the
+    scale decides the depth, the box is left to the sides."""
+    loop, truth = _loop(range(20, 221, STEP))
+    loop.meta["us_regions"] = [{"x0": 18, "y0": 18, "x1": 282, "y1": 236}]
+    s = suggest_mask(loop, "fanfit")
+    part = s.details["parts"][0]
+    assert dice(s.mask, truth) >= 0.97, part
+    assert not any(c.endswith(":bottom") for c in part.get("box_completed", []))
+    assert part["depth_scale"][0]["extended"]

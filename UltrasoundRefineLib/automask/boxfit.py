@@ -53,8 +53,13 @@ def tight_boxes(mask: np.ndarray, loop: Loop | None) -> list[tuple[float, float,
     tells where an invisible edge lies: many scanners draw their box around the whole screen, well
     outside the region on every side, and completing a region to such a box, or trusting it over the
     mask, puts the edge where the box is, not where the region ends."""
+    return _touching(mask, region_boxes(loop))
+
+
+def _touching(mask: np.ndarray, boxes) -> list[tuple[float, float, float, float]]:
+    """:func:`tight_boxes` among ``boxes``."""
     out = []
-    for box in region_boxes(loop):
+    for box in boxes:
         inside = mask & _box_mask(box, mask.shape)
         if not inside.any():
             continue
@@ -211,15 +216,22 @@ def complete_to_boxes(regions: list[Region], loop: Loop | None, *, sides=("botto
 
     Returns ``(regions, info)``; ``info["box_completed"]`` lists ``"<region index>:<side>"`` for each
     extension made (empty when none)."""
-    if not regions or loop is None:
+    if not regions or loop is None or not region_boxes(loop):
         return list(regions), {}
-    shape = tuple(loop.shape)
-    if not region_boxes(loop):
+    # the brightest each pixel gets over the loop
+    return complete_to_given_boxes(regions, loop.grey().max(axis=0), region_boxes(loop), sides=sides)
+
+
+def complete_to_given_boxes(regions: list[Region], image: np.ndarray, boxes, *,
+                            sides=("bottom", "left", "right")) -> tuple[list[Region], dict]:
+    """:func:`complete_to_boxes` with the loop's brightest image and its region boxes given (step 1
+    has them in its evidence)."""
+    if not regions or not boxes:
         return list(regions), {}
-    boxes = tight_boxes(np.logical_or.reduce([r.mask(shape) for r in regions]), loop)
+    shape = tuple(image.shape)
+    boxes = _touching(np.logical_or.reduce([r.mask(shape) for r in regions]), boxes)
     if not boxes:
         return list(regions), {"box_completed": []}
-    image = loop.grey().max(axis=0)  # the brightest each pixel gets over the loop
     inside_any = np.zeros(shape, bool)
     for b in boxes:
         inside_any |= _box_mask(b, shape)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from UltrasoundRefineLib.automask.boxfit import region_boxes
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.regions import image_boxes
 
@@ -70,6 +71,7 @@ class Evidence:
     moving: np.ndarray | None
     areas: list[np.ndarray] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 def background_level(image: np.ndarray) -> tuple[float, float]:
@@ -100,7 +102,7 @@ def gather(loop: Loop, *, max_frames: int = 64) -> Evidence:
     areas = region_areas(loop) or [np.ones(loop.shape, bool)]
     info = {"background_level": bg, "noise_floor": round(floor, 2), "signal_fraction": round(float(signal.mean()), 4),
             "n_frames_used": min(loop.n_frames, max_frames), "n_areas": len(areas)}
-    return Evidence(brightest, darkest, bg, signal, moving, areas, info)
+    return Evidence(brightest, darkest, bg, signal, moving, areas, info, region_boxes(loop))
 
 
 def region_areas(loop: Loop) -> list[np.ndarray]:

@@ -187,6 +187,7 @@ def draw_layout(
     truth_rows = [r for r in regions]
     depth_px = max(_depth_px(r) for r in truth_rows)
     depth_cm = {"heart": rng.uniform(13, 20), "abdomen": rng.uniform(12, 22), "superficial": rng.uniform(3, 6)}[anatomy]
+    depth_cm = float(round(depth_cm))  # scanners image to a whole depth setting, where their scale ends
     spacing_mm = depth_cm * 10.0 / depth_px
     heart_rate = int(rng.integers(52, 118))
     frame_time_ms = float(round(1000.0 / rng.uniform(18, 60), 3))

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from UltrasoundRefineLib.automask.depthscale import complete_to_depth_scale
 from UltrasoundRefineLib.automask.evidence import background_level, convex_hull
 from UltrasoundRefineLib.automask.fanfit.candidates import _box_prior, _components
 from UltrasoundRefineLib.automask.fanfit.polish import _refine
@@ -27,6 +26,7 @@ MIN_AGREEMENT = 0.97
 FIT_MIN_FRAC = 0.02  # components smaller than this share of the image are specks, not regions
 FIT_GAP_PX = 0  # no extending the components down: a clean mask has no dark far field to bridge
 FIT_PENALTY_PX = 15.0  # criterion penalty per shape parameter, in disagreeing pixels
+SEEN_PART_MIN = 0.01  # visible parts of a mask smaller than this share of the largest are specks
 
 
 @dataclass
@@ -143,7 +143,9 @@ def _seen_part(m: np.ndarray, visible: np.ndarray | None) -> np.ndarray | None:
     labels, n = ndi.label(seen)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
-        seen = np.isin(labels, np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1)
+        # a small visible part is no speck when it is the probe face's ring-down above a black near
+        # field: it says where the region starts, and the hull below carries the dark band back in
+        seen = np.isin(labels, np.flatnonzero(sizes >= SEEN_PART_MIN * sizes.max()) + 1)
     # a dark band along an edge (a shadow, a faded side) is open to the outside, so no hole: where the
     # mask covers it and it lies within the visible part's convex hull, it is the region's
     seen |= m & convex_hull(seen)
@@ -157,7 +159,8 @@ def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None
               box_info: dict) -> ShapeFit | None:
     """Fit the shape to ``target_mask``, complete it to the boxes, and measure its agreement with ``m``
     (over the visible pixels when there are any)."""
-    from UltrasoundRefineLib.automask.boxfit import complete_to_boxes
+    from UltrasoundRefineLib.automask.boxfit import region_boxes
+    from UltrasoundRefineLib.automask.fanfit.complete import complete_shape
 
     shape = m.shape
     prior = _box_prior(loop, shape) if loop is not None else None
@@ -172,11 +175,10 @@ def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None
     fits, _, _, target = best
     raster = _Raster(shape)
     regions = _refine([f[1] for f in fits], target, raster)
-    regions, completed = complete_to_boxes(regions, loop)
+    completed = {}
     if loop is not None:
-        image = loop.grey().max(axis=0)
-        regions, scale = complete_to_depth_scale(regions, image, background_level(image)[0])
-        completed = {**completed, **scale}
+        image = loop.grey().max(axis=0)  # the brightest each pixel gets over the loop
+        regions, completed = complete_shape(regions, image, region_boxes(loop), background_level(image)[0])
     fitted = raster.union(regions)
     a, b = (fitted & visible, m & visible) if visible is not None else (fitted, m)
     # neither in sight (both in the dark) is no evidence that the shape is right: it is not used

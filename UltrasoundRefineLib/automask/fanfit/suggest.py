@@ -11,8 +11,8 @@ import numpy as np
 
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.automask import evidence
-from UltrasoundRefineLib.automask.depthscale import complete_to_depth_scale
 from UltrasoundRefineLib.automask.evidence import convex_hull
+from UltrasoundRefineLib.automask.fanfit.complete import complete_shape, grew
 from UltrasoundRefineLib.automask.fanfit.shapefit import MIN_AGREEMENT, fit_shape
 from UltrasoundRefineLib.geometry import regions_mask
 from UltrasoundRefineLib.loop import Loop
@@ -158,27 +158,27 @@ def _loop_readings(loop: Loop, max_frames: int, min_agreement: float, seed: int)
 
 
 def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, seed: int) -> tuple[np.ndarray, dict, float, float]:
-    """One view's mask (the fitted shape, deepened to the screen's depth scale where its far field
-    is black, or the hull where no shape agrees), what was fitted, the shape's agreement with the
+    """One view's mask (the fitted shape, completed to its region box and deepened to the screen's
+    depth scale where its edge fades to black, or the hull where no shape agrees), what was fitted, the shape's agreement with the
     hull (a hull no scanner shape fits is wrong somewhere) and the view's quality: that agreement,
     lowered where the evidence fills little of the hull (a guess across much black) and where no
     shape was fitted."""
     hull = convex_hull(found)
     fit = fit_shape(hull, min_agreement=min_agreement, seed=seed)
-    used, agreement, mask, scale = fit.used, fit.agreement, (fit.mask if fit.used else hull), {}
+    used, agreement, mask, completed = fit.used, fit.agreement, (fit.mask if fit.used else hull), {}
     regions = fit.regions
     if regions:
-        regions, scale = complete_to_depth_scale(regions, ev.brightest, ev.background)
-        if any(s["extended"] for s in scale.get("depth_scale", [])):
-            deepened = regions_mask(regions, hull.shape)
-            inside = float(np.count_nonzero(deepened & hull) / max(np.count_nonzero(hull), 1))
+        regions, completed = complete_shape(regions, ev.brightest, ev.boxes, ev.background)
+        if grew(completed):
+            grown = regions_mask(regions, hull.shape)
+            inside = float(np.count_nonzero(grown & hull) / max(np.count_nonzero(hull), 1))
             if used or inside >= min_agreement:
-                # a hull that fades out into black fits no shape; one the scale deepens to where the
-                # scanner images does, when it holds all of the hull
-                mask, used, agreement = deepened, True, max(agreement, inside)
+                # a hull that fades out into black fits no shape; one that the region box or the depth
+                # scale completes to where the scanner images does, when it holds all of the hull
+                mask, used, agreement = grown, True, max(agreement, inside)
     fill = float(np.count_nonzero(found) / max(np.count_nonzero(mask), 1))
     info = {"model": fit.model if used else "hull", "agreement": round(agreement, 4),
-            "regions": [r.to_dict() for r in regions] if used else [], "fill": round(fill, 4), **scale}
+            "regions": [r.to_dict() for r in regions] if used else [], "fill": round(fill, 4), **completed}
     # a hull that no scanner shape fits is less to be trusted than a fitted shape
     quality = agreement * (0.6 + 0.4 * fill) * (1.0 if used else UNFITTED)
     return mask, info, agreement, quality
