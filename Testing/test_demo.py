@@ -52,8 +52,9 @@ def test_demo_writes_the_report_the_csvs_and_the_model(demo):
 def test_demo_headline_claims(demo):
     """What the demo claims, as far as the quick size (3 repeats, 4 epochs) supports it: the method's
     recipe beats the threshold baseline by Student's paired t over the repeats, p < 0.05 even after Holm's
-    correction, and scores above human-only training on average. (Above human-only with p < 0.05 needs
-    the full demo's 5 repeats: at the quick size human-only's spread is as large as the gap, p = 0.24.)"""
+    correction, and scores level with human-only training. (Since both check their answer against the
+    loop's evidence, both sit near step 1's own fanfit on the phantom: the full demo's 5 repeats put the
+    method above human-only on average, 0.984 vs 0.982, p = 0.12; at the quick size either may lead.)"""
     out, _ = demo
     with open(out / "runs.csv", newline="") as f:
         runs = list(csv.DictReader(f))
@@ -71,7 +72,7 @@ def test_demo_headline_claims(demo):
     assert against_threshold["test"] == "paired"
     assert mean(REFINED) > mean("threshold") + 0.01
     assert float(against_threshold["p"]) < 0.05 and float(against_threshold["p_holm"]) < 0.05
-    assert mean(REFINED) > mean("human-only")
+    assert abs(mean(REFINED) - mean("human-only")) < 0.01
     assert primary(REFINED, "human-only")["p"] != "nan"  # testable: both vary over the repeats
     # on a CPU one pretraining serves every repeat: the comparisons it leaves without spread say so, and
     # are made loop by loop instead
