@@ -37,6 +37,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402  (the standard library only)
+
 SITE = Path("/tmp/site")
 
 #: seconds per step: together about 8 minutes, inside the device tool's 10-minute command limit
@@ -96,10 +100,7 @@ class Check:
         return rc if isinstance(rc, int) else 124
 
     def save(self) -> None:
-        path = self.out / "gpu_check.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.result, indent=1) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(self.out / "gpu_check.json", json.dumps(self.result, indent=1) + "\n")
 
 
 def _nvidia_smi() -> list[str]:
