@@ -176,7 +176,9 @@ def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, se
                 # a hull that fades out into black fits no shape; one that the region box or the depth
                 # scale completes to where the scanner images does, when it holds all of the hull
                 mask, used, agreement = grown, True, max(agreement, inside)
-    fill = float(np.count_nonzero(found) / max(np.count_nonzero(mask), 1))
+    # the fill of the evidence's own hull: what the box or the scale completed is read off the screen,
+    # not guessed across black
+    fill = float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1))
     info = {"model": fit.model if used else "hull", "agreement": round(agreement, 4),
             "regions": [r.to_dict() for r in regions] if used else [], "fill": round(fill, 4), **completed}
     # a hull that no scanner shape fits is less to be trusted than a fitted shape
