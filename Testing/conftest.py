@@ -61,3 +61,24 @@ def tiny_workspace():
         return ws
 
     return make
+
+
+@pytest.fixture
+def held_suggest(monkeypatch):
+    """``automask.suggest_mask`` held until ``release`` is set, recording the threads it ran in
+    (``ran_in``): proves that whoever asked for a mask was not held up while it was made. ``real`` is
+    the unheld function."""
+    import threading
+    import types
+
+    from UltrasoundRefineLib import automask
+
+    release, ran_in, real = threading.Event(), [], automask.suggest_mask
+
+    def held(loop, method):
+        ran_in.append(threading.current_thread())
+        release.wait(30)
+        return real(loop, method)
+
+    monkeypatch.setattr(automask, "suggest_mask", held)
+    return types.SimpleNamespace(release=release, ran_in=ran_in, real=real)

@@ -190,22 +190,14 @@ def test_a_decision_names_its_reviewer():
     assert issubclass(reviewsession.ReviewError, UltrasoundRefineError)  # one line in the panel and the CLI
 
 
-def test_a_mask_in_progress_is_made_off_the_calling_thread_and_shown_over_its_loop(scene, monkeypatch):
+def test_a_mask_in_progress_is_made_off_the_calling_thread_and_shown_over_its_loop(scene, monkeypatch, held_suggest):
     import threading
 
     from UltrasoundRefineLib import automask
 
     loop, truth = slicer_selftest.synthetic_loop(n_frames=3)
     sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=scene)
-    release, ran_in = threading.Event(), []
-    real = automask.suggest_mask
-
-    def held(loop, method):
-        ran_in.append(threading.current_thread())
-        release.wait(30)
-        return real(loop, method)
-
-    monkeypatch.setattr(automask, "suggest_mask", held)
+    release, ran_in, real = held_suggest.release, held_suggest.ran_in, held_suggest.real
     making = slicerbridge.MaskInProgress(sequence, "threshold", scene=scene)
     assert not making.done() and making.status == "Suggesting a mask with threshold in the background..."
     release.set()  # the caller was not held up: the mask is made only now

@@ -1253,7 +1253,7 @@ class _FakeTimer:
         self.running = False
 
 
-def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(module, monkeypatch):
+def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(module, monkeypatch, held_suggest):
     """The panel's Suggest mask: the button is busy and the GUI thread free while fanfit runs; the
     mask is put in the scene when the poll finds it done."""
     import contextlib
@@ -1261,20 +1261,12 @@ def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(modu
 
     import slicer
 
-    from UltrasoundRefineLib import automask, slicerbridge
+    from UltrasoundRefineLib import slicerbridge
 
     scene = module.scene
     loop, truth = slicer_selftest.synthetic_loop(n_frames=3)
     sequence, _browser, proxy = slicerbridge.loop_to_sequence(loop, scene=scene)
-    release, ran_in = threading.Event(), []
-    real_suggest = automask.suggest_mask
-
-    def slow_suggest(loop, method):
-        ran_in.append(threading.current_thread())
-        release.wait(30)
-        return real_suggest(loop, method)
-
-    monkeypatch.setattr(automask, "suggest_mask", slow_suggest)
+    release, ran_in = held_suggest.release, held_suggest.ran_in
     errors = []
 
     @contextlib.contextmanager
