@@ -103,3 +103,18 @@ def test_the_scale_not_a_loose_box_says_how_deep_the_region_goes():
     assert dice(s.mask, truth) >= 0.97, part
     assert not any(c.endswith(":bottom") for c in part.get("box_completed", []))
     assert part["depth_scale"][0]["extended"]
+
+
+def test_a_screen_of_bright_specks_is_no_scale_and_costs_little():
+    """Thousands of small bright specks beside the region (a noisy screen) fall into one column group:
+    no scale is read from them, and quickly."""
+    import time
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((600, 800), np.float32)
+    ys, xs = rng.integers(0, 600, 4000), rng.integers(600, 800, 4000)
+    image[ys, xs] = 230
+    region = Rectangle(40, 30, 500, 550)
+    t0 = time.perf_counter()
+    assert find_depth_scale(image, region.mask(image.shape), region_tops(region), 0.0) is None
+    assert time.perf_counter() - t0 < 2.0

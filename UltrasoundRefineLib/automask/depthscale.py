@@ -28,9 +28,13 @@ MARK_CONTRAST = 24.0  # grey levels above the background: scales are drawn as br
 MARK_MAX_HEIGHT = 0.008  # share of the frame's height: a tick or a dot, not a digit or a bar
 MARK_MAX_WIDTH = 0.03  # share of the frame's width
 MIN_MARKS = 5  # marks on one grid: fewer is a coincidence of graphics
+MAX_MARKS = 200  # a column with more marks is noise or a dotted line, not a scale (and would cost seconds)
 STEP_TOL = 0.12  # a mark within this share of a step (at least GRID_TOL_PX) of a grid line is on it
 GRID_TOL_PX = 1.5
 MAX_MISSING = 3  # grid lines in a row without a mark (a marker or a label over the scale) end the scale
+MIN_STEP = 6.0  # px between marks: closer ones are a dotted line or noise, where any grid finds marks
+ON_GRID = 0.8  # share of the column's marks over the scale's span that lie on its grid (labels, a marker
+# may not; scattered specks mostly do not)
 ZERO_TOL = 0.012  # share of the frame's height: the grid's zero lies this close to the region's top
 MIN_SPAN = 0.3  # the scale spans at least this share of the region's height
 NEAR = 0.3  # share of the frame's width: the scale's column lies this close to the region (as found: its far field may be missing)
@@ -105,7 +109,7 @@ def _grid(rows: np.ndarray, zero: float) -> tuple[tuple[float, ...], float] | No
     below = rows[rows >= zero - 0.5]
     gaps = np.diff(below)
     best = None
-    for guess in np.unique(np.round(gaps[gaps >= 3.0], 1)):
+    for guess in np.unique(np.round(gaps[gaps >= MIN_STEP], 1)):
         step, on, last_k = float(guess), [zero], 0
         tol = max(GRID_TOL_PX, STEP_TOL * step)
         for y in below[1:]:
@@ -135,6 +139,8 @@ def find_depth_scale(image: np.ndarray, region_mask: np.ndarray, tops, backgroun
     keep_out = ndi.binary_dilation(region_mask, iterations=2)
     best = None
     for column in _columns(_marks(image, keep_out, background)):
+        if not MIN_MARKS <= len(column) <= MAX_MARKS:
+            continue
         x0, x1 = min(m[1] for m in column), max(m[2] for m in column)
         if x1 < cols_in.min() - NEAR * w or x0 > cols_in.max() + NEAR * w:
             continue
@@ -145,6 +151,9 @@ def find_depth_scale(image: np.ndarray, region_mask: np.ndarray, tops, backgroun
         zero = float(rows[np.argmin(distance)])
         grid = _grid(rows, zero)
         if grid is None or len(grid[0]) < MIN_MARKS or grid[0][-1] - zero < MIN_SPAN * height:
+            continue
+        over_span = np.count_nonzero((rows >= zero - 0.5) & (rows <= grid[0][-1] + 0.5))
+        if len(grid[0]) < ON_GRID * over_span:
             continue
         scale = DepthScale(int(x0), int(x1), grid[0], grid[1])
         if best is None or len(scale.rows) > len(best.rows):
