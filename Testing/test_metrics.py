@@ -69,3 +69,18 @@ def test_dice_and_iou_do_not_load_torch():
     code = "import sys; from UltrasoundRefineLib.metrics import dice; print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert res.stdout.split() == ["False"]
+
+
+def test_tta_disagreement_is_one_minus_the_mean_dice_with_the_consensus():
+    """The model's uncertainty is this Dice too, with its empty-mask answer: members that all see nothing
+    agree (0), a member that sees nothing where the consensus sees something disagrees fully."""
+    from UltrasoundRefineLib.train.model import tta_uncertainty
+
+    members = torch.zeros(3, 4, 5)
+    members[:2, :2] = 0.9  # two members: the top two rows
+    members[2, :1] = 0.9  # the third: the top row only -> consensus is the top two rows
+    expected = 1 - (1 + 1 + 2 * 5 / (5 + 10)) / 3
+    assert tta_uncertainty(members) == pytest.approx(expected, abs=1e-12)
+    assert tta_uncertainty(torch.zeros(3, 4, 5)) == 0.0
+    members[2] = 0.0
+    assert tta_uncertainty(members) == pytest.approx(1 - 2 / 3, abs=1e-12)

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from UltrasoundRefineLib.atomic import atomic_write as _atomic_write_bytes
+from UltrasoundRefineLib.atomic import atomic_write
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.errors import InputError, OutputError
+from UltrasoundRefineLib.metrics import dice
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.train.device import (
     DeviceChoice, autocast, choose_precision, dtype_name, resolve_device, tf32_matmuls,
@@ -92,7 +93,7 @@ def library_versions() -> dict:
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    _atomic_write_bytes(Path(path), lambda tmp: torch.save(obj, tmp))
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_json(obj, path: str | Path) -> None:
@@ -101,7 +102,7 @@ def atomic_json(obj, path: str | Path) -> None:
             json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
             f.write("\n")
 
-    _atomic_write_bytes(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def _json_default(o):
@@ -355,12 +356,9 @@ def tta_uncertainty(members: torch.Tensor, geometry: Geometry | None = None) -> 
     if geometry is not None:
         g = geometry
         members = members[:, g.top : g.top + g.inner_h, g.left : g.left + g.inner_w]
-    masks = members > 0.5
-    consensus = members.mean(0) > 0.5
-    inter = (masks & consensus).flatten(1).sum(1).float()
-    total = masks.flatten(1).sum(1).float() + consensus.sum().float()
-    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-    return float(1.0 - dice.mean())
+    members = members.float().cpu()
+    consensus = (members.mean(0) > 0.5).numpy()
+    return float(1.0 - np.mean([dice(member, consensus) for member in (members > 0.5).numpy()]))
 
 
 def mask_from_members(members: torch.Tensor, geometry: Geometry, postprocess=True, *, loop: Loop | None = None,
