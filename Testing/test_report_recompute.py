@@ -8,8 +8,11 @@ The runs here are synthetic (no training): the analysis and the report are what 
 from __future__ import annotations
 
 import csv
+import html as h
 import math
+import re
 import warnings
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -136,11 +139,64 @@ def test_an_untestable_comparison_says_why_in_the_csv_and_the_report(report):
     assert row["p"] == "nan"
     assert "one pretraining" in row["note"] and "loop by loop" in row["note"]
     html = report["html"].read_text(encoding="utf-8")
-    import html as h
-
     assert h.escape(row["note"], quote=True) in html
     # the loop-by-loop p-values the report states are the CSV's
     loop = next(r for r in comps if (r["a"], r["b"], r["test"]) == ("threshold-pretrained", "threshold", "paired")
                 and r["data"] != "runs.csv")
     assert f"paired t-test p = {float(loop['p']):.3g}" in html
     assert math.isfinite(float(loop["p"]))
+
+
+class _Tables(HTMLParser):
+    """Each table of a page as rows of cell texts (header row included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+P_HEADERS = {"p", "p (Holm)", "p vs baseline"}
+P_NUMBER = r"< 0\.0001|\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+
+
+def _shown_p_values(page: str) -> list[str]:
+    """Every p-value the page states: the cells of its p columns and each 'p = X' / 'p < X' of its text."""
+    parser = _Tables()
+    parser.feed(page)
+    shown = []
+    for table in parser.tables:
+        header = table[0] if table else []
+        columns = [i for i, name in enumerate(header) if name in P_HEADERS]
+        shown += [row[i] for row in table[1:] for i in columns if i < len(row)]
+    text = h.unescape(re.sub(r"<[^>]+>", " ", page))
+    shown += re.findall(rf"\bp (?:= (?:{P_NUMBER})|< 0\.0001)", text)
+    return [s.removeprefix("p ").removeprefix("= ") for s in shown]
+
+
+def test_every_p_value_the_report_shows_is_in_the_csv(report):
+    """Not only are the CSV's p-values right: the report shows no p-value that is not one of them."""
+    comps = _read(report["comparisons"])
+    values = [float(r[k]) for r in comps for k in ("p", "p_holm") if r[k] not in ("", "nan")]
+    written = {f"{v:.3g}" for v in values} | ({"< 0.0001"} if any(v < 1e-4 for v in values) else set())
+    # cells that are no number ("n/a", or the baseline's own row saying what it is) state no p-value
+    shown = [s for s in _shown_p_values(report["html"].read_text(encoding="utf-8")) if re.fullmatch(P_NUMBER, s)]
+    assert len(shown) >= 12, shown  # the tables and the sentences were read
+    assert [s for s in shown if s not in written] == [], shown
