@@ -65,11 +65,15 @@ class Cleaned:
 Check = Callable[[LoopMask], str | None]  # a reason to hold the loop back, or None
 
 
-def clean_file(path: Path, out: Path, source: MaskSource, deidentify: Callable, check: Check) -> Cleaned:
+def clean_file(path: Path, out: Path, source: MaskSource, deidentify: Callable, check: Check,
+               source_key: str | None = None) -> Cleaned:
     """Mask ``path`` with ``source``'s mask and write it to ``out``, unless ``check`` finds a reason
-    not to (then nothing is written). ``deidentify`` is applied to DICOM headers."""
-    writer = {"dicom": _clean_dicom, "image": _clean_image, "nrrd": _clean_to_nrrd}[_kind(path)[0]]
-    return writer(path, out, source, deidentify, check)
+    not to (then nothing is written). ``deidentify`` is applied to DICOM headers. ``source_key``: the
+    input's hash when the caller has it (a DICOM input is then not hashed again)."""
+    kind = _kind(path)[0]
+    if kind == "dicom":
+        return _clean_dicom(path, out, source, deidentify, check, source_key)
+    return {"image": _clean_image, "nrrd": _clean_to_nrrd}[kind](path, out, source, deidentify, check)
 
 
 def _decide(loop: Loop, source: MaskSource, check: Check) -> tuple[LoopMask, str | None]:
@@ -79,12 +83,13 @@ def _decide(loop: Loop, source: MaskSource, check: Check) -> tuple[LoopMask, str
     return mask, check(mask)
 
 
-def _clean_dicom(path: Path, out: Path, source: MaskSource, deidentify, check: Check) -> Cleaned:
+def _clean_dicom(path: Path, out: Path, source: MaskSource, deidentify, check: Check,
+                 source_key: str | None) -> Cleaned:
     import pydicom
 
     from UltrasoundRefineLib.io.dicom import _quiet, read_dicom_source
 
-    loop, ds, pixels = read_dicom_source(path)
+    loop, ds, pixels = read_dicom_source(path, source_key)
     mask, held = _decide(loop, source, check)
     if held is None:
         with _quiet():  # pydicom's warnings quote values (names, dates): keep them out of the logs

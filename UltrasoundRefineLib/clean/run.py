@@ -117,12 +117,13 @@ def check_out_dir(out_dir: Path, inputs: list[Path]) -> None:
 
 
 def clean_loop(path: Path, out: Path, source: MaskSource, deidentify, quarantine: Quarantine,
-               nrrd_base: tuple[Path, str] | None) -> dict | UltrasoundRefineError:
+               nrrd_base: tuple[Path, str] | None, source_key: str | None = None) -> dict | UltrasoundRefineError:
     """One loop, in this process or a worker: cleaned into ``out`` (and its NRRD copies into
     ``nrrd_base``'s folder under its name); what the manifest row needs, or the loop's failure as a value
-    (a failing loop is not worth another worker's attempt)."""
+    (a failing loop is not worth another worker's attempt). ``source_key``: the input's hash, already
+    computed to name the output."""
     try:
-        done = clean_file(path, out, source, deidentify, quarantine)
+        done = clean_file(path, out, source, deidentify, quarantine, source_key)
     except UltrasoundRefineError as e:
         return e
     except Exception as e:  # a bug or numerical failure on one loop must not lose the others
@@ -267,7 +268,7 @@ def clean(
                 for fut in wait(list(running), return_when=FIRST_COMPLETED).done:
                     finish(fut)
             report.rows.append(None)  # this loop's row, when it is done
-            running[executor.submit(clean_loop, task_path, task_out, source, deidentify, quarantine, nrrd_base)] = \
+            running[executor.submit(clean_loop, task_path, task_out, source, deidentify, quarantine, nrrd_base, key)] = \
                 (i, path, name, key, rel, len(report.rows) - 1)
             for fut in [f for f in running if f.done()]:
                 finish(fut)

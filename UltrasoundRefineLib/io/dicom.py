@@ -368,12 +368,15 @@ def read_dicom(path: str | Path) -> Loop:
     return read_dicom_source(path)[0]
 
 
-def read_dicom_source(path: str | Path) -> tuple[Loop, Dataset, np.ndarray]:
+def read_dicom_source(path: str | Path, source_key: str | None = None) -> tuple[Loop, Dataset, np.ndarray]:
     """The :class:`Loop`, the dataset it came from and its decoded pixels ``(T, H, W[, 3])`` at their own
     depth (pydicom's ``pixel_array``: YBR converted to RGB, planar configuration undone, palette
-    applied), for writers that must keep the source's values rather than the loop's 8-bit frames."""
+    applied, C-contiguous), for writers that must keep the source's values rather than the loop's 8-bit
+    frames (which share the pixels' memory when those are 8-bit already). ``source_key``: the file's
+    :func:`file_sha256_key` when the caller has just computed it (``clean`` names outputs by it), so
+    the file is not hashed twice."""
     path = Path(path)
-    seen: dict = {}
+    seen: dict = {"source_key": source_key}
     with _quiet():
         try:
             loop = _read_dicom(path, seen)
@@ -456,6 +459,9 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
         arr = arr[None]
     if arr.ndim != (4 if colour else 3):
         raise InputError(path, f"unsupported image shape {tuple(arr.shape)} (photometric {_code(photometric, _CS) or 'unknown'})")
+    # planar data (RLE colour) decodes to a strided view: one contiguous copy here, shared by the loop's
+    # frames when they are 8-bit already, rather than one for the frames and another for a writer
+    arr = np.ascontiguousarray(arr)
     seen["pixels"] = arr
 
     meta: dict = {
@@ -505,7 +511,7 @@ def _read_dicom(path: Path, seen: dict) -> Loop:
             frames=np.ascontiguousarray(frames),
             spacing=spacing,
             frame_time_ms=frame_time,
-            source_key=file_sha256_key(path),
+            source_key=seen.get("source_key") or file_sha256_key(path),
             group_key=_group_key(ds),
             stem=loop_stem(path),
             path=path,
