@@ -133,3 +133,22 @@ def test_nothing_to_train_says_which_command_fixes_it(tmp_path, capsys, tiny_wor
     assert main(["train", str(root), "--stage", "scratch", *args]) == 2
     err = _err(capsys)
     assert "test split" in err and "ultrasound-refine split" in err and "--finetune" in err
+
+
+def test_naming_a_test_loop_moves_it_and_says_the_test_split_shrank(tmp_path, capsys, tiny_workspace):
+    root = tmp_path / "ws"
+    tiny_workspace(root, 6, shape=(8, 10)).close()
+    assert main(["split", str(root), "--test-fraction", "0.34", "--finetune-count", "0"]) == 0
+    with Workspace.open(root, readonly=True) as ws:
+        in_test = sorted(i.stem for i in ws.items(split="test"))
+    assert len(in_test) == 2
+    capsys.readouterr()
+    assert main(["split", str(root), "--finetune", in_test[0]]) == 0
+    err = _err(capsys)
+    assert f"1 loop left the test split for fine-tuning ({in_test[0]}); it holds 1 now" in err
+    assert "--reassign" in err
+    with Workspace.open(root, readonly=True) as ws:
+        assert ws.split_of(in_test[0]) == "finetune"
+    # naming a loop that was not in test says nothing of the kind
+    assert main(["split", str(root), "--finetune", in_test[0]]) == 0
+    assert "warning" not in _err(capsys)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 
@@ -170,8 +171,17 @@ def run_split(args) -> int:
         for key in SPLIT_DEFAULTS:
             if getattr(args, key) is not None:
                 params[key] = getattr(args, key)
+        was = {i.id: (i.stem, i.split) for i in ws.items()}
         counts = ws.assign_splits(**params, reassign=args.reassign, finetune=named)
+        left_test = sorted(stem for i, (stem, split) in was.items() if split == "test" and ws.split_of(i) != "test")
     _say(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    if left_test and not args.reassign:
+        # Named loops move even out of test (the person naming them knows why), but a test split that
+        # shrank unnoticed would score models on fewer loops than asked for.
+        _say(f"warning: {len(left_test)} loop{'s' if len(left_test) != 1 else ''} left the test split for fine-tuning ({', '.join(left_test[:5])}"
+             f"{', ...' if len(left_test) > 5 else ''}); it holds {counts['test']} now (asked: "
+             f"{params['test_fraction']:.0%} of the loops); `ultrasound-refine split {shlex.quote(args.workspace)} "
+             f"--reassign` places every loop again")
     return 0
 
 
