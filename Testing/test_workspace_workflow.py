@@ -152,3 +152,25 @@ def test_naming_a_test_loop_moves_it_and_says_the_test_split_shrank(tmp_path, ca
     # naming a loop that was not in test says nothing of the kind
     assert main(["split", str(root), "--finetune", in_test[0]]) == 0
     assert "warning" not in _err(capsys)
+
+
+def test_experiment_without_suggestions_of_a_method_names_the_conditions_to_leave_out(phantom, tmp_path, capsys):
+    """The README's session suggests with fanfit only; the built-in comparison also pretrains on
+    threshold masks. The error says both fixes: make those suggestions, or a spec without those conditions."""
+    ws = str(tmp_path / "study")
+    assert main(["init", ws]) == 0
+    assert main(["add", ws, str(phantom / "loops")]) == 0
+    assert main(["split", ws, "--test-fraction", "0.25", "--finetune-count", "1"]) == 0
+    assert main(["suggest", ws, "--method", "threshold", "--quiet"]) == 0
+    assert main(["review", ws, "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0"]) == 0
+    assert main(["import-masks", ws, str(phantom / "truth")]) == 0
+    spec = tmp_path / "spec.toml"
+    spec.write_text('repeats = 2\nhuman_masks = 1\nconditions = ["threshold", "fanfit-pretrained+finetuned"]\n'
+                    "[train]\nsize = 32\nepochs = 1\n")
+    capsys.readouterr()
+    code = main(["experiment", ws, "--spec", str(spec), "--out", str(tmp_path / "r"), "--workers", "1",
+                 "--device", "cpu"])
+    err = _err(capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert "ultrasound-refine suggest" in err and "--method fanfit" in err
+    assert "leave out the conditions that pretrain on fanfit masks (fanfit-pretrained+finetuned) with --spec" in err

@@ -143,7 +143,13 @@ def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> Ex
                     method = part.split(":", 1)[1]
                     examples = ws.examples("pretrain", producer=method)
                     if not examples:
-                        raise ExperimentError(f"{workspace_path}: {nothing_to_train(ws, 'pretrain', method)}")
+                        # The built-in comparison pretrains on both auto-mask methods; a session that
+                        # suggested with one of them is better told it may leave the other out.
+                        users = [c.name for c in spec.conditions if c.pretrain_on == method]
+                        raise ExperimentError(
+                            f"{workspace_path}: {nothing_to_train(ws, 'pretrain', method)}; or leave out the "
+                            f"conditions that pretrain on {method} masks ({', '.join(users)}) with --spec "
+                            f"(a TOML file whose `conditions` lists the others)")
                     rendered = render_examples(examples, config.size, config.inputs)
                 _RENDERED[(*prefix, part)] = rendered
     test, test_examples = _RENDERED[(*prefix, "test")]
