@@ -41,6 +41,31 @@ def phantom_set(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def reviewed_session():
+    """``reviewed_session(ws, phantom, split=None, min_dice=0.0, import_masks=False)``: the README's first
+    steps through the command line on a :func:`phantom_set` folder: ``init``, ``add`` its loops,
+    ``split`` with the arguments ``split`` (none: never split), ``suggest --method threshold``,
+    ``review --simulate`` against its truth at ``min_dice``, and ``import-masks`` of its truth. Returns
+    the workspace's path."""
+    from UltrasoundRefineLib.cli import main
+
+    def make(ws: Path, phantom: Path, *, split: list[str] | None = None, min_dice: float = 0.0,
+             import_masks: bool = False) -> Path:
+        assert main(["init", str(ws)]) == 0
+        assert main(["add", str(ws), str(phantom / "loops")]) == 0
+        if split is not None:
+            assert main(["split", str(ws), *split]) == 0
+        assert main(["suggest", str(ws), "--method", "threshold", "--quiet"]) == 0
+        assert main(["review", str(ws), "--simulate", "--truth", str(phantom / "truth"),
+                     "--min-dice", str(min_dice)]) == 0
+        if import_masks:
+            assert main(["import-masks", str(ws), str(phantom / "truth")]) == 0
+        return ws
+
+    return make
+
+
 @pytest.fixture
 def tiny_workspace():
     """``tiny_workspace(root, n, shape=, mask=, group=)``: a new workspace at ``root`` holding ``n`` blank

@@ -51,15 +51,10 @@ def phantom(phantom_set) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reviewed(phantom, tmp_path_factory) -> Path:
+def reviewed(phantom, tmp_path_factory, reviewed_session) -> Path:
     """A workspace with both phantom loops suggested and accepted, in the pretrain split (read-only use)."""
-    ws = tmp_path_factory.mktemp("reviewed") / "ws"
-    assert main(["init", str(ws)]) == 0
-    assert main(["add", str(ws), str(phantom / "loops")]) == 0
-    assert main(["split", str(ws), "--test-fraction", "0", "--finetune-count", "0"]) == 0
-    assert main(["suggest", str(ws), "--method", "threshold", "--quiet"]) == 0
-    assert main(["review", str(ws), "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0"]) == 0
-    return ws
+    return reviewed_session(tmp_path_factory.mktemp("reviewed") / "ws", phantom,
+                            split=["--test-fraction", "0", "--finetune-count", "0"])
 
 
 @pytest.fixture

@@ -121,15 +121,8 @@ def test_lines_come_in_order_and_poll_waits_for_the_last_of_them():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, phantom_set):
-    from UltrasoundRefineLib.cli import main
-
-    phantom, ws = phantom_set(6, 5), tmp_path_factory.mktemp("stop_on_stdin") / "ws"
-    assert main(["init", str(ws)]) == 0
-    assert main(["add", str(ws), str(phantom / "loops")]) == 0
-    assert main(["suggest", str(ws), "--method", "threshold", "--quiet"]) == 0
-    assert main(["review", str(ws), "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0.5"]) == 0
-    return ws
+def workspace(tmp_path_factory, phantom_set, reviewed_session):
+    return reviewed_session(tmp_path_factory.mktemp("stop_on_stdin") / "ws", phantom_set(6, 5), min_dice=0.5)
 
 
 def test_train_stops_on_a_stop_line_through_a_launcher_and_keeps_its_checkpoint(workspace, tmp_path):

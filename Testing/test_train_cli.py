@@ -26,16 +26,12 @@ SMALL = ["--size", "32"]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, phantom_set):
+def workspace(tmp_path_factory, phantom_set, reviewed_session):
     pytest.importorskip("UltrasoundRefineLib.workspace")
     root = tmp_path_factory.mktemp("train_cli")
-    phantom, ws = phantom_set(8, 11), root / "ws"
-    assert main(["init", str(ws)]) == 0
-    assert main(["add", str(ws), str(phantom / "loops")]) == 0
-    assert main(["split", str(ws), "--test-fraction", "0.25", "--finetune-count", "2", "--seed", "0"]) == 0
-    assert main(["suggest", str(ws), "--method", "threshold", "--quiet"]) == 0
-    assert main(["review", str(ws), "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0.5"]) == 0
-    assert main(["import-masks", str(ws), str(phantom / "truth")]) == 0
+    phantom = phantom_set(8, 11)
+    split = ["--test-fraction", "0.25", "--finetune-count", "2", "--seed", "0"]
+    ws = reviewed_session(root / "ws", phantom, split=split, min_dice=0.5, import_masks=True)
     return {"root": root, "phantom": phantom, "ws": ws}
 
 

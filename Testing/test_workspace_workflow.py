@@ -154,16 +154,12 @@ def test_naming_a_test_loop_moves_it_and_says_the_test_split_shrank(tmp_path, ca
     assert "warning" not in _err(capsys)
 
 
-def test_experiment_without_suggestions_of_a_method_names_the_conditions_to_leave_out(phantom, tmp_path, capsys):
+def test_experiment_without_suggestions_of_a_method_names_the_conditions_to_leave_out(phantom, tmp_path, capsys,
+                                                                                        reviewed_session):
     """The README's session suggests with fanfit only; the built-in comparison also pretrains on
     threshold masks. The error says both fixes: make those suggestions, or a spec without those conditions."""
-    ws = str(tmp_path / "study")
-    assert main(["init", ws]) == 0
-    assert main(["add", ws, str(phantom / "loops")]) == 0
-    assert main(["split", ws, "--test-fraction", "0.25", "--finetune-count", "1"]) == 0
-    assert main(["suggest", ws, "--method", "threshold", "--quiet"]) == 0
-    assert main(["review", ws, "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0"]) == 0
-    assert main(["import-masks", ws, str(phantom / "truth")]) == 0
+    ws = str(reviewed_session(tmp_path / "study", phantom, split=["--test-fraction", "0.25", "--finetune-count", "1"],
+                              import_masks=True))
     spec = tmp_path / "spec.toml"
     spec.write_text('repeats = 2\nhuman_masks = 1\nconditions = ["threshold", "fanfit-pretrained+finetuned"]\n'
                     "[train]\nsize = 32\nepochs = 1\n")

@@ -178,7 +178,8 @@ def run_split(args) -> int:
     if left_test and not args.reassign:
         # Named loops move even out of test (the person naming them knows why), but a test split that
         # shrank unnoticed would score models on fewer loops than asked for.
-        _say(f"warning: {len(left_test)} loop{'s' if len(left_test) != 1 else ''} left the test split for fine-tuning ({', '.join(left_test[:5])}"
+        loops = f"{len(left_test)} loop{'s' if len(left_test) != 1 else ''}"
+        _say(f"warning: {loops} left the test split for fine-tuning ({', '.join(left_test[:5])}"
              f"{', ...' if len(left_test) > 5 else ''}); it holds {counts['test']} now (asked: "
              f"{params['test_fraction']:.0%} of the loops); `ultrasound-refine split {shlex.quote(args.workspace)} "
              f"--reassign` places every loop again")
