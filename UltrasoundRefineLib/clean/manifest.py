@@ -30,8 +30,3 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
         return atomic_write(path, write)
     except OSError as e:
         raise OutputError(path, f"cannot write the manifest ({e.strerror or e})") from None
-
-
-def read_manifest(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
