@@ -384,7 +384,7 @@ def run_experiment(
     try:
         root = workspace_path / "runs" / spec.name
         root.mkdir(parents=True, exist_ok=True)
-        (root / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
+        atomic_write_text(root / "spec.json", json.dumps(spec.to_dict(), indent=1))
         return _run(workspace_path, spec, root, executor, device_name, emit, cpu_stages or 0)
     finally:
         if owned:
