@@ -125,3 +125,36 @@ def regions_mask(regions: list[Region], shape: tuple[int, int]) -> np.ndarray:
     for region in regions:
         m |= region.mask(shape)
     return m
+
+
+def mirrored_sector(s: Sector, min_gain_deg: float = 0.25) -> Sector | None:
+    """``s`` made symmetric about the vertical through the middle of its top, each side as far out as
+    the further of the two; None where it already is (within ``min_gain_deg``).
+
+    Scanners draw sectors and fans symmetric about the vertical through their apex. Where one side lies
+    against black (fluid, a probe in air) the evidence stops short of it and a fit leans towards the
+    side it sees; the side that reaches further is the one that touched tissue. The top's corners stay
+    where they are (the ring-down of a curved or cut top shows them even in air), so the apex moves to
+    the axis; the far edge keeps its depth on the axis, and side clips reach as far out on both sides."""
+    a_left = math.radians(s.tilt_deg - s.half_angle_deg)
+    a_right = math.radians(s.tilt_deg + s.half_angle_deg)
+    half = max(-a_left, a_right)
+    if math.degrees(half) - s.half_angle_deg < min_gain_deg or not 0.0 < half < math.pi / 2:
+        return None
+    if s.flat_top_y is not None and s.flat_top_y > s.apex_y:
+        depth = s.flat_top_y - s.apex_y
+        corners = [(s.apex_x + depth * math.tan(a), s.flat_top_y) for a in (a_left, a_right)]
+    else:
+        corners = [(s.apex_x + s.r_min * math.sin(a), s.apex_y + s.r_min * math.cos(a)) for a in (a_left, a_right)]
+    axis_x = (corners[0][0] + corners[1][0]) / 2.0
+    top_y = (corners[0][1] + corners[1][1]) / 2.0
+    half_width = max(0.0, (corners[1][0] - corners[0][0]) / 2.0)
+    apex_y = top_y - half_width / math.tan(half)
+    r_min = half_width / math.sin(half) if s.r_min > 0 else 0.0
+    r_max = s.r_max if s.far_center is not None else s.apex_y + s.r_max - apex_y
+    clip = s.clip
+    if clip is not None:  # a side clipped where the evidence stopped is as far out as the other side's clip
+        reach = max(axis_x - clip[0], clip[2] - axis_x)
+        clip = (axis_x - reach, clip[1], axis_x + reach, clip[3])
+    return Sector(apex_x=axis_x, apex_y=apex_y, half_angle_deg=math.degrees(half), r_max=r_max, r_min=r_min,
+                  tilt_deg=0.0, flat_top_y=s.flat_top_y, far_center=s.far_center, clip=clip)

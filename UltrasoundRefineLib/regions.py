@@ -19,6 +19,9 @@ DATA_TYPES = {
 }
 #: Spatial formats whose data are part of the image region (2D images, M-mode and spectral strips).
 IMAGE_FORMATS = {1, 2, 3}
+#: Spatial formats whose data fill their box: a strip's columns are time and its rows depth or
+#: velocity, so every pixel of the box is a point of its data (a 2D image only lies inside its box).
+STRIP_FORMATS = {2, 3}
 #: Data types that are never image region, whatever their spatial format says (traces and bars).
 NON_IMAGE_DATA = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 18}
 MIN_SIDE = 8  # px: a box thinner than this is not a data region
@@ -49,6 +52,11 @@ class UltrasoundRegion:
         if self.data_type in NON_IMAGE_DATA:
             return False
         return self.spatial_format is None or self.spatial_format in IMAGE_FORMATS
+
+    @property
+    def is_strip(self) -> bool:
+        """Whether the box is an M-mode or spectral strip, whose region is the box itself."""
+        return self.is_image and self.spatial_format in STRIP_FORMATS
 
     def pixel_bounds(self, shape: tuple[int, int], grow: int = 0) -> tuple[int, int, int, int]:
         """``(x0, y0, x1, y1)`` grown by ``grow`` px and clipped to a frame of ``shape = (H, W)``."""

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.automask.boxfit import region_boxes
 from UltrasoundRefineLib.loop import Loop
-from UltrasoundRefineLib.regions import image_boxes
+from UltrasoundRefineLib.regions import image_boxes, image_regions
 
 FLOOR_MARGIN = 0.5  # grey levels above the background that count as signal (8-bit data is integer)
 NOISE_MAX = 8.0  # ring pixels within this many levels of the background are its noise, not graphics
@@ -62,7 +62,9 @@ class Evidence:
     background: the screen's background grey level; signal: bool ``(H, W)``, pixels above the noise
     floor (brighter than the background in some frame); moving: bool ``(H, W)`` pixels that change over
     the loop, ``None`` for a still frame; areas: bool masks, one per place a region may be (a region
-    box, or the whole frame without boxes)."""
+    box, or the whole frame without boxes); strips: per area, its box as ``(x0, y0, x1, y1)`` inclusive
+    bounds where the scanner says it is an M-mode or spectral strip (whose region is that box), else
+    None."""
 
     brightest: np.ndarray
     darkest: np.ndarray
@@ -72,6 +74,11 @@ class Evidence:
     areas: list[np.ndarray] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    strips: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.strips:
+            self.strips = [None] * len(self.areas)
 
 
 def background_level(image: np.ndarray) -> tuple[float, float]:
@@ -99,10 +106,12 @@ def gather(loop: Loop, *, max_frames: int = 64) -> Evidence:
     moving = (brightest - darkest) > 2.0 * floor
     if moving.mean() < 0.005:  # a still frame, or identical frames: a still shown as a loop
         moving = None
+    regions = image_regions(loop)
     areas = region_areas(loop) or [np.ones(loop.shape, bool)]
+    strips = [r.pixel_bounds(loop.shape) if r.is_strip else None for r in regions] or [None]
     info = {"background_level": bg, "noise_floor": round(floor, 2), "signal_fraction": round(float(signal.mean()), 4),
             "n_frames_used": min(loop.n_frames, max_frames), "n_areas": len(areas)}
-    return Evidence(brightest, darkest, bg, signal, moving, areas, info, region_boxes(loop))
+    return Evidence(brightest, darkest, bg, signal, moving, areas, info, region_boxes(loop), strips)
 
 
 def region_areas(loop: Loop) -> list[np.ndarray]:

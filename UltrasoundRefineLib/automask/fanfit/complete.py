@@ -1,6 +1,8 @@
 """Completing a fitted shape where its edge fades to black, from what the screen says beside it.
 
-Two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
+First the sides: a sector that leans, whose narrower side no echoes show, is made symmetric where the
+part this adds is dark (:func:`.geometry.mirrored_sector`: scanners draw their sectors symmetric, and
+a side against black is the one the evidence missed; a side that tissue touches is where it is). Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
 screen shows one the region box is used only for the sides; elsewhere the region box
 (:mod:`..boxfit`) completes the bottom too. A box is a rectangle around the region, often loose at the
 bottom (drawn to the screen's edge, or to the deepest depth the probe could image), while a scale ends
@@ -13,19 +15,64 @@ import numpy as np
 
 from UltrasoundRefineLib.automask.boxfit import complete_to_given_boxes
 from UltrasoundRefineLib.automask.depthscale import complete_to_depth_scale
-from UltrasoundRefineLib.geometry import Region
+from UltrasoundRefineLib.geometry import Region, Sector, mirrored_sector
+
+DARK_DECILE = 90  # percentile at which a side's added part must be no brighter than the sector
+EDGE_BAND_DEG = 3.0  # the strip inside a sector's side where echoes show that side
+EDGE_ECHO = 2.5  # grey levels above the background: an echo, not the noise floor of a fan in air
+EDGE_SEEN = 0.5  # a side is seen where at least this share of its strip shows echoes
 
 
-def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float) -> tuple[list[Region], dict]:
-    """``regions`` completed to the depth scale, then to the region ``boxes`` (on the sides only where a
-    scale was found), on the brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was
-    done (``depth_scale``, ``box_completed``); :func:`grew` says whether anything was."""
+def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float, *,
+                   mirror: bool = True) -> tuple[list[Region], dict]:
+    """``regions`` made symmetric where one side is unseen (``mirror``), completed to the depth scale,
+    then to the region ``boxes`` (on the sides only where a scale was found), on the
+    brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was done (``mirrored``,
+    ``depth_scale``, ``box_completed``); :func:`grew` says whether anything was."""
+    mirrored = []
+    if mirror:
+        regions, mirrored = complete_to_symmetry(regions, image, background)
     regions, info = complete_to_depth_scale(regions, image, background)
     sides = ("left", "right") if info.get("depth_scale") else ("bottom", "left", "right")
     regions, boxed = complete_to_given_boxes(regions, image, boxes, sides=sides)
-    return regions, {**boxed, **info}
+    return regions, {**boxed, **info, **({"mirrored": mirrored} if mirrored else {})}
+
+
+def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
+    """Each leaning sector whose narrower side is unseen (:func:`side_seen`) made symmetric
+    (:func:`.geometry.mirrored_sector`) where the pixels that adds are no brighter than the sector's own at its upper decile (a side that widens onto tissue or
+    graphics was not missed for being black; a thin line drawn across the black part is allowed, as the
+    region's own speckle is). Returns ``(regions, indices of the sectors mirrored)``."""
+    out, mirrored = [], []
+    for k, region in enumerate(regions):
+        wider = mirrored_sector(region) if isinstance(region, Sector) else None
+        if wider is not None and not side_seen(region, image, background, "left" if region.tilt_deg > 0 else "right"):
+            own = region.mask(image.shape)
+            added = wider.mask(image.shape) & ~own
+            if added.any() and own.any() and np.percentile(image[added], DARK_DECILE) <= np.percentile(image[own], DARK_DECILE):
+                out.append(wider)
+                mirrored.append(k)
+                continue
+        out.append(region)
+    return out, mirrored
+
+
+def side_seen(region: Sector, image: np.ndarray, background: float, side: str) -> bool:
+    """Whether echoes show the sector's ``side`` ("left" or "right"): in at least EDGE_SEEN of the
+    strip of the sector within EDGE_BAND_DEG of that side, brighter than the background by EDGE_ECHO."""
+    own = region.mask(image.shape)
+    rows, cols = np.nonzero(own)
+    theta = np.degrees(np.arctan2(cols - region.apex_x, rows - region.apex_y)) - region.tilt_deg
+    if side == "left":
+        strip = theta < -region.half_angle_deg + EDGE_BAND_DEG
+    else:
+        strip = theta > region.half_angle_deg - EDGE_BAND_DEG
+    if not strip.any():
+        return False
+    echoes = np.abs(image[rows[strip], cols[strip]] - background) > EDGE_ECHO
+    return float(echoes.mean()) >= EDGE_SEEN
 
 
 def grew(info: dict) -> bool:
     """Whether :func:`complete_shape` extended any region."""
-    return bool(info.get("box_completed")) or any(s["extended"] for s in info.get("depth_scale", []))
+    return bool(info.get("box_completed")) or bool(info.get("mirrored")) or any(s["extended"] for s in info.get("depth_scale", []))

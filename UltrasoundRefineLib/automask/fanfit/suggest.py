@@ -14,7 +14,7 @@ from UltrasoundRefineLib.automask import evidence
 from UltrasoundRefineLib.automask.evidence import convex_hull
 from UltrasoundRefineLib.automask.fanfit.complete import complete_shape, grew
 from UltrasoundRefineLib.automask.fanfit.shapefit import MIN_AGREEMENT, fit_shape
-from UltrasoundRefineLib.geometry import regions_mask
+from UltrasoundRefineLib.geometry import Rectangle, regions_mask
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.metrics import iou
 
@@ -24,6 +24,7 @@ SPARSE_FALLBACK = 0.5  # sparse speckle is read only when no other reading agree
 SCORE_TIE = 0.02  # readings whose shapes agree within this of the best are as good as it ...
 LARGER = 1.2  # ... and one at least this much larger than the best found a part the best missed
 UNFITTED = 0.8  # quality factor of a view whose hull no scanner shape fits
+HOLDS_HULL = 0.99  # a completed shape holds all of a hull no shape fitted, but for its ragged edge
 MATCH_TIE = 0.05  # readings within this IoU of the one closest to a given mask are as close to it
 
 
@@ -55,9 +56,13 @@ class Reading:
         return np.logical_or.reduce([v[0] for v in self.views])
 
 
-def area_readings(ev: evidence.Evidence, area: np.ndarray, *, min_agreement: float = MIN_AGREEMENT, seed: int = 0) -> list[Reading]:
+def area_readings(ev: evidence.Evidence, area: np.ndarray, *, strip=None, min_agreement: float = MIN_AGREEMENT,
+                  seed: int = 0) -> list[Reading]:
     """Every reading of one area's evidence worth fitting, fitted (sparse speckle only where no other
-    reading agreed well with a shape: it is the last resort)."""
+    reading agreed well with a shape: it is the last resort). An M-mode or spectral strip's region is
+    its box ``strip`` (:attr:`.UltrasoundRegion.is_strip`): its one reading, where it shows any data."""
+    if strip is not None:
+        return _strip_reading(ev, area, strip)
     readings: list[Reading] = []
     for label, found in evidence.candidates(ev, area):
         if label.get("sparse") and readings and max(r.agreement for r in readings) >= SPARSE_FALLBACK:
@@ -94,8 +99,8 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = M
     ev = evidence.gather(loop, max_frames=max_frames)
     mask = np.zeros(loop.shape, bool)
     parts, scores = [], []
-    for area in ev.areas:
-        readings = area_readings(ev, area, min_agreement=min_agreement, seed=seed)
+    for area, strip in zip(ev.areas, ev.strips):
+        readings = area_readings(ev, area, strip=strip, min_agreement=min_agreement, seed=seed)
         if not readings:
             continue
         chosen = choose_reading(readings)
@@ -152,9 +157,25 @@ def _loop_readings(loop: Loop, max_frames: int, min_agreement: float, seed: int)
     key = (id(loop), max_frames, min_agreement, seed)
     if key not in _READINGS:
         ev = evidence.gather(loop, max_frames=max_frames)
-        _READINGS[key] = [(area, area_readings(ev, area, min_agreement=min_agreement, seed=seed)) for area in ev.areas]
+        _READINGS[key] = [(area, area_readings(ev, area, strip=strip, min_agreement=min_agreement, seed=seed))
+                          for area, strip in zip(ev.areas, ev.strips)]
         weakref.finalize(loop, _READINGS.pop, key, None)
     return _READINGS[key]
+
+
+def _strip_reading(ev: evidence.Evidence, area: np.ndarray, strip: tuple[int, int, int, int]) -> list[Reading]:
+    """An M-mode or spectral strip: its box, where the evidence shows data in it (a declared strip
+    with nothing drawn is no region). Its edges are the scanner's own, not fitted; its quality says
+    how much of the box shows data (a strip still being swept is dark where the sweep has not been)."""
+    box = Rectangle(*(float(v) for v in strip))
+    mask = box.mask(area.shape)
+    shown = ev.signal & mask
+    if np.count_nonzero(shown) < evidence.MIN_AREA_FRAC * np.count_nonzero(mask):
+        return []
+    fill = float(np.count_nonzero(shown) / np.count_nonzero(mask))
+    info = {"model": "strip", "agreement": 1.0, "regions": [box.to_dict()],
+            "fill": round(fill, 4)}
+    return [Reading({"strip": True}, [(mask, info, 1.0, 0.6 + 0.4 * fill)])]
 
 
 def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, seed: int) -> tuple[np.ndarray, dict, float, float]:
@@ -172,9 +193,10 @@ def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, se
         if grew(completed):
             grown = regions_mask(regions, hull.shape)
             inside = float(np.count_nonzero(grown & hull) / max(np.count_nonzero(hull), 1))
-            if used or inside >= min_agreement:
-                # a hull that fades out into black fits no shape; one that the region box or the depth
-                # scale completes to where the scanner images does, when it holds all of the hull
+            if used or inside >= HOLDS_HULL:
+                # a hull that fades out into black, or is missing a side, fits no shape; one that
+                # symmetry, the region box or the depth scale completes to where the scanner images
+                # does, when it holds all of the hull
                 mask, used, agreement = grown, True, max(agreement, inside)
     # the fill of the evidence's own hull: what the box or the scale completed is read off the screen,
     # not guessed across black
