@@ -170,3 +170,22 @@ def test_experiment_without_suggestions_of_a_method_names_the_conditions_to_leav
     assert code == 2 and "Traceback" not in err, err
     assert "ultrasound-refine suggest" in err and "--method fanfit" in err
     assert "leave out the conditions that pretrain on fanfit masks (fanfit-pretrained+finetuned) with --spec" in err
+
+
+def test_nothing_to_score_says_which_command_fixes_it(tmp_path, capsys, tiny_workspace):
+    """An experiment scores on the test loops' human masks: without test loops it says how to hold some
+    out; with test loops but no masks for them, it names them and says how to import masks."""
+    root = tmp_path / "ws"
+    tiny_workspace(root, 4, shape=(8, 10)).close()
+    args = ["--out", str(tmp_path / "r"), "--workers", "1", "--device", "cpu"]
+    assert main(["experiment", str(root), *args]) == 2
+    err = _err(capsys)
+    assert "no loops in the test split" in err and "ultrasound-refine split" in err and "import-masks" in err
+    assert main(["split", str(root), "--test-fraction", "0.5", "--finetune-count", "0"]) == 0
+    with Workspace.open(root, readonly=True) as ws:
+        in_test = sorted(i.stem for i in ws.items(split="test"))
+    _err(capsys)
+    assert main(["experiment", str(root), *args]) == 2
+    err = _err(capsys)
+    assert f"none of the 2 loops in the test split ({', '.join(in_test)}) has a human mask" in err
+    assert "ultrasound-refine import-masks" in err and "ultrasound-refine split" not in err

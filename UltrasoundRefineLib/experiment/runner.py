@@ -116,7 +116,7 @@ def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> Ex
     from UltrasoundRefineLib.train.config import TrainConfig
     from UltrasoundRefineLib.train.data import render_examples
     from UltrasoundRefineLib.workspace import Workspace
-    from UltrasoundRefineLib.workspace.advice import nothing_to_train
+    from UltrasoundRefineLib.workspace.advice import nothing_to_score, nothing_to_train
 
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **spec.train})
     prefix = (str(workspace_path), config.size, tuple(config.inputs))
@@ -129,10 +129,7 @@ def load_data(workspace_path: Path, spec: ExperimentSpec, needs: set[str]) -> Ex
                 if part == "test":
                     examples = ws.examples("test")
                     if not examples:
-                        raise ExperimentError(
-                            f"{workspace_path}: no human masks in the test split: nothing to score runs on; split "
-                            f"the workspace (`ultrasound-refine split {workspace_path}`) and import human masks for "
-                            f"its test loops (`ultrasound-refine import-masks {workspace_path} DIR`)")
+                        raise ExperimentError(f"{workspace_path}: {nothing_to_score(ws)}")
                     rendered = (render_examples(examples, config.size, config.inputs, keep_masks=True), examples)
                 elif part == "human":
                     pool = ws.examples("finetune")

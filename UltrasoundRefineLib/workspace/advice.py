@@ -1,4 +1,4 @@
-"""Why a workspace has nothing to train on, and which command fixes it.
+"""Why a workspace has nothing to train on (or to score on), and which command fixes it.
 
 A bare "nothing to train" leaves people guessing which of the earlier steps they missed; these
 sentences look at what the workspace holds and name the next command to run.
@@ -56,4 +56,18 @@ def _no_finetune_masks(ws, root: str) -> str:
             f"whose suggestion was edited in review ({len(human) - in_test}), which pretrain: {fix}")
 
 
-__all__ = ["nothing_to_train"]
+def nothing_to_score(ws) -> str:
+    """Why ``ws.examples("test")`` is empty (an experiment scores on it), ending with the command that
+    fixes it."""
+    root = str(ws.root)
+    in_test = sorted(i.stem for i in ws.items(split="test"))
+    if not in_test:
+        return (f"no loops in the test split, which experiments score on: hold some out with "
+                f"{_cli('split', root, '--test-fraction', '0.2')}, then import hand-drawn masks for them with "
+                f"{_cli('import-masks', root, 'DIR')}")
+    shown = ", ".join(in_test[:5]) + (", ..." if len(in_test) > 5 else "")
+    return (f"none of the {len(in_test)} loops in the test split ({shown}) has a human mask to score on: "
+            f"import hand-drawn masks for them with {_cli('import-masks', root, 'DIR')}")
+
+
+__all__ = ["nothing_to_score", "nothing_to_train"]
