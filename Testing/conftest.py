@@ -66,6 +66,22 @@ def reviewed_session():
     return make
 
 
+@pytest.fixture(scope="session")
+def db_rows():
+    """``db_rows(root, table)``: how many rows ``table`` of the workspace at ``root`` holds, read by plain
+    sqlite (not through the library under test, and whatever state the library would refuse to open)."""
+    import sqlite3
+
+    def count(root: Path, table: str) -> int:
+        conn = sqlite3.connect(Path(root) / "workspace.db")
+        try:
+            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        finally:
+            conn.close()
+
+    return count
+
+
 @pytest.fixture
 def tiny_workspace():
     """``tiny_workspace(root, n, shape=, mask=, group=)``: a new workspace at ``root`` holding ``n`` blank

@@ -375,15 +375,7 @@ def _stems(phantom: Path) -> list[str]:
     return sorted(p.stem for p in (phantom / "loops").glob("*.dcm"))
 
 
-def _human_masks(ws: Path) -> int:
-    conn = sqlite3.connect(ws / "workspace.db")
-    try:
-        return conn.execute("SELECT COUNT(*) FROM human_masks").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def test_a_probability_map_is_not_a_human_mask(workspace, phantom, tmp_path, capsys):
+def test_a_probability_map_is_not_a_human_mask(workspace, phantom, tmp_path, capsys, db_rows):
     """0.1 outside, 0.9 inside: read as '> 0' it was a 100% mask. Refused (not thresholded): a map of
     probabilities is a model's output, and a human mask is the ground truth the method trusts most."""
     stem = _stems(phantom)[0]
@@ -392,15 +384,15 @@ def test_a_probability_map_is_not_a_human_mask(workspace, phantom, tmp_path, cap
     path = _mask_file(tmp_path / "masks" / f"{stem}.nrrd", prob)
     line = one_error(capsys, main(["import-masks", str(workspace), str(path)]), path)
     assert "probabilit" in line
-    assert _human_masks(workspace) == 0
+    assert db_rows(workspace, "human_masks") == 0
 
 
-def test_an_empty_mask_is_not_a_human_mask(workspace, phantom, tmp_path, capsys):
+def test_an_empty_mask_is_not_a_human_mask(workspace, phantom, tmp_path, capsys, db_rows):
     stem = _stems(phantom)[0]
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "truth" / f"{stem}.nrrd")))
     path = _mask_file(tmp_path / "masks" / f"{stem}.nrrd", np.zeros_like(truth))
     assert "empty" in one_error(capsys, main(["import-masks", str(workspace), str(path)]), path)
-    assert _human_masks(workspace) == 0
+    assert db_rows(workspace, "human_masks") == 0
     # the same refusal through the library (what the Slicer module calls)
     from UltrasoundRefineLib.workspace import Workspace
 
@@ -409,7 +401,7 @@ def test_an_empty_mask_is_not_a_human_mask(workspace, phantom, tmp_path, capsys)
     # 0/255 as other tools draw it is a fine mask
     fine = _mask_file(tmp_path / "fine" / f"{stem}.nrrd", (truth > 0).astype(np.uint8) * 255)
     assert main(["import-masks", str(workspace), str(fine)]) == 0
-    assert _human_masks(workspace) == 1
+    assert db_rows(workspace, "human_masks") == 1
 
 
 def test_import_masks_from_a_folder_without_masks(workspace, tmp_path, capsys):

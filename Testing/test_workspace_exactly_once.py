@@ -29,14 +29,6 @@ def _rows(i: int) -> np.ndarray:
     return mask
 
 
-def _count(root: Path) -> int:
-    conn = sqlite3.connect(root / "workspace.db")
-    try:
-        return conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-    finally:
-        conn.close()
-
-
 def test_running_a_csv_again_records_nothing_twice(tmp_path, tiny_workspace):
     ws = tiny_workspace(tmp_path / "ws", 3, shape=SHAPE, mask=_rows)
     edited = tmp_path / "l2.nrrd"
@@ -70,7 +62,8 @@ def _review_pipe(root: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, bufsize=1)
 
 
-def test_a_streamed_csv_is_applied_row_by_row_and_a_kill_loses_no_acknowledged_row(tmp_path, tiny_workspace):
+def test_a_streamed_csv_is_applied_row_by_row_and_a_kill_loses_no_acknowledged_row(tmp_path, tiny_workspace,
+                                                                                   db_rows):
     n = 12
     tiny_workspace(tmp_path / "ws", n, shape=SHAPE, mask=_rows).close()
     root = tmp_path / "ws"
@@ -92,14 +85,14 @@ def test_a_streamed_csv_is_applied_row_by_row_and_a_kill_loses_no_acknowledged_r
         if proc.poll() is None:
             proc.kill()
     assert [int(a[0]) for a in acked] == [2, 3, 4, 5, 6, 7]
-    assert _count(root) == 6  # every acknowledged row is kept
+    assert db_rows(root, "decisions") == 6  # every acknowledged row is kept
     # the whole file again, after the kill: the first six are recognised, the rest applied once
     proc = _review_pipe(root)
     out, err = proc.communicate("\n".join(rows) + "\n", timeout=60)
     assert proc.returncode == 0, err
     states = [line.split()[1] for line in out.splitlines()]
     assert states == ["already"] * 6 + ["applied"] * 6
-    assert _count(root) == n
+    assert db_rows(root, "decisions") == n
     with Workspace.open(root, readonly=True) as ws:
         assert sorted(d["stem"] for d in ws.decisions()) == sorted(f"l{i}" for i in range(n))
 
