@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from UltrasoundRefineLib.atomic import atomic_write  # noqa: E402
 from UltrasoundRefineLib.phantom import make_phantom_loop  # noqa: E402
 
 # (title, make_phantom_loop kwargs): one of each layout, grey and colour, with and without Doppler
@@ -65,8 +66,7 @@ def main(argv=None) -> int:
             ax.set_axis_off()
     fig.suptitle("UltrasoundRefine phantom: synthetic echo loops with exact ground truth (all names, IDs and dates are fake)", fontsize=12)
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out)
+    atomic_write(args.out, lambda tmp: fig.savefig(tmp, format="png"))
     print(f"wrote {args.out}")
     return 0
 
