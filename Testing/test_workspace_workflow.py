@@ -189,3 +189,25 @@ def test_nothing_to_score_says_which_command_fixes_it(tmp_path, capsys, tiny_wor
     err = _err(capsys)
     assert f"none of the 2 loops in the test split ({', '.join(in_test)}) has a human mask" in err
     assert "ultrasound-refine import-masks" in err and "ultrasound-refine split" not in err
+
+
+def test_commands_with_nothing_to_work_on_say_what_comes_first(phantom, tmp_path, capsys):
+    """A step run too early does nothing: it says so, names the step before it, and exits 2 (it said
+    '0 suggestions added', '0 reviewed', '0 masks written' and exited 0)."""
+    ws = str(tmp_path / "study")
+    assert main(["init", ws]) == 0
+    assert main(["suggest", ws, "--method", "fanfit", "--quiet"]) == 2
+    assert "ultrasound-refine add" in _err(capsys)
+    assert main(["export-masks", ws, "--out", str(tmp_path / "out")]) == 2
+    assert "nothing to export" in (err := _err(capsys)) and "ultrasound-refine add" in err
+    assert main(["add", ws, str(phantom / "loops")]) == 0
+    _err(capsys)
+    assert main(["review", ws, "--simulate", "--truth", str(phantom / "truth")]) == 2
+    assert "no suggestions to review" in (err := _err(capsys)) and "ultrasound-refine suggest" in err
+    assert main(["export-masks", ws, "--out", str(tmp_path / "out")]) == 2
+    err = _err(capsys)
+    assert "ultrasound-refine review" in err and "ultrasound-refine import-masks" in err
+    # once there is something, the same commands work
+    assert main(["suggest", ws, "--method", "threshold", "--quiet"]) == 0
+    assert main(["review", ws, "--simulate", "--truth", str(phantom / "truth"), "--min-dice", "0"]) == 0
+    assert main(["export-masks", ws, "--out", str(tmp_path / "out")]) == 0

@@ -209,9 +209,12 @@ def _model_producer(ws, model: str, device: str):
 
 
 def run_suggest(args) -> int:
-    from UltrasoundRefineLib.workspace import method_producer
+    from UltrasoundRefineLib.errors import UltrasoundRefineError
+    from UltrasoundRefineLib.workspace import advice, method_producer
 
     with _open(args.workspace) as ws:
+        if not ws.items():
+            raise UltrasoundRefineError(f"{args.workspace}: {advice.no_loops(ws)}")
         if args.method:
             name, produce = args.method, method_producer(args.method)
         else:
@@ -231,7 +234,7 @@ def run_suggest(args) -> int:
 
 def run_review(args) -> int:
     from UltrasoundRefineLib.errors import UltrasoundRefineError
-    from UltrasoundRefineLib.workspace import apply_decisions_csv, simulate_review
+    from UltrasoundRefineLib.workspace import advice, apply_decisions_csv, simulate_review
 
     with _open(args.workspace) as ws:
         if args.decisions:
@@ -247,6 +250,8 @@ def run_review(args) -> int:
             return 2 if report.errors else 0
         if not args.truth:
             raise UltrasoundRefineError("review --simulate needs --truth DIR (ground-truth masks named <stem>.nrrd)")
+        if ws.latest_round() is None:
+            raise UltrasoundRefineError(f"{args.workspace}: {advice.no_suggestions(ws)}")
         sim = simulate_review(ws, args.truth, min_dice=args.min_dice, mistake_rate=args.mistake_rate,
                               seed=args.seed, round=args.round, user=args.user or "simulated-reviewer")
         for stem, reason in sim.errors:
@@ -316,8 +321,13 @@ def run_status(args) -> int:
 
 
 def run_export(args) -> int:
+    from UltrasoundRefineLib.errors import UltrasoundRefineError
+    from UltrasoundRefineLib.workspace import advice
+
     with _open(args.workspace, readonly=True) as ws:
         report = ws.export_masks(args.out)
+        if not report.written and not report.missing:
+            raise UltrasoundRefineError(f"{args.workspace}: nothing to export: {advice.nothing_to_export(ws)}")
     for e in report.missing:
         _say(f"ultrasound-refine: error: {e}")
     if report.without_mask:

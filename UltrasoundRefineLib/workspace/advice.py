@@ -70,4 +70,27 @@ def nothing_to_score(ws) -> str:
             f"import hand-drawn masks for them with {_cli('import-masks', root, 'DIR')}")
 
 
-__all__ = ["nothing_to_score", "nothing_to_train"]
+def no_loops(ws) -> str:
+    """Why ``suggest`` has nothing to work on."""
+    return f"the workspace has no loops: add them with {_cli('add', str(ws.root), 'DIR')}"
+
+
+def no_suggestions(ws) -> str:
+    """Why a review has nothing to decide."""
+    root = str(ws.root)
+    if not ws.items():
+        return no_loops(ws)
+    return f"no suggestions to review: make them with {_cli('suggest', root, '--method', 'fanfit')}"
+
+
+def nothing_to_export(ws) -> str:
+    """Why ``export-masks`` wrote no mask."""
+    root = str(ws.root)
+    if not ws.items():
+        return no_loops(ws)
+    return (f"no loop has an accepted suggestion or a human mask: decide suggestions in Slicer or with "
+            f"{_cli('review', root, '--decisions', 'FILE.csv')}, or import hand-drawn masks with "
+            f"{_cli('import-masks', root, 'DIR')}")
+
+
+__all__ = ["no_loops", "no_suggestions", "nothing_to_export", "nothing_to_score", "nothing_to_train"]
