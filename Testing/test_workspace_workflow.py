@@ -200,6 +200,9 @@ def test_commands_with_nothing_to_work_on_say_what_comes_first(phantom, tmp_path
     assert "ultrasound-refine add" in _err(capsys)
     assert main(["export-masks", ws, "--out", str(tmp_path / "out")]) == 2
     assert "nothing to export" in (err := _err(capsys)) and "ultrasound-refine add" in err
+    assert main(["import-masks", ws, str(phantom / "truth" / "phantom_0001.nrrd")]) == 2
+    err = _err(capsys)
+    assert "no loop has the stem 'phantom_0001')" in err and "ultrasound-refine add" in err
     assert main(["add", ws, str(phantom / "loops")]) == 0
     _err(capsys)
     assert main(["review", ws, "--simulate", "--truth", str(phantom / "truth")]) == 2

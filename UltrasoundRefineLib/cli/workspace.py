@@ -267,7 +267,8 @@ def run_review(args) -> int:
 
 def run_import(args) -> int:
     from UltrasoundRefineLib.errors import InputError
-    from UltrasoundRefineLib.workspace.human_masks import MASK_EXTENSIONS
+    from UltrasoundRefineLib.workspace import advice
+    from UltrasoundRefineLib.workspace.human_masks import MASK_EXTENSIONS, mask_stem
 
     with _open(args.workspace) as ws:
         report = ws.import_masks(args.inputs, user=args.user or _default_user())
@@ -277,7 +278,9 @@ def run_import(args) -> int:
         for e in report.errors:
             _say(f"ultrasound-refine: error: {e}")
         for f in report.unmatched:
-            _say(f"unmatched: {f} (no loop has the stem '{f.name}')")
+            _say(f"unmatched: {f} (no loop has the stem '{mask_stem(f)}')")
+        if report.unmatched and not ws.items():
+            _say(f"ultrasound-refine: error: {args.workspace}: {advice.no_loops(ws)}")
         for f, n in report.ambiguous:
             _say(f"ambiguous: {f} ({n} loops have this stem; not imported)")
         _say(f"{len(report.imported)} masks imported, {len(report.unchanged)} unchanged, "
