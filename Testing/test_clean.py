@@ -23,6 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from test_io import ENCODINGS, encode, save, synthetic_frames, us_dataset
+from test_io_video import encode as encode_video
+from test_io_video import rectangle_frames
 
 from UltrasoundRefineLib.automask import suggest_mask
 from UltrasoundRefineLib.clean.pixels import mask_pixels
@@ -356,18 +358,25 @@ def test_bad_inputs_one_line_each_and_the_rest_exported(phantom, tmp_path, capsy
     report.save_as(tmp_path / "report.dcm", enforce_file_format=True)
     empty = tmp_path / "empty"
     empty.mkdir()
+    # a clip whose frames change size part way (two MPEG-1 streams of 64 x 48 and 96 x 64, end to end)
+    small = encode_video(tmp_path / "small.mpg", "mpeg1video", rectangle_frames())
+    wide_frames = np.zeros((8, 64, 96, 3), np.uint8)
+    wide_frames[:, 10:20, 8:24] = 255
+    wide = encode_video(tmp_path / "wide.mpg", "mpeg1video", wide_frames)
+    (folder / "resized.mpg").write_bytes(small.read_bytes() + wide.read_bytes())
     out = tmp_path / "out"
     code = run(folder, tmp_path / "report.dcm", empty, "--method", "threshold", "--out", out, "--quiet")
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     problems = [line for line in err if line.startswith("ultrasound-refine: error:")]
-    assert len(problems) == 3, err
+    assert len(problems) == 4, err
     assert any("corrupt.dcm" in line for line in problems)
     assert any("report.dcm" in line and "without images" in line for line in problems)
     assert any("empty" in line and "no loops" in line for line in problems)
+    assert any("resized.mpg" in line and "frame size changes within the clip" in line for line in problems)
     assert "Doe" not in "\n".join(err)
     statuses = [r["status"] for r in rows(out)]
-    assert statuses.count("exported") == 2 and statuses.count("failed") == 3
+    assert statuses.count("exported") == 2 and statuses.count("failed") == 4
     assert err[-1].startswith("clean: 2 exported")
 
 
@@ -502,12 +511,44 @@ def test_model_masks_are_what_predict_writes(workspace, tmp_path):
     out = tmp_path / "out"
     # a one-epoch model's masks are poor: no quarantine bounds, so every loop is written
     code = run(phantom / "loops", "--model", model, "--out", out, "--keep-names", "--quiet",
-               "--min-quality", "0", "--min-fraction", "0", "--max-fraction", "1")
+               "--min-quality", "0", "--min-fraction", "0", "--max-fraction", "1", "--max-uncertainty", "1")
     assert code == 0
     for path in sorted((phantom / "loops").glob("*.dcm")):
         mask = read_mask(tmp_path / "pred" / f"{path.stem}.nrrd")
         assert_masked(decoded(pydicom.dcmread(path)), decoded(pydicom.dcmread(out / path.name)), mask)
     assert {r["mask_source"] for r in rows(out)} != {""}
+
+
+def test_an_unsure_models_loops_are_quarantined(phantom, tmp_path, capsys):
+    """A model's mask is held back when its test-time-augmented predictions disagree more than
+    --max-uncertainty (a bound of its own: its quality, 1 - that disagreement, is far above
+    --min-quality even where its mask is wrong); the same mask from a sure prediction is exported."""
+    from types import SimpleNamespace
+
+    from UltrasoundRefineLib.automask import MaskSuggestion
+    from UltrasoundRefineLib.clean import Quarantine, clean
+    from UltrasoundRefineLib.clean.masks import predictor_source
+
+    unsure = {"phantom_0000": 0.08, "phantom_0001": 0.01}
+
+    class Predictor:  # what ModelPredictor gives: predict_loop's suggestion, the uncertainty in its details
+        model = SimpleNamespace(producer_name="model:stub")
+
+        def __call__(self, loop):
+            mask = read_mask(phantom / "truth" / f"{loop.stem}.nrrd")
+            u = unsure[loop.stem]
+            return MaskSuggestion(mask, 1 - u, "model:stub", {"uncertainty": u})
+
+    out = tmp_path / "out"
+    report = clean([phantom / "loops"], out, predictor_source(Predictor()), keep_names=True, progress=False)
+    assert [(r["status"], r.get("output")) for r in report.rows] == [("quarantined", None), ("exported", "phantom_0001.dcm")]
+    assert report.rows[0]["reason"].startswith("model uncertainty 0.080 above 0.050")
+    assert report.rows[0]["quality"] == 0.92  # above --min-quality's 0.5: that bound alone lets it through
+    assert sorted(p.name for p in out.glob("*.dcm")) == ["phantom_0001.dcm"]
+    assert "quarantined phantom_0000.dcm: model uncertainty" in capsys.readouterr().err
+    looser = clean([phantom / "loops"], tmp_path / "looser", predictor_source(Predictor()), progress=False,
+                   quarantine=Quarantine(max_uncertainty=0.1))
+    assert looser.count("exported") == 2
 
 
 def test_kept_names_keep_folders_and_uid_dots(phantom, tmp_path):

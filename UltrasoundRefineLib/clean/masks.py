@@ -17,11 +17,13 @@ from UltrasoundRefineLib.loop import Loop
 class LoopMask:
     """mask: bool ``(H, W)`` on the loop's grid; source: what made it (``fanfit``, ``model:<id>``,
     ``masks``, ``human:imported``, ...); quality: the producer's score in [0, 1], ``None`` for masks a
-    person drew or accepted."""
+    person drew or accepted; uncertainty: a model's, how much its test-time-augmented predictions
+    (mirrored, darker, brighter) disagree (1 - their mean Dice with the consensus), ``None`` for others."""
 
     mask: np.ndarray
     source: str
     quality: float | None
+    uncertainty: float | None = None
 
 
 MaskSource = Callable[[Loop], LoopMask]
@@ -53,7 +55,8 @@ def predictor_source(predict) -> MaskSource:
 
     def produce(loop: Loop) -> LoopMask:
         s = predict(loop)
-        return LoopMask(s.mask, name, float(s.quality))
+        uncertainty = s.details.get("uncertainty")
+        return LoopMask(s.mask, name, float(s.quality), None if uncertainty is None else float(uncertainty))
 
     return produce
 

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="quarantine masks covering less of the frame than this (default 0.05)")
     p.add_argument("--max-fraction", type=float, default=0.95,
                    help="quarantine masks covering more of the frame than this (default 0.95)")
+    p.add_argument("--max-uncertainty", type=float, default=0.05,
+                   help="with --model: quarantine masks whose test-time-augmented predictions disagree more "
+                        "than this (1 - their mean Dice with the consensus; default 0.05)")
     p.add_argument("--seed", metavar="SECRET",
                    help="de-identification seed: the same secret gives the same replacement UIDs, IDs and date "
                         "shift in a later run (to resume or add loops of the same studies); keep it secret")
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_fraction <= args.max_fraction <= 1.0:
         raise UltrasoundRefineError(f"clean: need 0 <= --min-fraction <= --max-fraction <= 1 "
                                     f"(got {args.min_fraction} and {args.max_fraction})")
+    if not 0.0 <= args.max_uncertainty <= 1.0:
+        raise UltrasoundRefineError(f"clean: --max-uncertainty must be from 0 to 1 (got {args.max_uncertainty})")
     with batch_executor(args.executor, args.workers, device=args.device if args.model else None) as executor:
         inputs = list(args.inputs)
         # sources that find masks by path: a worker's working folder may not be ours
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
         report = clean(
             inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed, nrrd=args.nrrd,
-            quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction), progress=not args.quiet,
+            quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction, args.max_uncertainty),
+            progress=not args.quiet,
             executor=executor,
         )
     print(f"clean: {report.summary()} -> {report.manifest}", file=sys.stderr)
