@@ -132,8 +132,9 @@ def stage_milliseconds(files: list[Path], masks: Path, out: Path, repeats: int) 
                 timed("store pixels", lambda: store_pixels(ds, masked, loop.meta, path))
                 timed("de-identify", lambda: deidentify(ds))
                 _complete_file_meta(ds)
-                timed("write, atomic + fsync", lambda: write(ds, "atomic.dcm", True))
-                timed("(the same write, plain)", lambda: write(ds, "plain.dcm", False))
+                # one file per input, as the floor writes them (rewriting one file would wait on its pages)
+                timed("write, atomic + fsync", lambda: write(ds, f"atomic-{path.name}", True))
+                timed("(the same write, plain)", lambda: write(ds, f"plain-{path.name}", False))
     return {step: round(1000 * sorted(t)[len(t) // 2], 2) for step, t in taken.items()}
 
 
