@@ -34,7 +34,9 @@ class Sector:
     (0: a pointed apex; > 0: the curved top edge of a curvilinear probe). The far edge is an arc of
     radius ``r_max`` around ``far_center`` (the apex when ``None``; real scanners do not always centre
     it there). ``flat_top_y`` cuts the apex flat at that row; ``clip`` ``(x0, y0, x1, y1)`` is the
-    scanner's region box, which may clip the sides.
+    scanner's region box, which may clip the sides. ``apex_below``: a fan that opens upwards (an
+    endocavity or a display turned over), everything mirrored top to bottom: the apex lies below, angles
+    are from straight up, ``flat_top_y`` cuts it at that row from below (the cut lies near the apex).
     """
 
     apex_x: float
@@ -46,10 +48,25 @@ class Sector:
     flat_top_y: float | None = None
     far_center: tuple[float, float] | None = None
     clip: tuple[float, float, float, float] | None = None
+    apex_below: bool = False
 
     kind = "sector"
 
+    def upside_down(self, height: int) -> "Sector":
+        """The same sector on a frame of ``height`` rows turned upside down (row y -> height - 1 - y):
+        one that opens downwards becomes one that opens upwards and back."""
+        def row(v):
+            return None if v is None else float(height - 1) - v
+        clip = self.clip
+        if clip is not None:
+            clip = (clip[0], row(clip[3]), clip[2], row(clip[1]))
+        far = None if self.far_center is None else (self.far_center[0], row(self.far_center[1]))
+        return Sector(self.apex_x, row(self.apex_y), self.half_angle_deg, self.r_max, self.r_min, self.tilt_deg,
+                      row(self.flat_top_y), far, clip, not self.apex_below)
+
     def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        if self.apex_below:
+            return self.upside_down(int(shape[0])).mask(shape)[::-1].copy()
         y, x = _grid((int(shape[0]), int(shape[1])))
         dx, dy = x - self.apex_x, y - self.apex_y
         m = dy > 0
@@ -135,7 +152,10 @@ def mirrored_sector(s: Sector, min_gain_deg: float = 0.25) -> Sector | None:
     against black (fluid, a probe in air) the evidence stops short of it and a fit leans towards the
     side it sees; the side that reaches further is the one that touched tissue. The top's corners stay
     where they are (the ring-down of a curved or cut top shows them even in air), so the apex moves to
-    the axis; the far edge keeps its depth on the axis, and side clips reach as far out on both sides."""
+    the axis; the far edge keeps its depth on the axis, and side clips reach as far out on both sides.
+    A fan that opens upwards is left as it is."""
+    if s.apex_below:
+        return None
     a_left = math.radians(s.tilt_deg - s.half_angle_deg)
     a_right = math.radians(s.tilt_deg + s.half_angle_deg)
     half = max(-a_left, a_right)

@@ -2,7 +2,9 @@
 
 First the sides: a sector that leans, whose narrower side no echoes show, is made symmetric where the
 part this adds is dark (:func:`.geometry.mirrored_sector`: scanners draw their sectors symmetric, and
-a side against black is the one the evidence missed; a side that tissue touches is where it is). Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
+a side against black is the one the evidence missed; a side that tissue touches is where it is).
+A top cut flat where no echoes show above the arc through its corners is that arc: the convex hull
+of the evidence fills in the curved top of a curvilinear probe, whose ring-down starts at the arc. Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
 screen shows one the region box is used only for the sides; elsewhere the region box
 (:mod:`..boxfit`) completes the bottom too. A box is a rectangle around the region, often loose at the
 bottom (drawn to the screen's edge, or to the deepest depth the probe could image), while a scale ends
@@ -10,6 +12,9 @@ where the scanner stops imaging.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -21,6 +26,7 @@ DARK_DECILE = 90  # percentile at which a side's added part must be no brighter 
 EDGE_BAND_DEG = 3.0  # the strip inside a sector's side where echoes show that side
 EDGE_ECHO = 2.5  # grey levels above the background: an echo, not the noise floor of a fan in air
 EDGE_SEEN = 0.5  # a side is seen where at least this share of its strip shows echoes
+CAP_ECHO = 0.5  # a flat top is a curved one where less than this share of the cap above the arc shows echoes
 
 
 def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float, *,
@@ -28,14 +34,25 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
     """``regions`` made symmetric where one side is unseen (``mirror``), completed to the depth scale,
     then to the region ``boxes`` (on the sides only where a scale was found), on the
     brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was done (``mirrored``,
-    ``depth_scale``, ``box_completed``); :func:`grew` says whether anything was."""
+    ``curved_top``, ``depth_scale``, ``box_completed``); :func:`grew` says whether any region grew,
+    :func:`changed` whether any changed."""
+    upwards = [isinstance(r, Sector) and r.apex_below for r in regions]
+    if any(upwards):
+        if not all(upwards):
+            return list(regions), {}  # fans opening both ways on one screen: taken as fitted
+        # a fan that opens upwards is completed as the same screen turned upside down, without its
+        # region boxes: the box above such a fan bounds the screen's image area, not how far it images
+        h = image.shape[0]
+        done, info = complete_shape([r.upside_down(h) for r in regions], image[::-1], [], background, mirror=mirror)
+        return [r.upside_down(h) for r in done], info
     mirrored = []
     if mirror:
         regions, mirrored = complete_to_symmetry(regions, image, background)
+    regions, curved = curved_tops(regions, image, background)
     regions, info = complete_to_depth_scale(regions, image, background)
     sides = ("left", "right") if info.get("depth_scale") else ("bottom", "left", "right")
     regions, boxed = complete_to_given_boxes(regions, image, boxes, sides=sides)
-    return regions, {**boxed, **info, **({"mirrored": mirrored} if mirrored else {})}
+    return regions, {**boxed, **info, **({"mirrored": mirrored} if mirrored else {}), **({"curved_top": curved} if curved else {})}
 
 
 def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
@@ -57,6 +74,27 @@ def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: f
     return out, mirrored
 
 
+def curved_tops(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
+    """Each sector cut flat below its apex given the arc about the apex through the cut's corners
+    instead, where less than CAP_ECHO of the cap between the cut and the arc shows echoes (the region
+    starts at the arc: a probe face's ring-down; a display that cuts a sector flat shows data up to the
+    cut). Returns ``(regions, indices of the sectors changed)``."""
+    out, curved = [], []
+    for k, region in enumerate(regions):
+        if isinstance(region, Sector) and not region.apex_below and region.flat_top_y is not None \
+                and region.flat_top_y > region.apex_y:
+            depth = region.flat_top_y - region.apex_y
+            corner = depth / math.cos(math.radians(min(89.0, region.half_angle_deg + abs(region.tilt_deg))))
+            arc = replace(region, flat_top_y=None, r_min=max(region.r_min, corner))
+            cap = region.mask(image.shape) & ~arc.mask(image.shape)
+            if cap.any() and float(np.mean(np.abs(image[cap] - background) > EDGE_ECHO)) < CAP_ECHO:
+                out.append(arc)
+                curved.append(k)
+                continue
+        out.append(region)
+    return out, curved
+
+
 def side_seen(region: Sector, image: np.ndarray, background: float, side: str) -> bool:
     """Whether echoes show the sector's ``side`` ("left" or "right"): in at least EDGE_SEEN of the
     strip of the sector within EDGE_BAND_DEG of that side, brighter than the background by EDGE_ECHO."""
@@ -71,6 +109,11 @@ def side_seen(region: Sector, image: np.ndarray, background: float, side: str) -
         return False
     echoes = np.abs(image[rows[strip], cols[strip]] - background) > EDGE_ECHO
     return float(echoes.mean()) >= EDGE_SEEN
+
+
+def changed(info: dict) -> bool:
+    """Whether :func:`complete_shape` changed any region (grew it, or curved its top)."""
+    return grew(info) or bool(info.get("curved_top"))
 
 
 def grew(info: dict) -> bool:

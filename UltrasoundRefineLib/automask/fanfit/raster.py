@@ -47,7 +47,8 @@ class _Raster:
     def mask(self, region: Region) -> np.ndarray:
         m = self._masks.get(region)
         if m is None:
-            m = self._sector(region) if isinstance(region, Sector) else region.mask(self.shape)
+            plain = isinstance(region, Sector) and not region.apex_below
+            m = self._sector(region) if plain else region.mask(self.shape)
             self._masks[region] = m
         return m
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from UltrasoundRefineLib.automask import MaskSuggestion
 from UltrasoundRefineLib.automask import evidence
 from UltrasoundRefineLib.automask.evidence import convex_hull
-from UltrasoundRefineLib.automask.fanfit.complete import complete_shape, grew
+from UltrasoundRefineLib.automask.fanfit.complete import changed, complete_shape, grew
 from UltrasoundRefineLib.automask.fanfit.shapefit import MIN_AGREEMENT, fit_shape
-from UltrasoundRefineLib.geometry import Rectangle, regions_mask
+from UltrasoundRefineLib.geometry import Rectangle, Sector, regions_mask
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.metrics import iou
 
@@ -178,6 +178,18 @@ def _strip_reading(ev: evidence.Evidence, area: np.ndarray, strip: tuple[int, in
     return [Reading({"strip": True}, [(mask, info, 1.0, 0.6 + 0.4 * fill)])]
 
 
+def _opening_upwards(hull: np.ndarray, fit, min_agreement: float, seed: int):
+    """``fit``, or where the hull turned upside down fits a shape (a fan that opens upwards: an
+    endocavity probe shown apex down) and agrees better, that shape turned back."""
+    turned = fit_shape(hull[::-1], min_agreement=min_agreement, seed=seed)
+    if not turned.used or turned.agreement <= fit.agreement:
+        return fit
+    if not all(isinstance(r, Sector) for r in turned.regions):
+        return fit  # a rectangle is the same either way up: it was not what the hull missed
+    regions = [r.upside_down(hull.shape[0]) for r in turned.regions]
+    return replace(turned, mask=turned.mask[::-1].copy(), regions=regions, model=turned.model + "_up")
+
+
 def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, seed: int) -> tuple[np.ndarray, dict, float, float]:
     """One view's mask (the fitted shape, completed to its region box and deepened to the screen's
     depth scale where its edge fades to black, or the hull where no shape agrees), what was fitted, the shape's agreement with the
@@ -186,18 +198,22 @@ def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, se
     shape was fitted."""
     hull = convex_hull(found)
     fit = fit_shape(hull, min_agreement=min_agreement, seed=seed)
+    if not fit.used:
+        fit = _opening_upwards(hull, fit, min_agreement, seed)
     used, agreement, mask, completed = fit.used, fit.agreement, (fit.mask if fit.used else hull), {}
     regions = fit.regions
     if regions:
         regions, completed = complete_shape(regions, ev.brightest, ev.boxes, ev.background)
-        if grew(completed):
-            grown = regions_mask(regions, hull.shape)
-            inside = float(np.count_nonzero(grown & hull) / max(np.count_nonzero(hull), 1))
-            if used or inside >= HOLDS_HULL:
-                # a hull that fades out into black, or is missing a side, fits no shape; one that
-                # symmetry, the region box or the depth scale completes to where the scanner images
-                # does, when it holds all of the hull
-                mask, used, agreement = grown, True, max(agreement, inside)
+        if changed(completed):
+            completed_mask = regions_mask(regions, hull.shape)
+            inside = float(np.count_nonzero(completed_mask & hull) / max(np.count_nonzero(hull), 1))
+            # a hull that fades out into black, or is missing a side, fits no shape; one that symmetry,
+            # the region box or the depth scale completes to where the scanner images does, when it
+            # holds all of the hull
+            if used or (grew(completed) and inside >= HOLDS_HULL):
+                mask, used = completed_mask, True
+                if grew(completed):
+                    agreement = max(agreement, inside)
     # the fill of the evidence's own hull: what the box or the scale completed is read off the screen,
     # not guessed across black
     fill = float(np.count_nonzero(found) / max(np.count_nonzero(hull), 1))
