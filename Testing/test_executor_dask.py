@@ -201,7 +201,8 @@ def test_clean_on_dask_writes_what_local_clean_writes(workspace, saved_run, clie
     outs = {where: tmp_path / where.split(":")[0] for where in ("local", address)}
     for where, out in outs.items():
         assert main(["clean", *loops, "--model", str(saved_run[2]), "--device", "cpu", "--out", str(out),
-                     "--seed", "test-secret", "--nrrd", "--min-quality", "0", "--quiet", "--executor", where]) == 0
+                     "--seed", "test-secret", "--nrrd", "--min-quality", "0", "--max-uncertainty", "1", "--quiet",
+                     "--executor", where]) == 0
 
     local, dask = (list(csv.DictReader(open(out / "manifest.csv"))) for out in outs.values())
     assert dask == local and len(local) == len(loops)  # rows in input order, however the loops finished
