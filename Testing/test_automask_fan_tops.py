@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.automask.fanfit import complete, suggest_fanfit
-from UltrasoundRefineLib.geometry import Sector, region_from_dict
+from UltrasoundRefineLib.geometry import Rectangle, Sector, region_from_dict
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.metrics import dice
 
@@ -75,3 +75,30 @@ def test_upside_down_is_the_same_sector_on_the_frame_turned_over(sector):
     assert np.array_equal(turned.mask(shape), sector.mask(shape)[::-1])
     assert turned.upside_down(shape[0]) == sector
     assert region_from_dict(sector.to_dict()) == sector
+
+
+def _linear_with_ring_down(*, across_screen: bool, seed=3):
+    """A linear image (rectangle x 60..260, y 40..220) whose top rows are a probe face's ring-down:
+    three bright lines with three black rows between them, over speckle from row 52 down."""
+    rng = np.random.default_rng(seed)
+    truth = Rectangle(60.0, 40.0, 260.0, 220.0)
+    z = ndi.gaussian_filter(rng.normal(size=(4, 2) + SHAPE), (0, 0, 1.0, 1.0))
+    frames = np.clip(40 * np.hypot(z[:, 0], z[:, 1]) + 12, 0, 255)
+    frames[:, ~truth.mask(SHAPE)] = 0
+    frames[:, 40:52, 60:261] = 0
+    cols = slice(0, SHAPE[1]) if across_screen else slice(60, 261)
+    for row in (40, 41, 45, 46, 48):
+        frames[:, row, cols] = 200
+    return Loop(frames.astype(np.uint8)), truth.mask(SHAPE)
+
+
+def test_a_linear_probe_s_ring_down_lines_are_its_top_rows():
+    loop, truth = _linear_with_ring_down(across_screen=False)
+    s = suggest_fanfit(loop)
+    (fitted,) = [region_from_dict(r) for r in s.details["regions"]]
+    assert abs(fitted.y0 - 40.0) <= 1.0, fitted
+    assert dice(s.mask, truth) > 0.99
+    # lines across the whole screen are a band of the screen's, not the probe's
+    loop, _ = _linear_with_ring_down(across_screen=True)
+    (fitted,) = [region_from_dict(r) for r in suggest_fanfit(loop).details["regions"]]
+    assert fitted.y0 > 48.0, fitted

@@ -4,7 +4,9 @@ First the sides: a sector that leans, whose narrower side no echoes show, is mad
 part this adds is dark (:func:`.geometry.mirrored_sector`: scanners draw their sectors symmetric, and
 a side against black is the one the evidence missed; a side that tissue touches is where it is).
 A top cut flat where no echoes show above the arc through its corners is that arc: the convex hull
-of the evidence fills in the curved top of a curvilinear probe, whose ring-down starts at the arc. Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
+of the evidence fills in the curved top of a curvilinear probe, whose ring-down starts at the arc.
+Above a rectangle, the bright lines of a linear probe's ring-down that span exactly its columns are
+its top rows (the stroke filter that removes text removes these thin lines too). Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
 screen shows one the region box is used only for the sides; elsewhere the region box
 (:mod:`..boxfit`) completes the bottom too. A box is a rectangle around the region, often loose at the
 bottom (drawn to the screen's edge, or to the deepest depth the probe could image), while a scale ends
@@ -20,13 +22,18 @@ import numpy as np
 
 from UltrasoundRefineLib.automask.boxfit import complete_to_given_boxes
 from UltrasoundRefineLib.automask.depthscale import complete_to_depth_scale
-from UltrasoundRefineLib.geometry import Region, Sector, mirrored_sector
+from UltrasoundRefineLib.geometry import Rectangle, Region, Sector, mirrored_sector
 
 DARK_DECILE = 90  # percentile at which a side's added part must be no brighter than the sector
 EDGE_BAND_DEG = 3.0  # the strip inside a sector's side where echoes show that side
 EDGE_ECHO = 2.5  # grey levels above the background: an echo, not the noise floor of a fan in air
 EDGE_SEEN = 0.5  # a side is seen where at least this share of its strip shows echoes
 CAP_ECHO = 0.5  # a flat top is a curved one where less than this share of the cap above the arc shows echoes
+RING_DOWN_SPAN = 0.6  # a row of ring-down shows echoes across at least this share of the rectangle's width ...
+RING_DOWN_BESIDE = 0.5  # ... and across less than this share of a margin beside it (not a band across the screen)
+RING_DOWN_MARGIN = 0.05  # the margin beside, as a share of the width
+RING_DOWN_GAP = 0.02  # dark rows between ring-down lines, as a share of the height (at least 3)
+RING_DOWN_MAX = 0.1  # ring-down raises a top by at most this share of the height
 
 
 def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float, *,
@@ -34,7 +41,7 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
     """``regions`` made symmetric where one side is unseen (``mirror``), completed to the depth scale,
     then to the region ``boxes`` (on the sides only where a scale was found), on the
     brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was done (``mirrored``,
-    ``curved_top``, ``depth_scale``, ``box_completed``); :func:`grew` says whether any region grew,
+    ``curved_top``, ``ring_down_top``, ``depth_scale``, ``box_completed``); :func:`grew` says whether any region grew,
     :func:`changed` whether any changed."""
     upwards = [isinstance(r, Sector) and r.apex_below for r in regions]
     if any(upwards):
@@ -49,10 +56,12 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
     if mirror:
         regions, mirrored = complete_to_symmetry(regions, image, background)
     regions, curved = curved_tops(regions, image, background)
+    regions, raised = ring_down_tops(regions, image, background)
     regions, info = complete_to_depth_scale(regions, image, background)
     sides = ("left", "right") if info.get("depth_scale") else ("bottom", "left", "right")
     regions, boxed = complete_to_given_boxes(regions, image, boxes, sides=sides)
-    return regions, {**boxed, **info, **({"mirrored": mirrored} if mirrored else {}), **({"curved_top": curved} if curved else {})}
+    return regions, {**boxed, **info, **({"mirrored": mirrored} if mirrored else {}), **({"curved_top": curved} if curved else {}),
+                     **({"ring_down_top": raised} if raised else {})}
 
 
 def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
@@ -95,6 +104,37 @@ def curved_tops(regions: list[Region], image: np.ndarray, background: float) -> 
     return out, curved
 
 
+def ring_down_tops(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
+    """Each rectangle's top raised over the ring-down lines right above it: rows that show echoes
+    across RING_DOWN_SPAN of its columns and not beside them, separated by at most RING_DOWN_GAP of
+    dark rows, up to RING_DOWN_MAX of its height. Returns ``(regions, indices of those raised)``."""
+    out, raised = [], []
+    h, w = image.shape
+    for k, region in enumerate(regions):
+        if not isinstance(region, Rectangle):
+            out.append(region)
+            continue
+        c0, c1 = int(math.ceil(region.x0)), int(math.floor(region.x1))
+        margin = max(2, int(RING_DOWN_MARGIN * (c1 - c0)))
+        echoes = np.abs(image - background) > EDGE_ECHO
+        height = region.y1 - region.y0
+        gap = max(3, int(RING_DOWN_GAP * height))
+        first = int(math.ceil(region.y0))
+        top = first
+        for y in range(first - 1, max(-1, int(first - RING_DOWN_MAX * height)), -1):
+            if top - y - 1 > gap:  # more dark rows than between ring-down lines
+                break
+            beside = np.concatenate([echoes[y, max(0, c0 - margin) : c0], echoes[y, c1 + 1 : min(w, c1 + 1 + margin)]])
+            if echoes[y, c0 : c1 + 1].mean() >= RING_DOWN_SPAN and (beside.size == 0 or beside.mean() < RING_DOWN_BESIDE):
+                top = y
+        if top < first:
+            out.append(replace(region, y0=float(top)))
+            raised.append(k)
+        else:
+            out.append(region)
+    return out, raised
+
+
 def side_seen(region: Sector, image: np.ndarray, background: float, side: str) -> bool:
     """Whether echoes show the sector's ``side`` ("left" or "right"): in at least EDGE_SEEN of the
     strip of the sector within EDGE_BAND_DEG of that side, brighter than the background by EDGE_ECHO."""
@@ -118,4 +158,6 @@ def changed(info: dict) -> bool:
 
 def grew(info: dict) -> bool:
     """Whether :func:`complete_shape` extended any region."""
-    return bool(info.get("box_completed")) or bool(info.get("mirrored")) or any(s["extended"] for s in info.get("depth_scale", []))
+    return bool(info.get("box_completed")) or bool(info.get("mirrored")) or bool(info.get("ring_down_top")) or any(
+        s["extended"] for s in info.get("depth_scale", []))
+
