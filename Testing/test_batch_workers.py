@@ -48,6 +48,27 @@ def test_clean_on_two_workers_writes_what_one_process_writes(phantom_set, tmp_pa
         assert (outs[2] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
 
 
+def test_kept_folders_on_two_workers_are_what_one_process_writes(phantom_set, tmp_path):
+    """--keep-folders names folders in the main process, from the seed: two workers write the same tree."""
+    import shutil
+
+    archive = tmp_path / "archive"
+    for i, loop in enumerate(_loops(phantom_set)):
+        (archive / f"patient{i % 2}" / "study").mkdir(parents=True, exist_ok=True)
+        shutil.copy(loop, archive / f"patient{i % 2}" / "study" / Path(loop).name)
+    outs = {workers: tmp_path / f"w{workers}" for workers in (1, 2)}
+    for workers, out in outs.items():
+        assert main(["clean", str(archive), "--method", "threshold", "--out", str(out), "--seed", "test-secret",
+                     "--keep-folders", "--min-quality", "0", "--quiet", "--workers", str(workers)]) == 0
+    one, two = (list(csv.DictReader(open(out / "manifest.csv"))) for out in outs.values())
+    assert two == one and {r["status"] for r in one} == {"exported"}
+    assert len({r["output"].rsplit("/", 1)[0] for r in one}) == 2  # two patients, two hashed folder paths
+    files = sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(outs[2]) for p in outs[2].rglob("*") if p.is_file())
+    for rel in files:
+        assert (outs[2] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+
+
 def test_run_batch_on_two_workers_keeps_input_order_and_masks(phantom_set, tmp_path):
     """``predict``'s and ``automask``'s runner: the same summary entries and masks on two processes."""
     loops = _loops(phantom_set)

@@ -563,6 +563,67 @@ def test_kept_names_keep_folders_and_uid_dots(phantom, tmp_path):
     assert all((out / r["output"]).is_file() for r in rows(out))
 
 
+def _archive(phantom: Path, root: Path) -> Path:
+    """The phantom's loops filed as archives file them, names and IDs in the folder and file names: one
+    patient's two loops in a date folder, a second patient with a folder of the same date (holding a
+    copy of the first loop)."""
+    loops = sorted((phantom / "loops").glob("*.dcm"))
+    for rel, src in (("Jansen^Pieter_97834001/2014-01-20/Jansen_echo_1.dcm", loops[0]),
+                     ("Jansen^Pieter_97834001/2014-01-20/Jansen_echo_2.dcm", loops[1]),
+                     ("Bakker^Anna_55512345/2014-01-20/Bakker_echo_1.dcm", loops[0])):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, root / rel)
+    return root
+
+
+def test_kept_folders_are_hashed_and_resume_with_the_seed(phantom, tmp_path, capsys):
+    """--keep-folders: a study's loops stay together, in folders named by a keyed hash of their path;
+    no folder or file name of the input appears in any output path or in the manifest."""
+    archive = _archive(phantom, tmp_path / "archive")
+    names = {part for p in archive.rglob("*") for part in p.relative_to(archive).with_suffix("").parts}
+    words = names | {w for n in names for w in n.replace("^", "_").split("_") if len(w) >= 4}
+
+    def clean_into(out: Path, *options: str) -> dict[str, str]:
+        """Input (its path below the archive) -> output path, from the manifest (rows in input order)."""
+        assert run(archive, "--method", "threshold", "--out", out, "--keep-folders", "--quiet", *options) == 0
+        inputs = sorted(p.relative_to(archive).as_posix() for p in archive.rglob("*.dcm"))
+        return dict(zip(inputs, (r["output"] for r in rows(out)), strict=True))
+
+    out = tmp_path / "out"
+    got = clean_into(out, "--seed", "s1", "--nrrd")
+    assert [r["status"] for r in rows(out)] == ["exported"] * 3
+    levels = {i: o.split("/") for i, o in got.items()}
+    assert all(len(p) == 3 and all(len(x) == 16 and int(x, 16) >= 0 for x in p[:2]) for p in levels.values())
+    bakker, jansen1, jansen2 = (levels[i] for i in sorted(got))
+    assert jansen1[:2] == jansen2[:2]  # one patient's loops stay together
+    assert bakker[0] != jansen1[0] and bakker[1] != jansen1[1]  # a date folder of the same name stays apart
+    assert bakker[2] == jansen1[2]  # the copy: the same content, the same file name, in its own folder
+    assert all((out / o).is_file() for o in got.values())
+    assert all((out / "nrrd" / "loops" / o).with_suffix(".nrrd").is_file() for o in got.values())
+    written = [p.relative_to(out).as_posix() for p in out.rglob("*")] + [(out / "manifest.csv").read_text()]
+    assert not {w for w in words for text in written if w in text}, "an input name in an output path"
+
+    # the same secret names the same folders in a later run; another secret, other folders
+    assert clean_into(tmp_path / "same", "--seed", "s1") == got
+    other = clean_into(tmp_path / "other", "--seed", "s2")
+    assert all(other[i].rsplit("/", 1)[1] == o.rsplit("/", 1)[1] and other[i] != o for i, o in got.items())
+
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")}
+    assert clean_into(out, "--seed", "s1", "--resume") == got
+    assert [r["status"] for r in rows(out)] == ["exists"] * 3
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")} == written
+    # without the secret the folders cannot be found again: refused, not cleaned a second time elsewhere
+    capsys.readouterr()
+    assert run(archive, "--method", "threshold", "--out", out, "--keep-folders", "--resume", "--quiet") != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed" in err[0]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.dcm")} == written
+
+    # with --keep-names the folders keep their names, as without --keep-folders
+    kept = clean_into(tmp_path / "kept", "--keep-names")
+    assert kept == {i: i for i in got}
+
+
 def test_bare_dataset_without_preamble_or_file_meta(tmp_path):
     """Old archives hold bare implicit-VR datasets (no preamble, no file meta, no extension): the output
     is a complete DICOM file whose file meta names the new (remapped) instance."""

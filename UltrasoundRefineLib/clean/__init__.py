@@ -5,6 +5,7 @@ de-identified (PS3.15 Basic Profile), written atomically beside a PHI-free manif
 - :mod:`.pixels`: masking decoded frames and storing them uncompressed with consistent pixel attributes
 - :mod:`.deid`: header de-identification (dicognito plus what the profile removes beyond it)
 - :mod:`.export`: one loop to its output file, in its own kind of container
+- :mod:`.names`: where each output goes (hashed file names, keyed-hash folder names, or kept names)
 - :mod:`.manifest`: the CSV; :mod:`.run`: the run over many inputs (safety, resume, quarantine)
 """
 

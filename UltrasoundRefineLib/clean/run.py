@@ -18,9 +18,10 @@ from UltrasoundRefineLib.batch import _display_name, ensure_writable_dir
 from UltrasoundRefineLib.clean.export import clean_file, output_suffix, write_loop_nrrd
 from UltrasoundRefineLib.clean.manifest import STATUSES, write_manifest
 from UltrasoundRefineLib.clean.masks import LoopMask, MaskSource
+from UltrasoundRefineLib.clean.names import FolderNames, output_name
 from UltrasoundRefineLib.clean.pixels import mask_pixels
 from UltrasoundRefineLib.errors import InputError, OutputError, UltrasoundRefineError
-from UltrasoundRefineLib.io import find_loops, loop_stem, write_mask
+from UltrasoundRefineLib.io import find_loops, write_mask
 from UltrasoundRefineLib.io.dicom import _scrub
 from UltrasoundRefineLib.io.images import file_sha256_key
 from UltrasoundRefineLib.progress import Progress
@@ -166,6 +167,7 @@ def clean(
     source: MaskSource,
     *,
     keep_names: bool = False,
+    keep_folders: bool = False,
     resume: bool = False,
     quarantine: Quarantine = Quarantine(),
     seed: str | None = None,
@@ -176,7 +178,9 @@ def clean(
     """Clean every loop in ``inputs`` into ``out_dir`` and write ``out_dir/manifest.csv``.
 
     Output names are the hash of the input's bytes (``<source_key>.dcm``) unless ``keep_names``, which
-    keeps each input's path relative to the folder it was found in (the folder structure). ``nrrd``: also
+    keeps each input's path relative to the folder it was found in (the folder structure).
+    ``keep_folders``: hashed names below that folder structure, each folder named by a keyed hash of its
+    path (:mod:`.names`; the key from ``seed``, so resuming it needs the same ``seed``). ``nrrd``: also
     each exported loop (8-bit frames, masked) and its mask as NRRD for Slicer, ``out_dir/nrrd/loops/``
     and ``out_dir/nrrd/masks/`` (a folder ``--masks`` and ``evaluate`` read), named as the output.
     ``executor`` cleans each loop as a task (default: in this process, one after the other); on a Dask
@@ -188,12 +192,16 @@ def clean(
     from UltrasoundRefineLib.executor import InlineExecutor
 
     executor = executor or InlineExecutor()
+    if keep_folders and resume and seed is None and not keep_names:
+        raise UltrasoundRefineError("clean: --resume with --keep-folders needs the first run's --seed: the folder "
+                                    "names are keyed by that secret (without one, each run draws its own)")
 
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
     check_out_dir(out_dir, inputs)
     ensure_writable_dir(out_dir)
     deidentify = Deidentifier(seed)
+    folders = FolderNames(seed) if keep_folders else None
     report = CleanReport()
     found = find_loops(inputs)
     total = len(found.files)
@@ -253,8 +261,7 @@ def clean(
                 shown.loop_done()
                 continue
             suffix = output_suffix(path)
-            # kept names lose only a known extension: UID-named DICOM files (1.2.840.1234) keep their dots
-            rel = (Path(name).parent / loop_stem(name)).as_posix() + suffix if keep_names else f"{key}{suffix}"
+            rel = output_name(name, key, suffix, keep_names=keep_names, folders=folders)
             out = out_dir / rel
             if out.resolve() in input_files:  # belt and braces: check_out_dir already keeps outputs apart
                 fail(OutputError(out, "would overwrite an input"), key)

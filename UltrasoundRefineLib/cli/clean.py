@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-names", action="store_true",
                    help="keep input names and folder structure (default: outputs named by a hash of the input, "
                         "since names often carry patient names or IDs)")
+    p.add_argument("--keep-folders", action="store_true",
+                   help="keep the folder structure below each input folder with hashed names: each folder named "
+                        "by a keyed hash of its path (key from --seed; give the same --seed to --resume), so a "
+                        "study's loops stay together without a name or ID in any path")
     p.add_argument("--resume", action="store_true", help="skip inputs whose output already exists")
     p.add_argument("--nrrd", action="store_true",
                    help="also write each exported loop (masked) and its mask as NRRD for Slicer: OUT/nrrd/loops, OUT/nrrd/masks")
@@ -87,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         if not inputs:
             raise UltrasoundRefineError("clean: no inputs (give files or folders; with --workspace, reviewed loops)")
         report = clean(
-            inputs, args.out, source, keep_names=args.keep_names, resume=args.resume, seed=args.seed, nrrd=args.nrrd,
+            inputs, args.out, source, keep_names=args.keep_names, keep_folders=args.keep_folders,
+            resume=args.resume, seed=args.seed, nrrd=args.nrrd,
             quarantine=Quarantine(args.min_quality, args.min_fraction, args.max_fraction, args.max_uncertainty),
             progress=not args.quiet,
             executor=executor,
