@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +126,40 @@ def held_suggest(monkeypatch):
 
     monkeypatch.setattr(automask, "suggest_mask", held)
     return types.SimpleNamespace(release=release, ran_in=ran_in, real=real)
+
+
+@pytest.fixture
+def ocr_words(tmp_path_factory):
+    """``ocr_words(image)``: the words tesseract reads in a frame (``(H, W)`` or ``(H, W, 3)`` uint8), upper
+    case, stripped of punctuation. The frame is scaled up 3x and binarised to dark text on white (scanner
+    text is light on black, and small), the page segmented as sparse text. Skips the test where tesseract
+    is not installed (Debian: ``tesseract-ocr``; ``.ci/run`` installs it)."""
+    from PIL import Image, ImageOps
+
+    if shutil.which("tesseract") is None:
+        pytest.skip("tesseract is not installed (Debian: tesseract-ocr)")
+    page = tmp_path_factory.mktemp("ocr") / "page.png"
+
+    def read(image: np.ndarray) -> set[str]:
+        grey = Image.fromarray(image).convert("L")
+        grey = grey.resize((grey.width * 3, grey.height * 3), Image.LANCZOS)
+        ImageOps.invert(grey.point(lambda v: 255 if v > 120 else 0)).save(page)
+        done = subprocess.run(["tesseract", str(page), "stdout", "--psm", "11"],
+                              capture_output=True, text=True, timeout=120)
+        return {w.strip(".,:;()[]").upper() for w in done.stdout.split()}
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def burned_words():
+    """``burned_words(phantom, stem)``: what the phantom burned into loop ``stem`` of a :func:`phantom_set`
+    folder (its truth JSON's fake PHI): the patient's names and ID, the institution's name, upper case,
+    words of four letters or more (shorter ones OCR reads by chance in any picture)."""
+
+    def words(phantom: Path, stem: str) -> set[str]:
+        phi = json.loads((phantom / "truth" / f"{stem}.json").read_text())["fake_phi"]
+        found = {phi["PatientID"], *phi["PatientName"].upper().split("^"), *phi["InstitutionName"].upper().split()}
+        return {w for w in found if len(w) >= 4}
+
+    return words

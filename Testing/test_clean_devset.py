@@ -13,7 +13,6 @@ written as 20-120 MB NRRD; ``test_clean.py`` covers a clip).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from PIL import Image
-from test_clean import decoded, ocr_words, rows
+from test_clean import decoded, rows
 
 from UltrasoundRefineLib.cli import main
 from UltrasoundRefineLib.io import read_loop
@@ -111,14 +110,13 @@ def test_other_formats_inside_exact_outside_zero(cleaned, name):
     np.testing.assert_array_equal(got[:, mask], src[:, mask])
 
 
-@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed (Debian: tesseract-ocr)")
 @pytest.mark.parametrize("name", SHOW_NAMES)
-def test_ocr_words_outside_the_region_are_gone(cleaned, name, tmp_path):
+def test_ocr_words_outside_the_region_are_gone(ocr_words, cleaned, name):
     """The words tesseract reads outside the region in the original (names, sites, dates spelled out)
     are not read anywhere in the cleaned frame."""
     source = decoded(pydicom.dcmread(DEVSET / "files" / f"{name}.dcm"))[0].copy()
     source[truth(name)] = 0
-    words = {w for w in ocr_words(source, tmp_path) if len(w) >= 4 and w.isalpha()}
+    words = {w for w in ocr_words(source) if len(w) >= 4 and w.isalpha()}
     assert len(words) >= 3, f"OCR read too little outside the region to prove anything: {words}"
-    after = ocr_words(decoded(pydicom.dcmread(cleaned / f"{name}.dcm"))[0], tmp_path)
+    after = ocr_words(decoded(pydicom.dcmread(cleaned / f"{name}.dcm"))[0])
     assert not words & after, words & after

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -525,8 +524,7 @@ def test_example_panels_show_the_image_region_only():
     assert t is None and (shown == 255).sum() == 0
 
 
-@pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract is not installed (Debian: tesseract-ocr)")
-def test_ocr_reads_no_burned_in_identifier_in_the_example_panels(phantom_set, tmp_path, monkeypatch):
+def test_ocr_reads_no_burned_in_identifier_in_the_example_panels(ocr_words, burned_words, phantom_set, monkeypatch):
     """The phantom's own loops in the report's example figure: tesseract reads none of the names, IDs or
     institution burned into their headers; drawn from whole frames, as before issue 14, the same
     figure shows several of them legibly (so the OCR can see a leak at the figure's size)."""
@@ -534,18 +532,17 @@ def test_ocr_reads_no_burned_in_identifier_in_the_example_panels(phantom_set, tm
 
     from UltrasoundRefineLib.io import read_loop, read_mask
     from UltrasoundRefineLib.report import plots
-    from test_clean import _burned_words, ocr_words
 
     phantom = phantom_set(2, 3)
     overlays, burned = [], set()
     for path in sorted((phantom / "loops").glob("*.dcm")):
         truth = np.asarray(read_mask(phantom / "truth" / f"{path.stem}.nrrd"), bool)
         overlays.append(Overlay("fanfit", path.stem, read_loop(path).frames[0], truth, truth, 1.0))
-        burned |= _burned_words(json.loads((phantom / "truth" / f"{path.stem}.json").read_text())["fake_phi"])
+        burned |= burned_words(phantom, path.stem)
 
     def read_figure() -> set[str]:
         png = plots.overlays(make_result(overlays=overlays))
-        return ocr_words(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), tmp_path)
+        return ocr_words(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
 
     assert not burned & read_figure()
     monkeypatch.setattr(plots, "region_view", lambda o: (o.frame, o.mask, o.truth))
