@@ -16,7 +16,8 @@ from UltrasoundRefineLib.train.evaluate import evaluate_model
 from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS
 from UltrasoundRefineLib.train.render import Geometry, render_mask, unrender
 from UltrasoundRefineLib.train.model import card_postprocess
-from UltrasoundRefineLib.train.postprocess import DEFAULT_POSTPROCESS, SHAPE_MIN_AGREEMENT, postprocess_mode, refine_mask
+from UltrasoundRefineLib.train.postprocess import (DEFAULT_POSTPROCESS, EVIDENCE_AGREEMENT, EVIDENCE_SAME, SHAPE_MIN_AGREEMENT,
+                                                  postprocess_mode, refine_mask)
 
 torch.set_num_threads(1)
 
@@ -64,11 +65,15 @@ def test_shape_mode_restores_exact_edges_of_a_blocky_mask(phantoms):
     assert np.mean(gains) > 0.003 and min(gains) > -0.002, gains
 
 
-def test_evidence_mode_takes_the_loop_s_edges_where_the_network_guesses(phantoms):
+def test_evidence_mode_takes_the_loop_s_edges_where_the_network_guesses_or_sees_the_same(phantoms):
     """A network on a scanner unlike its training data points at the region but misses much of it
     (here: the truth cut to its top half and shifted): the loop's own evidence gives the region back.
-    A network that agrees with the evidence keeps its shape fit."""
+    A network that sees the same region (its edges blurred by its input grid) gets the evidence's exact
+    edges; one that differs from the evidence in a part (here: its deepest rows) keeps its shape fit."""
     from UltrasoundRefineLib.automask.fanfit import match_evidence
+
+    def agreement(mask, loop):
+        return match_evidence(refine_mask(mask, "basic")[0], loop)
 
     for p in phantoms[:2]:
         truth = np.asarray(p.truth, bool)
@@ -77,14 +82,22 @@ def test_evidence_mode_takes_the_loop_s_edges_where_the_network_guesses(phantoms
         guess[(rows[0] + rows[-1]) // 2 :] = False
         guess = np.roll(guess, 6, axis=1)
         out, info = refine_mask(guess, "evidence", loop=p.loop)
-        matched, agreement, _ = match_evidence(refine_mask(guess, "basic")[0], p.loop)
-        assert info["evidence_used"] and info["evidence_agreement"] == round(agreement, 4) < 0.85
+        matched, agreed, _ = agreement(guess, p.loop)
+        assert info["evidence_used"] and info["evidence_agreement"] == round(agreed, 4) < EVIDENCE_AGREEMENT
         assert np.array_equal(out, matched)
         assert dice(out, truth) > 0.95 > dice(guess, truth) + 0.2
-        close = _blocky(truth)
-        out, info = refine_mask(close, "evidence", loop=p.loop)
-        assert not info["evidence_used"] and info["evidence_agreement"] >= 0.85
-        assert np.array_equal(out, refine_mask(close, "shape", loop=p.loop)[0])
+
+        same = _blocky(truth, 32)
+        out, info = refine_mask(same, "evidence", loop=p.loop)
+        matched, agreed, _ = agreement(same, p.loop)
+        assert info["evidence_used"] and agreed >= EVIDENCE_SAME
+        assert np.array_equal(out, matched)
+
+        part = truth.copy()
+        part[int(rows[-1] - 0.05 * (rows[-1] - rows[0])) :] = False
+        out, info = refine_mask(part, "evidence", loop=p.loop)
+        assert not info["evidence_used"] and EVIDENCE_AGREEMENT <= info["evidence_agreement"] < EVIDENCE_SAME
+        assert np.array_equal(out, refine_mask(part, "shape", loop=p.loop)[0])
     # without a loop there is no evidence: the shape fit alone
     out, info = refine_mask(_blocky(np.asarray(phantoms[0].truth, bool)), "evidence")
     assert "evidence_used" not in info and "shape_used" in info

@@ -32,7 +32,7 @@ from UltrasoundRefineLib.train.data import Prepared, prepare, split_validation
 from UltrasoundRefineLib.train.device import DeviceChoice, resolve_device, tf32_matmuls
 from UltrasoundRefineLib.train.model import Model, library_versions, load_model, save_model
 from UltrasoundRefineLib.train.network import build_network, count_parameters, network_kwargs
-from UltrasoundRefineLib.train.postprocess import DEFAULT_POSTPROCESS, EVIDENCE_AGREEMENT, SHAPE_MIN_AGREEMENT
+from UltrasoundRefineLib.train.postprocess import DEFAULT_POSTPROCESS, EVIDENCE_AGREEMENT, EVIDENCE_SAME, SHAPE_MIN_AGREEMENT
 from UltrasoundRefineLib.train.strategy import StrategySetup, apply_strategy
 from UltrasoundRefineLib.train.trainer import CHECKPOINT, DeviceData, Trainer, event
 
@@ -153,8 +153,8 @@ def _card(config: TrainConfig, arch_kwargs: dict, net: torch.nn.Module, *, stage
             "(std / 64); MONAI Resize(size_mode='longest', mode='area' when shrinking) + SpatialPad(symmetric)",
             "output": "sigmoid > 0.5 of the mean over test-time augmentation (identity, mirror, gamma 0.8/1.25), "
             "bilinear back to the loop's grid; holes filled, specks dropped; then (postprocess 'evidence') the "
-            f"loop's own evidence of its region where the mask agrees with it less than IoU {EVIDENCE_AGREEMENT}, else the fitted "
-            "scanner shape where it agrees with the mask (IoU >= shape_min_agreement)",
+            f"loop's own evidence of its region where the mask agrees with it less than IoU {EVIDENCE_AGREEMENT} or at least "
+            f"{EVIDENCE_SAME}, else the fitted scanner shape where it agrees with the mask (IoU >= shape_min_agreement)",
         },
         "postprocess": DEFAULT_POSTPROCESS,
         "shape_min_agreement": SHAPE_MIN_AGREEMENT,
