@@ -66,21 +66,21 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
 
 def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
     """Each leaning sector whose narrower side is unseen (:func:`side_seen`) made symmetric
-    (:func:`.geometry.mirrored_sector`) where the pixels that adds are no brighter than the sector's own at its upper decile (a side that widens onto tissue or
-    graphics was not missed for being black; a thin line drawn across the black part is allowed, as the
-    region's own speckle is). Returns ``(regions, indices of the sectors mirrored)``."""
-    out, mirrored = [], []
-    for k, region in enumerate(regions):
+    (:func:`.geometry.mirrored_sector`) where the pixels that adds are no brighter than the sector's own
+    at its upper decile (a side that widens onto tissue or graphics was not missed for being black; a
+    thin line drawn across the black part is allowed, as the region's own speckle is). Returns
+    ``(regions, indices of the sectors mirrored)``."""
+    def mirrored(region):
         wider = mirrored_sector(region) if isinstance(region, Sector) else None
-        if wider is not None and not side_seen(region, image, background, "left" if region.tilt_deg > 0 else "right"):
-            own = region.mask(image.shape)
-            added = wider.mask(image.shape) & ~own
-            if added.any() and own.any() and np.percentile(image[added], DARK_DECILE) <= np.percentile(image[own], DARK_DECILE):
-                out.append(wider)
-                mirrored.append(k)
-                continue
-        out.append(region)
-    return out, mirrored
+        if wider is None or side_seen(region, image, background, "left" if region.tilt_deg > 0 else "right"):
+            return None
+        own = region.mask(image.shape)
+        added = wider.mask(image.shape) & ~own
+        if added.any() and own.any() and np.percentile(image[added], DARK_DECILE) <= np.percentile(image[own], DARK_DECILE):
+            return wider
+        return None
+
+    return _each(regions, mirrored)
 
 
 def curved_tops(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
@@ -88,35 +88,33 @@ def curved_tops(regions: list[Region], image: np.ndarray, background: float) -> 
     instead, where less than CAP_ECHO of the cap between the cut and the arc shows echoes (the region
     starts at the arc: a probe face's ring-down; a display that cuts a sector flat shows data up to the
     cut). Returns ``(regions, indices of the sectors changed)``."""
-    out, curved = [], []
-    for k, region in enumerate(regions):
-        if isinstance(region, Sector) and not region.apex_below and region.flat_top_y is not None \
-                and region.flat_top_y > region.apex_y:
-            depth = region.flat_top_y - region.apex_y
-            corner = depth / math.cos(math.radians(min(89.0, region.half_angle_deg + abs(region.tilt_deg))))
-            arc = replace(region, flat_top_y=None, r_min=max(region.r_min, corner))
-            cap = region.mask(image.shape) & ~arc.mask(image.shape)
-            if cap.any() and float(np.mean(np.abs(image[cap] - background) > EDGE_ECHO)) < CAP_ECHO:
-                out.append(arc)
-                curved.append(k)
-                continue
-        out.append(region)
-    return out, curved
+    def curved(region):
+        if not isinstance(region, Sector) or region.apex_below or region.flat_top_y is None \
+                or region.flat_top_y <= region.apex_y:
+            return None
+        depth = region.flat_top_y - region.apex_y
+        corner = depth / math.cos(math.radians(min(89.0, region.half_angle_deg + abs(region.tilt_deg))))
+        arc = replace(region, flat_top_y=None, r_min=max(region.r_min, corner))
+        cap = region.mask(image.shape) & ~arc.mask(image.shape)
+        if cap.any() and float(np.mean(np.abs(image[cap] - background) > EDGE_ECHO)) < CAP_ECHO:
+            return arc
+        return None
+
+    return _each(regions, curved)
 
 
 def ring_down_tops(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
     """Each rectangle's top raised over the ring-down lines right above it: rows that show echoes
     across RING_DOWN_SPAN of its columns and not beside them, separated by at most RING_DOWN_GAP of
     dark rows, up to RING_DOWN_MAX of its height. Returns ``(regions, indices of those raised)``."""
-    out, raised = [], []
-    h, w = image.shape
-    for k, region in enumerate(regions):
+    w = image.shape[1]
+    echoes = np.abs(image - background) > EDGE_ECHO
+
+    def raised(region):
         if not isinstance(region, Rectangle):
-            out.append(region)
-            continue
+            return None
         c0, c1 = int(math.ceil(region.x0)), int(math.floor(region.x1))
         margin = max(2, int(RING_DOWN_MARGIN * (c1 - c0)))
-        echoes = np.abs(image - background) > EDGE_ECHO
         height = region.y1 - region.y0
         gap = max(3, int(RING_DOWN_GAP * height))
         first = int(math.ceil(region.y0))
@@ -127,12 +125,20 @@ def ring_down_tops(regions: list[Region], image: np.ndarray, background: float) 
             beside = np.concatenate([echoes[y, max(0, c0 - margin) : c0], echoes[y, c1 + 1 : min(w, c1 + 1 + margin)]])
             if echoes[y, c0 : c1 + 1].mean() >= RING_DOWN_SPAN and (beside.size == 0 or beside.mean() < RING_DOWN_BESIDE):
                 top = y
-        if top < first:
-            out.append(replace(region, y0=float(top)))
-            raised.append(k)
-        else:
-            out.append(region)
-    return out, raised
+        return replace(region, y0=float(top)) if top < first else None
+
+    return _each(regions, raised)
+
+
+def _each(regions: list[Region], change) -> tuple[list[Region], list[int]]:
+    """``regions`` with each one that ``change(region)`` replaces (None: kept), and the indices replaced."""
+    out, changed_at = [], []
+    for k, region in enumerate(regions):
+        new = change(region)
+        out.append(region if new is None else new)
+        if new is not None:
+            changed_at.append(k)
+    return out, changed_at
 
 
 def side_seen(region: Sector, image: np.ndarray, background: float, side: str) -> bool:
