@@ -36,6 +36,7 @@ import pydicom  # noqa: E402
 from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.clean import Quarantine, clean, folder_source, method_source  # noqa: E402
 from UltrasoundRefineLib.io.dicom import _quiet  # noqa: E402
+from UltrasoundRefineLib.machine import cpu_model  # noqa: E402
 from UltrasoundRefineLib.phantom.dicom import write_phantom_set  # noqa: E402
 
 DEVSET = Path(__file__).resolve().parents[2] / "shared" / "devset"
@@ -139,16 +140,6 @@ def stage_milliseconds(files: list[Path], masks: Path, out: Path, repeats: int) 
     return {step: round(1000 * sorted(t)[len(t) // 2], 2) for step, t in taken.items()}
 
 
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10)
@@ -223,12 +214,12 @@ def main(argv=None) -> int:
         "results": results,
         "phantom_ms_per_loop_by_step": stages,
         "devset_dicom": devset,
-        "machine": {"platform": platform.platform(), "processor": _processor(),
+        "machine": {"platform": platform.platform(), "processor": cpu_model(),
                     "cpu_count": os.cpu_count(), "python": platform.python_version(), "pydicom": pydicom.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(f"{args.n} phantom loops, best of {args.repeats}, on {_processor()}, {os.cpu_count()} CPUs")
+    print(f"{args.n} phantom loops, best of {args.repeats}, on {cpu_model()}, {os.cpu_count()} CPUs")
     for label, r in results.items():
         print(f"  {label:28s} {r['seconds']:7.2f} s  {r['loops_per_s']:6.1f} loops/s  x{r['ratio_to_floor']:.2f} the floor"
               f"  (CPU time x{r['cpu_ratio_to_floor']:.2f})")

@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 from UltrasoundRefineLib import __version__  # noqa: E402
 from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.loop import Loop  # noqa: E402
+from UltrasoundRefineLib.machine import cpu_model  # noqa: E402
 from UltrasoundRefineLib.workspace import Workspace  # noqa: E402
 
 
@@ -46,16 +47,6 @@ def _filesystem(path: Path) -> str:
     except OSError:
         pass
     return fstype
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _summary(seconds: list[float]) -> dict:
@@ -136,7 +127,7 @@ def main(argv=None) -> int:
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
             "host": platform.node(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(),

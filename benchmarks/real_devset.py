@@ -51,6 +51,7 @@ from UltrasoundRefineLib.atomic import atomic_write_text  # noqa: E402
 from UltrasoundRefineLib.automask import suggest_mask  # noqa: E402
 from UltrasoundRefineLib.errors import InputError  # noqa: E402
 from UltrasoundRefineLib.io import loop_stem, read_loop  # noqa: E402
+from UltrasoundRefineLib.machine import describe  # noqa: E402
 from UltrasoundRefineLib.metrics import mask_metrics  # noqa: E402
 
 METHODS = ("threshold", "fanfit")
@@ -139,15 +140,14 @@ def main(argv=None) -> int:
         "benchmark": "real_devset",
         "n_files": len(rows),
         "unreadable": failures,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": describe(),
         "summary": summary,
         "training": trained.get("info"),
         "per_file": rows,
     }
     atomic_write_text(args.out, json.dumps(report, indent=1))
 
-    print(f"\n{len(rows)} dev-set files on {platform.platform()}, {os.cpu_count()} CPUs")
+    print(f"\n{len(rows)} dev-set files on {platform.platform()}, {os.cpu_count()} CPUs ({describe()['processor']})")
     print(f"{'method':12s} {'mean':>6s} {'median':>6s} {'min':>6s} {'<0.80':>5s} {'>=0.95':>6s} {'rho(q,Dice)':>11s}")
     for method, e in summary.items():
         rho = e.get("spearman_quality_dice", {}).get("rho", float("nan"))

@@ -544,12 +544,11 @@ def _save_run(run_dir: Path, record: dict) -> None:
 
 
 def _machine(device: str) -> dict:
-    import platform
-
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "device": device}
+    from UltrasoundRefineLib.machine import describe
+
+    info = {**describe(), "torch": torch.__version__, "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
