@@ -132,3 +132,15 @@ def test_strips_are_m_mode_and_spectral_image_regions_only():
     assert UltrasoundRegion(0, 0, 99, 50, 3, 3).is_strip
     assert not UltrasoundRegion(0, 0, 99, 50, 1, 1).is_strip
     assert not UltrasoundRegion(0, 0, 99, 50, 3, 10).is_strip  # an ECG in a spectral-format box
+
+
+def test_a_small_view_weighs_in_a_reading_s_quality_by_its_size():
+    from UltrasoundRefineLib.automask.fanfit.suggest import Reading
+
+    big, small = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
+    big[60:200, 30:290] = True  # a strip, fitted well
+    small[5:25, 150:170] = True  # its reference sector, a hull no shape fitted
+    reading = Reading({}, [(big, {}, 1.0, 0.96), (small, {}, 0.8, 0.3)])
+    share = small.sum() / (small.sum() + big.sum())
+    assert reading.quality == pytest.approx(0.96 * (1 - share) + 0.3 * share)
+    assert reading.quality > 0.9 and reading.agreement == 0.8

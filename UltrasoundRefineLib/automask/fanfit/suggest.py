@@ -45,7 +45,10 @@ class Reading:
 
     @property
     def quality(self) -> float:
-        return min(v[3] for v in self.views)
+        """The views' qualities weighted by their size: how right the whole mask is, to which a small
+        reference sector beside a strip contributes little."""
+        sizes = [max(1, int(np.count_nonzero(v[0]))) for v in self.views]
+        return float(np.average([v[3] for v in self.views], weights=sizes))
 
     @property
     def size(self) -> int:
@@ -92,8 +95,9 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = M
 
     Quality: the winner's agreement, lowered where the evidence fills little of its hull (a region
     with much black inside is a guess there), times how much the other readings agree with it (where
-    the ways of reading the evidence disagree on the region, choosing among them is a guess) and, for
-    the whole mask, lowered for implausible sizes.
+    the ways of reading the evidence disagree on the region, choosing among them is a guess); views and
+    areas weighted by their size (a small reference sector beside a strip is a small part of the mask's
+    worth) and, for the whole mask, lowered for implausible sizes.
     """
     t0 = time.perf_counter()
     ev = evidence.gather(loop, max_frames=max_frames)
@@ -106,7 +110,7 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = M
         chosen = choose_reading(readings)
         others = [iou(r.mask, chosen.mask) for r in readings if r is not chosen]
         consensus = float(np.mean(others)) if others else 1.0
-        scores.append(chosen.quality * consensus)
+        scores.append((chosen.quality * consensus, chosen.size))
         mask |= chosen.mask
         parts += [{**info, "reading": chosen.label, "consensus": round(consensus, 4)} for _, info, _, _ in chosen.views]
     frac = float(mask.mean())
@@ -117,7 +121,8 @@ def suggest_fanfit(loop: Loop, *, max_frames: int = 64, min_agreement: float = M
     if not parts:
         return MaskSuggestion(mask, 0.0, METHOD, details)
     plausible = 1.0 if 0.05 < frac < 0.9 else 0.5
-    return MaskSuggestion(mask, float(np.clip(min(scores) * plausible, 0.0, 1.0)), METHOD, details)
+    quality = float(np.average([q for q, _ in scores], weights=[max(1, n) for _, n in scores]))
+    return MaskSuggestion(mask, float(np.clip(quality * plausible, 0.0, 1.0)), METHOD, details)
 
 
 def match_evidence(mask: np.ndarray, loop: Loop, *, max_frames: int = 64, min_agreement: float = MIN_AGREEMENT,
