@@ -1,8 +1,9 @@
 """Completing a fitted shape where its edge fades to black, from what the screen says beside it.
 
-First the sides: a sector that leans, whose narrower side no echoes show, is made symmetric where the
+First the sides: a sector that leans though no echoes show either side is made symmetric where the
 part this adds is dark (:func:`.geometry.mirrored_sector`: scanners draw their sectors symmetric, and
-a side against black is the one the evidence missed; a side that tissue touches is where it is).
+such a lean comes from how the evidence inside spreads, not from an edge; where tissue touches a side,
+the lean may be the scanner's own, as a steered sector's is, and is kept).
 A top cut flat where no echoes show above the arc through its corners is that arc: the convex hull
 of the evidence fills in the curved top of a curvilinear probe, whose ring-down starts at the arc.
 Above a rectangle, the bright lines of a linear probe's ring-down that span exactly its columns are
@@ -65,14 +66,14 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
 
 
 def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
-    """Each leaning sector whose narrower side is unseen (:func:`side_seen`) made symmetric
+    """Each leaning sector neither of whose sides is seen (:func:`side_seen`) made symmetric
     (:func:`.geometry.mirrored_sector`) where the pixels that adds are no brighter than the sector's own
     at its upper decile (a side that widens onto tissue or graphics was not missed for being black; a
     thin line drawn across the black part is allowed, as the region's own speckle is). Returns
     ``(regions, indices of the sectors mirrored)``."""
     def mirrored(region):
         wider = mirrored_sector(region) if isinstance(region, Sector) else None
-        if wider is None or side_seen(region, image, background, "left" if region.tilt_deg > 0 else "right"):
+        if wider is None or side_seen(region, image, background, "left") or side_seen(region, image, background, "right"):
             return None
         own = region.mask(image.shape)
         added = wider.mask(image.shape) & ~own
