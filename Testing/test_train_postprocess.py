@@ -158,3 +158,23 @@ def test_evaluate_scores_exactly_what_predict_gives(phantoms, tmp_path):
     rows = evaluate_model(model, pairs)["per_example"]
     for row, (loop, truth) in zip(rows, pairs):
         assert row["dice"] == pytest.approx(mask_metrics(predict_loop(model, loop).mask, truth)["dice"], abs=1e-6)
+
+
+def test_reading_mode_takes_the_reading_the_network_points_to_whatever_their_agreement(phantoms):
+    """``reading``: where the network and the evidence differ in a part (where ``evidence`` lets the
+    network decide), the evidence's reading it points to is still the mask."""
+    from UltrasoundRefineLib.automask.fanfit import match_evidence
+
+    p = phantoms[0]
+    truth = np.asarray(p.truth, bool)
+    rows = np.nonzero(truth.any(axis=1))[0]
+    part = truth.copy()
+    part[int(rows[-1] - 0.05 * (rows[-1] - rows[0])) :] = False
+    matched, agreed, _ = match_evidence(refine_mask(part, "basic")[0], p.loop)
+    assert EVIDENCE_AGREEMENT <= agreed < EVIDENCE_SAME
+    out, info = refine_mask(part, "reading", loop=p.loop)
+    assert info["evidence_used"] and np.array_equal(out, matched)
+    assert not refine_mask(part, "evidence", loop=p.loop)[1]["evidence_used"]
+    # without a loop there is no reading: the shape fit
+    out, info = refine_mask(part, "reading")
+    assert "evidence_used" not in info and "shape_used" in info

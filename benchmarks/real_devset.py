@@ -2,6 +2,8 @@
 
     python benchmarks/real_devset.py [--devset ../shared/devset] [--out benchmarks/results/real_devset.json]
     python benchmarks/real_devset.py --train     # also the trained models (about 20 min on 2 cores)
+    python benchmarks/real_devset.py --train --save-models DIR    # and keep them
+    python benchmarks/real_devset.py --models DIR    # score kept models again (another post-processing)
 
 Scores, against the dev set's masks of the image region: the naive peer baseline of the dev set's
 README (grey maximum over frames > 10, largest component, holes filled), ``threshold`` and
@@ -10,8 +12,9 @@ method's quality score and its Dice (a review that puts likely-wrong masks first
 With ``--train`` it also scores the trained models, each file's mask being what ``predict`` writes
 (test-time augmentation, then the card's post-processing: the loop's own evidence where the network
 disagrees with it, else the shape fit with the loop's region boxes), and beside it the network's own
-mask (``dice_network_only``) and what ``predict --postprocess shape`` writes (the shape fit alone,
-``dice_shape``):
+mask (``dice_network_only``), what ``predict --postprocess shape`` writes (the shape fit alone,
+``dice_shape``) and what ``predict --postprocess reading`` writes (the evidence's reading the network
+points to, ``dice_reading``):
 
 - **phantom-only**: pretrained on the phantom's accepted ``fanfit`` suggestions alone (a simulated
   reviewer accepts a suggestion whose Dice against the phantom's truth is at least 0.9); the phantom
@@ -82,6 +85,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=None, help="override the network's input size (--train)")
     ap.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tuning default (--train)")
     ap.add_argument("--save-models", type=Path, default=None, help="keep the trained models in this folder (--train)")
+    ap.add_argument("--models", type=Path, default=None,
+                    help="score the models a --train --save-models run kept in this folder instead of training "
+                         "(the same folds; to measure another post-processing without training again)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     files_dir, masks_dir = args.devset / "files", args.devset / "masks"
@@ -115,7 +121,10 @@ def main(argv=None) -> int:
         print(f"{stem[:52]:52s} naive {row['naive']['dice']:.3f}  "
               + "  ".join(f"{m} {row[m]['dice']:.3f} (q {row[m]['quality']:.2f})" for m in METHODS), flush=True)
 
-    trained = train_and_score(args, loops, truths, suggestions) if args.train else {}
+    if args.models:
+        trained = score_saved(args.models, loops, truths)
+    else:
+        trained = train_and_score(args, loops, truths, suggestions) if args.train else {}
     for r in rows:
         for name, per_file in trained.get("per_file", {}).items():
             if r["file"] in per_file:
@@ -128,7 +137,7 @@ def main(argv=None) -> int:
         d = np.array([r[method]["dice"] for r in rows])
         entry = {"mean": float(d.mean()), "median": float(np.median(d)), "min": float(d.min()),
                  "n_below_0.80": int((d < 0.80).sum()), "n_at_least_0.95": int((d >= 0.95).sum())}
-        for part in ("network_only", "shape"):
+        for part in ("network_only", "shape", "reading"):
             if any(f"dice_{part}" in r[method] for r in rows):
                 entry[f"{part}_mean"] = float(np.mean([r[method].get(f"dice_{part}", 0.0) for r in rows]))
         q = [r[method].get("quality") for r in rows if r["read"]]
@@ -154,7 +163,8 @@ def main(argv=None) -> int:
         print(f"{method:12s} {e['mean']:6.3f} {e['median']:6.3f} {e['min']:6.3f} {e['n_below_0.80']:5d} "
               f"{e['n_at_least_0.95']:6d} {rho:11.3f}")
         if "shape_mean" in e:
-            print(f"{'':12s} network alone {e['network_only_mean']:.3f}; --postprocess shape {e['shape_mean']:.3f}")
+            print(f"{'':12s} network alone {e['network_only_mean']:.3f}; --postprocess shape {e['shape_mean']:.3f}; "
+                  f"--postprocess reading {e['reading_mean']:.3f}")
     print(f"wrote {args.out}")
     return 0
 
@@ -171,12 +181,38 @@ def folds_by_source(stems: list[str], k: int) -> list[list[str]]:
     return [sorted(f) for f in folds if f]
 
 
+def score_model(model, stems: list[str], loops: dict, truths: dict) -> dict:
+    """Per file: what ``predict`` writes with the model card's post-processing (``dice``), the network's
+    own mask, the shape fit alone and the evidence's reading the network points to (``--postprocess
+    reading``)."""
+    from UltrasoundRefineLib.train.evaluate import evaluate_model
+
+    examples = [(loops[s], truths[s]) for s in stems]
+    full = evaluate_model(model, examples)["per_example"]
+    parts = {part: evaluate_model(model, examples, postprocess=mode)["per_example"]
+             for part, mode in (("network_only", "basic"), ("shape", "shape"), ("reading", "reading"))}
+    return {s: {"dice": full[i]["dice"], **{f"dice_{part}": rows[i]["dice"] for part, rows in parts.items()}}
+            for i, s in enumerate(stems)}
+
+
+def score_saved(folder: Path, loops: dict, truths: dict) -> dict:
+    """The phantom-only model and the method's fold models a ``--train --save-models`` run kept in
+    ``folder``, scored on the same folds (:func:`folds_by_source`) without training."""
+    from UltrasoundRefineLib.train.model import load_model
+
+    stems = sorted(loops)
+    per_file = {"phantom-only": score_model(load_model(folder / "phantom-only", "cpu"), stems, loops, truths),
+                "method": {}}
+    for k, held_out in enumerate(folds_by_source(stems, N_FOLDS)):
+        per_file["method"].update(score_model(load_model(folder / f"fold{k}", "cpu"), held_out, loops, truths))
+    return {"per_file": per_file, "info": {"models": str(folder), "scored_without_training": True}}
+
+
 def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
     """The phantom-only model and the method by k-fold (see the module docstring)."""
     import torch
 
     from UltrasoundRefineLib.phantom import loop_seed, make_phantom_loop
-    from UltrasoundRefineLib.train.evaluate import evaluate_model
     from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, finetune, pretrain
     from UltrasoundRefineLib.train.model import save_model
 
@@ -194,12 +230,7 @@ def train_and_score(args, loops: dict, truths: dict, suggestions: dict) -> dict:
     print(f"phantom: {len(phantom)}/{seen} fanfit suggestions accepted ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     def score(model, stems) -> dict:
-        examples = [(loops[s], truths[s]) for s in stems]
-        full = evaluate_model(model, examples)["per_example"]
-        alone = evaluate_model(model, examples, postprocess="basic")["per_example"]
-        shaped = evaluate_model(model, examples, postprocess="shape")["per_example"]
-        return {s: {"dice": f["dice"], "dice_network_only": a["dice"], "dice_shape": e["dice"]}
-                for s, f, a, e in zip(stems, full, alone, shaped)}
+        return score_model(model, stems, loops, truths)
 
     per_file: dict[str, dict] = {}
     stems = sorted(loops)
