@@ -42,18 +42,18 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
 #: on a screen unlike its training data and the evidence's edges are taken; where it agrees at least
 #: :data:`EVIDENCE_SAME`, both see the same region and the reading's exact edges are taken over the
 #: network's, drawn at its input resolution; in between they differ in a part, and the network, trained
-#: on the human masks, decides: "shape" as above. On the session-7 k-fold models (dev set, 64-frame
-#: loops) the band raised the method from 0.979 to 0.982; on the phantom demo's models it made no
-#: difference (0.986 either way, 40 loops).
+#: on the human masks, decides: "shape" as above. Against taking the shape fit from 0.85 up, on the
+#: models of two k-fold training runs (dev set, 64-frame loops): 0.979 -> 0.982 and 0.972 -> 0.972; on
+#: the phantom demo's models no difference (0.986, 40 loops).
 #: Chosen as the default because real scans from scanners a model never saw are what it meets
 #: (``benchmarks/real_devset.py --train``: the method's mean Dice rises by several hundredths there),
 #: at a small cost on the phantom demo, where step 1 is sometimes wrong and then overrides a network
 #: that was right (``scripts/demo``: the refined method 0.982 with "shape", 0.980 with "evidence").
 #: ``"reading"`` (needs the loop): the network only points; the evidence's reading it points to is the
 #: mask whatever their agreement (the shape fit where the loop offers no reading). On real scans from
-#: scanners a model never saw this is the most accurate: the session-7 k-fold models scored 0.983 on
-#: the dev set with it against 0.973 with "evidence" (the evidence's edges beat a network trained on 16
-#: human masks wherever it has a reading). Not the default: where step 1 reads the region right, every
+#: scanners a model never saw this is the most accurate: k-fold models scored 0.983 on the dev set with
+#: it against 0.973 with "evidence" (``benchmarks/results/real_devset.json``: the evidence's edges beat
+#: a network trained on 16 human masks wherever it has a reading). Not the default: where step 1 reads the region right, every
 #: model gives the same mask, so an experiment could no longer tell training recipes apart.
 POSTPROCESS_MODES = ("none", "basic", "shape", "evidence", "reading")
 DEFAULT_POSTPROCESS = "evidence"
