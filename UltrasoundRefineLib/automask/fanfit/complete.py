@@ -114,7 +114,9 @@ def ring_down_tops(regions: list[Region], image: np.ndarray, background: float) 
     def raised(region):
         if not isinstance(region, Rectangle):
             return None
-        c0, c1 = int(math.ceil(region.x0)), int(math.floor(region.x1))
+        c0, c1 = max(0, int(math.ceil(region.x0))), min(w - 1, int(math.floor(region.x1)))
+        if c1 < c0:
+            return None
         margin = max(2, int(RING_DOWN_MARGIN * (c1 - c0)))
         height = region.y1 - region.y0
         gap = max(3, int(RING_DOWN_GAP * height))
