@@ -102,3 +102,10 @@ def test_a_linear_probe_s_ring_down_lines_are_its_top_rows():
     loop, _ = _linear_with_ring_down(across_screen=True)
     (fitted,) = [region_from_dict(r) for r in suggest_fanfit(loop).details["regions"]]
     assert fitted.y0 > 48.0, fitted
+
+
+def test_a_curved_top_takes_a_sliver_off_a_region_not_the_region():
+    from UltrasoundRefineLib.automask.fanfit.complete import curved_tops
+
+    wide = Sector(30.0, -10.0, 89.5, 60.0, flat_top_y=5.0)  # the arc through its corners misses it all
+    assert curved_tops([wide], np.zeros((50, 60), np.float32), 0.0) == ([wide], [])

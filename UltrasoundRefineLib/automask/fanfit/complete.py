@@ -30,6 +30,7 @@ EDGE_BAND_DEG = 3.0  # the strip inside a sector's side where echoes show that s
 EDGE_ECHO = 2.5  # grey levels above the background: an echo, not the noise floor of a fan in air
 EDGE_SEEN = 0.5  # a side is seen where at least this share of its strip shows echoes
 CAP_ECHO = 0.5  # a flat top is a curved one where less than this share of the cap above the arc shows echoes
+CAP_MAX = 0.2  # share of the region: a larger cap is no probe face's curvature
 RING_DOWN_SPAN = 0.6  # a row of ring-down shows echoes across at least this share of the rectangle's width ...
 RING_DOWN_BESIDE = 0.5  # ... and across less than this share of a margin beside it (not a band across the screen)
 RING_DOWN_MARGIN = 0.05  # the margin beside, as a share of the width
@@ -96,8 +97,11 @@ def curved_tops(regions: list[Region], image: np.ndarray, background: float) -> 
         depth = region.flat_top_y - region.apex_y
         corner = depth / math.cos(math.radians(min(89.0, region.half_angle_deg + abs(region.tilt_deg))))
         arc = replace(region, flat_top_y=None, r_min=max(region.r_min, corner))
-        cap = region.mask(image.shape) & ~arc.mask(image.shape)
-        if cap.any() and float(np.mean(np.abs(image[cap] - background) > EDGE_ECHO)) < CAP_ECHO:
+        own = region.mask(image.shape)
+        cap = own & ~arc.mask(image.shape)
+        if not cap.any() or np.count_nonzero(cap) > CAP_MAX * np.count_nonzero(own):
+            return None  # a top arc takes a sliver off the region, not much of it
+        if float(np.mean(np.abs(image[cap] - background) > EDGE_ECHO)) < CAP_ECHO:
             return arc
         return None
 
