@@ -152,6 +152,11 @@ def test_the_panel_logic_builds_its_runs_with_slicers_python(workspace_dir, slic
         logic.suggestCommand()
     program, args, _env = logic.cleanCommand("fanfit", [tmp_path / "in"], tmp_path / "out")
     assert program == python_slicer and build_parser().parse_args(args[2:]).command == "clean"
+    _program, args, _env = logic.cleanCommand("model", [tmp_path / "in"], tmp_path / "out", model=tmp_path / "m",
+                                              keep_folders=True, postprocess="reading")
+    parsed = build_parser().parse_args(args[2:])  # the panel's choices reach the run
+    assert (parsed.model, parsed.keep_names, parsed.keep_folders, parsed.postprocess) == (
+        str(tmp_path / "m"), False, True, "reading")
     logic.closeWorkspace()
 
     # the install plan reads the requirements file it was given; pip runs in Slicer's Python, torch held

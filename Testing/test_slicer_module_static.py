@@ -1022,6 +1022,43 @@ def test_clean_arguments_follow_the_clean_command_line(module, tmp_path):
         pytest.skip("ultrasound-refine clean has not landed yet: checked against its documented command line only")
     for source, extra in (("fanfit", {}), ("threshold", {}), ("model", {"model": "m"}), ("workspace", {"workspace": "ws"})):
         parser.parse_args(jobs.clean_arguments(source, ["in1", "in2"], "out", **extra))
+    # every choice the panel offers is one clean accepts, and reaches it as chosen
+    clean_parser = parser._subparsers._group_actions[0].choices["clean"]
+    offered = {a.dest: a for a in clean_parser._actions}
+    assert set(jobs.CLEAN_POSTPROCESS_CHOICES) - {jobs.CLEAN_POSTPROCESS_CARD} == set(offered["postprocess"].choices)
+    for keep_names in (False, True):
+        for keep_folders in (False, True):
+            for postprocess in jobs.CLEAN_POSTPROCESS_CHOICES:
+                args = jobs.clean_arguments("model", ["in"], "out", model="m", keep_names=keep_names,
+                                            keep_folders=keep_folders, postprocess=postprocess)
+                parsed = parser.parse_args(args)
+                assert (parsed.keep_names, parsed.keep_folders) == (keep_names, keep_folders and not keep_names)
+                card = postprocess == jobs.CLEAN_POSTPROCESS_CARD
+                assert parsed.postprocess == (None if card else postprocess)  # the card's: nothing passed
+    # post-processing is the model's: an auto-mask run's command line does not carry it
+    assert "--postprocess" not in jobs.clean_arguments("fanfit", ["in"], "out", postprocess="reading")
+    with pytest.raises(UltrasoundRefineError, match="unknown post-processing"):
+        jobs.clean_arguments("model", ["in"], "out", model="m", postprocess="smooth")
+
+
+def test_clean_and_export_passes_the_panels_naming_and_post_processing_choices(module, monkeypatch):
+    import contextlib
+
+    import slicer
+
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", lambda *a, **k: contextlib.nullcontext(), raising=False)
+    widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
+    widget.ui = types.SimpleNamespace(workspaceDirectoryButton=types.SimpleNamespace(directory="ws"))
+    widget._parameterNode = types.SimpleNamespace(
+        cleanSource="model", cleanInputPath="in", cleanOutputPath="out", cleanModelPath="m",
+        cleanKeepNames=False, cleanKeepFolders=True, cleanPostprocess="reading")
+    widget._dependenciesReady = lambda training, retry: True
+    widget.logic = types.SimpleNamespace(cleanCommand=lambda source, inputs, out, **options: (
+        "PythonSlicer", jobs.clean_arguments(source, inputs, out, **options), {}))
+    started = []
+    widget._startJob = lambda kind, command: started.append(command[1])
+    widget.onClean()
+    assert started == [["clean", "--model", "m", "in", "--out", "out", "--keep-folders", "--postprocess", "reading"]]
 
 
 @pytest.fixture
@@ -1072,9 +1109,8 @@ def installer(module, monkeypatch, tmp_path):
     widget = module.UltrasoundRefineWidget.__new__(module.UltrasoundRefineWidget)
     widget.logic = module.UltrasoundRefineLogic()
     widget.ui = types.SimpleNamespace(**{name: types.SimpleNamespace(enabled=True, text="") for name in (
-        "installStatusLabel", "cleanStatusLabel", "trainStatusLabel", "trainButton", "suggestNextRoundButton",
-        "cancelTrainButton", "cleanButton",
-        "cancelCleanButton", "cleanModelPathLineEdit", "suggestMaskButton")})
+        "installStatusLabel", "cleanStatusLabel", "trainStatusLabel", "suggestMaskButton",
+        *jobs.job_buttons(True, True, None))})  # the panel's run buttons, as the library names them
     widget._parameterNode, widget._job = None, None
     widget._jobTimer, widget._suggesting, widget._suggestButtonText = _FakeTimer(), None, "Suggest mask"
     return types.SimpleNamespace(log=log, widget=widget, pip_args=tmp_path / "pip-args.txt", tmp_path=tmp_path)
@@ -1281,10 +1317,9 @@ def test_suggest_mask_runs_in_the_background_and_the_panel_shows_it_is_busy(modu
     widget.logic = module.UltrasoundRefineLogic()
     monkeypatch.setattr(widget.logic, "installPlan", lambda training=False: install.InstallPlan())  # nothing missing
     widget.ui = types.SimpleNamespace(**{name: types.SimpleNamespace(enabled=True, text="") for name in (
-        "suggestMaskButton", "suggestionInfoLabel", "trainButton", "suggestNextRoundButton", "cancelTrainButton",
-        "cleanButton", "cancelCleanButton", "cleanModelPathLineEdit")})
+        "suggestMaskButton", "suggestionInfoLabel", *jobs.job_buttons(True, True, None))})
     widget._parameterNode = types.SimpleNamespace(inputNode=sequence, automaskMethod="fanfit", regionSegmentation=None,
-                                                  cleanSource="fanfit")
+                                                  cleanSource="fanfit", cleanKeepNames=False)
     widget._job = None
     widget._suggesting, widget._suggestTimer, widget._suggestButtonText = None, _FakeTimer(), "Suggest mask"
 

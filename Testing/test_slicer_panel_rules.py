@@ -449,10 +449,14 @@ def test_the_module_help_lists_every_review_key_with_what_it_does():
 def test_one_child_run_at_a_time_and_cancel_only_where_it_runs():
     idle = jobs.job_buttons(panel_ready=True, workspace_open=True, running_section=None, clean_source="fanfit")
     assert idle == {"trainButton": True, "suggestNextRoundButton": True, "cancelTrainButton": False,
-                    "cleanButton": True, "cancelCleanButton": False, "cleanModelPathLineEdit": False}
+                    "cleanButton": True, "cancelCleanButton": False, "cleanModelPathLineEdit": False,
+                    "cleanPostprocessComboBox": False, "cleanKeepFoldersCheckBox": True}
     training = jobs.job_buttons(True, True, jobs.JobMonitor("train").section, "model")
     assert not training["trainButton"] and not training["cleanButton"] and training["cancelTrainButton"]
     assert not training["cancelCleanButton"] and training["cleanModelPathLineEdit"]
+    assert training["cleanPostprocessComboBox"]  # a model's post-processing, for a model only
+    # kept file names keep their folders as they are: hashed folder names would not apply
+    assert not jobs.job_buttons(True, True, None, "fanfit", clean_keep_names=True)["cleanKeepFoldersCheckBox"]
     installing = jobs.job_buttons(True, True, jobs.JobMonitor("install").section)
     assert not any(installing[b] for b in ("trainButton", "cleanButton", "cancelTrainButton", "cancelCleanButton"))
     no_workspace = jobs.job_buttons(True, False, None)

@@ -121,7 +121,9 @@ class UltrasoundRefineParameterNode:
     trainStage, trainStrategy, trainEpochs (0: the stage's default), trainDevice, trainSeed,
     trainExtraArgs: the training run to start.
     reportPath: an experiment's report (JSON) or comparisons.csv to show.
-    cleanSource, cleanModelPath, cleanInputPath, cleanOutputPath: a clean-and-export run.
+    cleanSource, cleanModelPath, cleanPostprocess, cleanInputPath, cleanOutputPath, cleanKeepNames,
+    cleanKeepFolders: a clean-and-export run. Kept with the scene like the rest, not in QSettings: kept
+    file names may carry patient names, so that choice must not outlive the scene it was made in.
     """
 
     inputNode: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, vtkMRMLSequenceNode]
@@ -136,8 +138,11 @@ class UltrasoundRefineParameterNode:
     reportPath: pathlib.Path
     cleanSource: Annotated[str, Choice(jobs.CLEAN_SOURCES)] = "fanfit"
     cleanModelPath: pathlib.Path
+    cleanPostprocess: Annotated[str, Choice(jobs.CLEAN_POSTPROCESS_CHOICES)] = jobs.CLEAN_POSTPROCESS_CARD
     cleanInputPath: pathlib.Path
     cleanOutputPath: pathlib.Path
+    cleanKeepNames: bool = False
+    cleanKeepFolders: bool = False
 
 
 #
@@ -240,7 +245,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.suggestMaskButton.enabled = bool(p and p.inputNode) and self._suggesting is None
         self.ui.suggestMaskButton.text = self._suggestButtonText if self._suggesting is None else _("Suggesting...")
         section = self._job.monitor.section if self._job is not None else None
-        buttons = jobs.job_buttons(bool(p), self.logic.workspace is not None, section, p.cleanSource if p else "")
+        buttons = jobs.job_buttons(bool(p), self.logic.workspace is not None, section, p.cleanSource if p else "",
+                                   bool(p and p.cleanKeepNames))
         for name, enabled in buttons.items():
             getattr(self.ui, name).enabled = enabled
 
@@ -516,7 +522,8 @@ class UltrasoundRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             command = self.logic.cleanCommand(
                 p.cleanSource, [p.cleanInputPath], p.cleanOutputPath, model=p.cleanModelPath,
-                workspace=self.ui.workspaceDirectoryButton.directory,
+                workspace=self.ui.workspaceDirectoryButton.directory, keep_names=p.cleanKeepNames,
+                keep_folders=p.cleanKeepFolders, postprocess=p.cleanPostprocess,
             )
             self._startJob("clean", command)
 

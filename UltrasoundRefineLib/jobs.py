@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from UltrasoundRefineLib.errors import UltrasoundRefineError
+from UltrasoundRefineLib.train.postprocess import POSTPROCESS_MODES
 
 TRAIN_STAGES = ["pretrain", "finetune", "scratch"]
 TRAIN_STRATEGIES = ["full", "frozen-encoder", "low-lr-encoder"]
@@ -24,6 +25,11 @@ AUTOMASK_METHODS = ["fanfit", "threshold"]
 #: Where ``ultrasound-refine clean`` takes its masks from: an auto-mask method, a trained model, or a
 #: workspace's decided masks.
 CLEAN_SOURCES = [*AUTOMASK_METHODS, "model", "workspace"]
+#: How a model's masks are cleaned up in a clean run: what its card says (no ``--postprocess``), or one
+#: of ``clean --postprocess``'s modes for this run ("reading" is the most accurate on real scans from
+#: scanners the model never saw; the card's own is usually "evidence").
+CLEAN_POSTPROCESS_CARD = "model card's"
+CLEAN_POSTPROCESS_CHOICES = [CLEAN_POSTPROCESS_CARD, *POSTPROCESS_MODES]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]
 #: Exit code of ``ultrasound-refine train`` stopped on request: checkpoint kept, the same command resumes.
 TRAIN_STOPPED_EXIT = 143
@@ -141,10 +147,18 @@ def train_arguments(
     return args + extra_args
 
 
-def clean_arguments(source: str, inputs, out, *, model=None, workspace=None) -> list:
+def clean_arguments(source: str, inputs, out, *, model=None, workspace=None, keep_names: bool = False,
+                    keep_folders: bool = False, postprocess: Optional[str] = None) -> list:
     """Arguments after ``-m UltrasoundRefineLib`` for ``ultrasound-refine clean``:
-    ``clean (--method {threshold,fanfit} | --model DIR | --workspace WS) INPUT... --out DIR``
-    (with ``--workspace`` and no input, the workspace's own loops)."""
+    ``clean (--method {threshold,fanfit} | --model DIR | --workspace WS) INPUT... --out DIR
+    [--keep-names | --keep-folders] [--postprocess MODE]``
+    (with ``--workspace`` and no input, the workspace's own loops).
+
+    ``keep_names`` keeps names and folders as they are, so ``keep_folders`` (folders kept under hashed
+    names) only counts without it. ``postprocess``: one of :data:`CLEAN_POSTPROCESS_CHOICES`, used with a
+    model only (None or :data:`CLEAN_POSTPROCESS_CARD`: what the model's card says)."""
+    if postprocess not in (None, *CLEAN_POSTPROCESS_CHOICES):
+        raise UltrasoundRefineError(f"unknown post-processing {postprocess!r}; choose from {CLEAN_POSTPROCESS_CHOICES}")
     if source in AUTOMASK_METHODS:
         origin = ["--method", source]
     elif source == "model":
@@ -162,7 +176,10 @@ def clean_arguments(source: str, inputs, out, *, model=None, workspace=None) -> 
         raise UltrasoundRefineError("Choose the folder (or file) of loops to clean.")
     if not out or str(out) in ("", "."):
         raise UltrasoundRefineError("Choose the output folder for the cleaned loops.")
-    return ["clean", *origin, *inputs, "--out", str(out)]
+    naming = ["--keep-names"] if keep_names else ["--keep-folders"] if keep_folders else []
+    if source == "model" and postprocess not in (None, CLEAN_POSTPROCESS_CARD):
+        naming += ["--postprocess", postprocess]
+    return ["clean", *origin, *inputs, "--out", str(out), *naming]
 
 
 def suggest_arguments(workspace, model: str, device: str = "auto") -> list:
@@ -255,10 +272,12 @@ def workspace_train_arguments(workspace, stage: str, epochs: int = 0, device: st
 # ---------------------------------------------------------------------- what the panel shows of a run
 
 
-def job_buttons(panel_ready: bool, workspace_open: bool, running_section: Optional[str], clean_source: str = "") -> dict:
+def job_buttons(panel_ready: bool, workspace_open: bool, running_section: Optional[str], clean_source: str = "",
+                clean_keep_names: bool = False) -> dict:
     """Which of the panel's run buttons work: one child run at a time, training and the next round's
     suggestions only with a workspace open, Cancel only in the section of the run that goes, a model
-    folder only for cleaning with a model. ``running_section``: the running job's
+    folder and its post-processing only for cleaning with a model, hashed folder names only while file
+    names are not kept (kept names keep their folders). ``running_section``: the running job's
     :attr:`JobMonitor.section`, or None."""
     idle = running_section is None
     return {
@@ -268,6 +287,8 @@ def job_buttons(panel_ready: bool, workspace_open: bool, running_section: Option
         "cleanButton": panel_ready and idle,
         "cancelCleanButton": running_section == "clean",
         "cleanModelPathLineEdit": panel_ready and clean_source == "model",
+        "cleanPostprocessComboBox": panel_ready and clean_source == "model",
+        "cleanKeepFoldersCheckBox": panel_ready and not clean_keep_names,
     }
 
 

@@ -127,6 +127,7 @@ class PanelLogic:
         workspace = self._openWorkspace()
         return self._child(jobs.suggest_arguments(workspace.root, jobs.latest_model(workspace, None), device))
 
-    def cleanCommand(self, source: str, inputs, out, *, model=None, workspace=None) -> tuple:
-        """``ultrasound-refine clean`` in a child process."""
-        return self._child(jobs.clean_arguments(source, inputs, out, model=model, workspace=workspace))
+    def cleanCommand(self, source: str, inputs, out, **options) -> tuple:
+        """``ultrasound-refine clean`` in a child process; ``options``: :func:`jobs.clean_arguments`'s
+        (model, workspace, keep_names, keep_folders, postprocess)."""
+        return self._child(jobs.clean_arguments(source, inputs, out, **options))

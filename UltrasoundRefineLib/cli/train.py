@@ -217,7 +217,8 @@ def add_postprocess_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--postprocess", choices=POSTPROCESS_MODES, default=None,
         help="how the network's answer is cleaned up (default: the model card's, 'evidence' for new models): "
-        "'evidence' takes the loop's own evidence of its region where the network disagrees with it "
+        "'reading' takes the loop's own evidence of its region that the network points to, whatever their "
+        "agreement (the most accurate on real scans from scanners the model never saw); 'evidence' takes the loop's own evidence of its region where the network disagrees with it "
         "(scanners unlike the training data), else snaps it like 'shape'; 'shape' snaps it to the fitted "
         "scanner shape; "
         "'basic' fills holes and drops specks; 'none' leaves it")
