@@ -163,3 +163,31 @@ def burned_words():
         return {w for w in found if len(w) >= 4}
 
     return words
+
+
+@pytest.fixture
+def review_workspace():
+    """``make(root, frame_counts)``: a workspace at ``root / "ws"`` of synthetic loops (one per frame
+    count, as NRRD at 0.3 mm, each a little different so each is its own item) with a threshold
+    suggestion each: what the Slicer module's review opens."""
+    import SimpleITK as sitk
+
+    from UltrasoundRefineLib import slicer_selftest
+    from UltrasoundRefineLib.workspace import Workspace, method_producer
+
+    def make(root: Path, frame_counts=(3, 1)) -> Path:
+        loops = root / "loops"
+        loops.mkdir()
+        for i, n_frames in enumerate(frame_counts):
+            loop, _truth = slicer_selftest.synthetic_loop(n_frames=n_frames)
+            frames = loop.frames.copy()
+            frames[:, 20 + 5 * i, 10] = 200  # different content -> different items
+            image = sitk.GetImageFromArray(frames)  # (T, H, W): k = time, as the readers expect
+            image.SetSpacing((0.3, 0.3, 1.0))
+            sitk.WriteImage(image, str(loops / f"loop{i}.nrrd"))
+        with Workspace.create(root / "ws") as ws:
+            assert len(ws.add_loops([loops]).added) == len(frame_counts)
+            ws.suggest("threshold", method_producer("threshold"))
+        return root / "ws"
+
+    return make

@@ -40,23 +40,9 @@ def scene():
 
 
 @pytest.fixture
-def workspace_dir(tmp_path):
+def workspace_dir(tmp_path, review_workspace):
     """A workspace of two loops (a 3-frame sequence and a still), each with a threshold suggestion."""
-    import SimpleITK as sitk
-
-    from UltrasoundRefineLib.workspace import Workspace, method_producer
-
-    loops = tmp_path / "loops"
-    loops.mkdir()
-    for i, n_frames in enumerate((3, 1)):
-        loop, _truth = slicer_selftest.synthetic_loop(n_frames=n_frames)
-        frames = loop.frames.copy()
-        frames[:, 20 + 5 * i, 10] = 200  # different content -> different items
-        sitk.WriteImage(sitk.GetImageFromArray(frames), str(loops / f"loop{i}.nrrd"))
-    with Workspace.create(tmp_path / "ws") as ws:
-        assert len(ws.add_loops([loops]).added) == 2
-        ws.suggest("threshold", method_producer("threshold"))
-    return tmp_path / "ws"
+    return review_workspace(tmp_path, (3, 1))
 
 
 class _Logic(PanelLogic):

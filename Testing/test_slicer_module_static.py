@@ -509,34 +509,9 @@ def unittest_run(case):
     return result
 
 
-def _write_loop_nrrd(path: Path, frames: np.ndarray) -> None:
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(frames)  # (T, H, W): k = time, as the readers expect
-    image.SetSpacing((0.3, 0.3, 1.0))
-    sitk.WriteImage(image, str(path))
-
-
 @pytest.fixture
-def workspace_dir(tmp_path, module):
-    from UltrasoundRefineLib.workspace import Workspace, method_producer
-
-    loops = tmp_path / "loops"
-    loops.mkdir()
-    for i, n_frames in enumerate((4, 1)):
-        loop, _truth = slicer_selftest.synthetic_loop(n_frames=n_frames)
-        frames = loop.frames.copy()
-        frames[:, 20 + 5 * i, 10] = 200  # different content -> different items
-        _write_loop_nrrd(loops / f"loop{i}.nrrd", frames)
-    root = tmp_path / "ws"
-    ws = Workspace.create(root)
-    try:
-        report = ws.add_loops([loops])
-        assert len(report.added) == 2, report
-        ws.suggest("threshold", method_producer("threshold"))
-    finally:
-        ws.close()
-    return root
+def workspace_dir(tmp_path, module, review_workspace):
+    return review_workspace(tmp_path, (4, 1))
 
 
 def test_review_through_the_logic(module, workspace_dir):
