@@ -7,8 +7,10 @@ the lean may be the scanner's own, as a steered sector's is, and is kept).
 A top cut flat where no echoes show above the arc through its corners is that arc: the convex hull
 of the evidence fills in the curved top of a curvilinear probe, whose ring-down starts at the arc.
 Above a rectangle, the bright lines of a linear probe's ring-down that span exactly its columns are
-its top rows (the stroke filter that removes text removes these thin lines too). Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where the
-screen shows one the region box is used only for the sides; elsewhere the region box
+its top rows (the stroke filter that removes text removes these thin lines too).
+
+Then two sources, in this order: the depth scale (:mod:`..depthscale`) speaks for the depth, so where
+the screen shows one the region box is used only for the sides; elsewhere the region box
 (:mod:`..boxfit`) completes the bottom too. A box is a rectangle around the region, often loose at the
 bottom (drawn to the screen's edge, or to the deepest depth the probe could image), while a scale ends
 where the scanner stops imaging.
@@ -38,13 +40,12 @@ RING_DOWN_GAP = 0.02  # dark rows between ring-down lines, as a share of the hei
 RING_DOWN_MAX = 0.1  # ring-down raises a top by at most this share of the height
 
 
-def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float, *,
-                   mirror: bool = True) -> tuple[list[Region], dict]:
-    """``regions`` made symmetric where one side is unseen (``mirror``), completed to the depth scale,
-    then to the region ``boxes`` (on the sides only where a scale was found), on the
-    brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was done (``mirrored``,
-    ``curved_top``, ``ring_down_top``, ``depth_scale``, ``box_completed``); :func:`grew` says whether any region grew,
-    :func:`changed` whether any changed."""
+def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float) -> tuple[list[Region], dict]:
+    """``regions`` made symmetric where no side is seen, their tops curved or raised over ring-down,
+    completed to the depth scale, then to the region ``boxes`` (on the sides only where a scale was
+    found), on the brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was done
+    (``mirrored``, ``curved_top``, ``ring_down_top``, ``depth_scale``, ``box_completed``); :func:`grew`
+    says whether any region grew, :func:`changed` whether any changed."""
     upwards = [isinstance(r, Sector) and r.apex_below for r in regions]
     if any(upwards):
         if not all(upwards):
@@ -52,18 +53,16 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
         # a fan that opens upwards is completed as the same screen turned upside down, without its
         # region boxes: the box above such a fan bounds the screen's image area, not how far it images
         h = image.shape[0]
-        done, info = complete_shape([r.upside_down(h) for r in regions], image[::-1], [], background, mirror=mirror)
+        done, info = complete_shape([r.upside_down(h) for r in regions], image[::-1], [], background)
         return [r.upside_down(h) for r in done], info
-    mirrored = []
-    if mirror:
-        regions, mirrored = complete_to_symmetry(regions, image, background)
+    regions, mirrored = complete_to_symmetry(regions, image, background)
     regions, curved = curved_tops(regions, image, background)
     regions, raised = ring_down_tops(regions, image, background)
     regions, info = complete_to_depth_scale(regions, image, background)
     sides = ("left", "right") if info.get("depth_scale") else ("bottom", "left", "right")
     regions, boxed = complete_to_given_boxes(regions, image, boxes, sides=sides)
-    return regions, {**boxed, **info, **({"mirrored": mirrored} if mirrored else {}), **({"curved_top": curved} if curved else {}),
-                     **({"ring_down_top": raised} if raised else {})}
+    done = {"mirrored": mirrored, "curved_top": curved, "ring_down_top": raised}
+    return regions, {**boxed, **info, **{key: value for key, value in done.items() if value}}
 
 
 def complete_to_symmetry(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
