@@ -42,12 +42,9 @@ class Quarantine:
     ``max_fraction`` of the frame (an empty mask exports a black loop; a full one removes nothing).
 
     A model's quality is 1 - its uncertainty, so ``min_quality`` alone would hold a model's loop back
-    only when its variants disagree by more than half. The quick phantom demo's model (size 64) on the
-    dev set's 22 real scans, Dice 0.17-0.49 on five of them, is never that unsure (at most 0.11); its
-    uncertainty ranks the loops by Dice better than the entropy of its mean probability (Spearman -0.79
-    against -0.64 on the 17 that are not video) or its share of unsure pixels (-0.29). Hence a
-    bound of its own: the five loops above 0.06 are those five; the default, 0.05, also holds four of
-    Dice 0.62-0.81 (a review costs less than an export whose mask misses the image or keeps text)."""
+    only when its variants disagree by more than half; wrong masks of a model come with far smaller
+    disagreement, hence a bound of its own (its default and the measurement behind it: the README's
+    Clean and export). A review costs less than an export whose mask misses the image or keeps text."""
 
     min_quality: float = 0.5
     min_fraction: float = 0.05

@@ -28,33 +28,26 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(mask)
 
 
-#: How a prediction is cleaned up, as a model card's ``postprocess`` says: ``"none"``; ``"basic"``
-#: (:func:`postprocess_mask`; what ``true`` means on cards written before ``"shape"`` existed); ``"shape"``
-#: (basic, then :func:`UltrasoundRefineLib.automask.fanfit.fit_shape`: the mask is clipped to the loop's
-#: DICOM region boxes, the exact scanner shape is fitted to it and completed to the boxes where the image
-#: has faded to black, and the shape replaces the mask where the two agree, IoU >= ``shape_min_agreement``
-#: over the pixels where the image shows something; :data:`SHAPE_MIN_AGREEMENT` unless the card says
-#: otherwise). Measured with ``python benchmarks/train_phantom.py`` (2-core VM, 50 test loops, seed 0):
-#: the refined model's network masks alone 0.972, "shape" 0.988; human-only 0.949 -> 0.986.
-#: ``"evidence"`` (needs the loop; the default for new models): basic, then the loop's own evidence of
-#: its region read the way the mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`);
-#: where the network agrees with it less than :data:`EVIDENCE_AGREEMENT` (IoU), the network is guessing
-#: on a screen unlike its training data and the evidence's edges are taken; where it agrees at least
-#: :data:`EVIDENCE_SAME`, both see the same region and the reading's exact edges are taken over the
-#: network's, drawn at its input resolution; in between they differ in a part, and the network, trained
-#: on the human masks, decides: "shape" as above. Against taking the shape fit from 0.85 up, on the
-#: models of two k-fold training runs (dev set, 64-frame loops): 0.979 -> 0.982 and 0.972 -> 0.972; on
-#: the phantom demo's models no difference (0.986, 40 loops).
-#: Chosen as the default because real scans from scanners a model never saw are what it meets
-#: (``benchmarks/real_devset.py --train``: the method's mean Dice rises by several hundredths there),
-#: at a small cost on the phantom demo, where step 1 is sometimes wrong and then overrides a network
-#: that was right (``scripts/demo``: the refined method 0.982 with "shape", 0.980 with "evidence").
-#: ``"reading"`` (needs the loop): the network only points; the evidence's reading it points to is the
-#: mask whatever their agreement (the shape fit where the loop offers no reading). On real scans from
-#: scanners a model never saw this is the most accurate: k-fold models scored 0.983 on the dev set with
-#: it against 0.973 with "evidence" (``benchmarks/results/real_devset.json``: the evidence's edges beat
-#: a network trained on 16 human masks wherever it has a reading). Not the default: where step 1 reads the region right, every
-#: model gives the same mask, so an experiment could no longer tell training recipes apart.
+#: How a prediction is cleaned up, as a model card's ``postprocess`` says (figures: the README's "What we
+#: measured"):
+#:
+#: - ``"none"``; ``"basic"`` (:func:`postprocess_mask`; what ``true`` means on cards written before
+#:   ``"shape"`` existed).
+#: - ``"shape"``: basic, then :func:`UltrasoundRefineLib.automask.fanfit.fit_shape`: the mask clipped to
+#:   the loop's DICOM region boxes, the exact scanner shape fitted to it and completed where the image has
+#:   faded to black; the shape replaces the mask where the two agree (IoU >= ``shape_min_agreement``
+#:   over the pixels where the image shows something). A network draws edges at its input resolution.
+#: - ``"evidence"`` (needs the loop; the default for new models): basic, then the loop's own evidence of
+#:   its region read the way the mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`).
+#:   Below :data:`EVIDENCE_AGREEMENT` the network is guessing on a screen unlike its training data, and
+#:   the reading is taken; from :data:`EVIDENCE_SAME` both see the same region, and the reading's exact
+#:   edges are taken; in between they differ in a part, and the network, trained on the human masks,
+#:   decides ("shape"). Real scans from scanners a model never saw are what it meets, and there a network
+#:   trained on a few masks is often wrong where the evidence is not.
+#: - ``"reading"`` (needs the loop): the network only points; the reading it points to is the mask
+#:   whatever their agreement (the shape fit where the loop offers no reading). The most accurate on
+#:   unseen scanners, but not the default: where step 1 reads the region right every model then gives
+#:   the same mask, and an experiment could no longer tell training recipes apart.
 POSTPROCESS_MODES = ("none", "basic", "shape", "evidence", "reading")
 DEFAULT_POSTPROCESS = "evidence"
 # Not fit_shape's MIN_AGREEMENT (0.97, for hulls of evidence): chosen on networks' masks, whose edges
