@@ -152,3 +152,26 @@ def test_worker_processes_get_one_library_thread_each(monkeypatch):
         user = pool.submit(os.getenv, "MKL_NUM_THREADS").result()
     assert child == "1" and user == "3"
     assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "3"
+
+
+def test_conditions_are_scored_with_the_specs_postprocessing_not_the_cards(workspace):
+    """``predict`` gives new models' readings (the card's ``reading``); an experiment scores each network
+    as its spec says (``evidence`` by default), else every recipe would score alike wherever step 1 is
+    right. The run's Dice is what the saved model gives with that mode."""
+    from UltrasoundRefineLib.experiment.runner import load_data
+    from UltrasoundRefineLib.train.evaluate import evaluate_model
+    from UltrasoundRefineLib.train.model import load_model
+
+    assert _spec(["threshold"]).postprocess == "evidence"
+    spec = _spec(["threshold", "human-only"])
+    spec.name, spec.postprocess = "tiny-basic", "basic"
+    result = run_experiment(workspace, spec, device="cpu", workers=1)
+    run = next(r for r in result.runs if r["condition"] == "human-only" and r["seed"] == 0)
+    assert run["postprocess"] == "basic"
+    model = load_model(result.root / run["model_dir"], device="cpu")
+    assert model.card["postprocess"] == "reading"
+    data = load_data(workspace, spec, set())
+    pairs = [(e.load(), e.mask) for e in data.test_examples]
+    assert run["dice"] == pytest.approx(evaluate_model(model, pairs, postprocess="basic")["summary"]["dice_mean"], abs=1e-6)
+    with pytest.raises(ValueError, match="postprocess"):
+        spec_from_dict({"postprocess": "sideways"})

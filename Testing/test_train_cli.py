@@ -127,7 +127,7 @@ def test_finetune_then_predict_follows_the_automask_contract(workspace, pretrain
         assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1} and mask.shape == truth.shape
         assert 0 <= entry["quality"] <= 1
         assert image.GetSpacing() == sitk.ReadImage(str(ref / entry["mask"])).GetSpacing()
-    assert summary["model"]["postprocess"] == card["postprocess"] == "evidence"
+    assert summary["model"]["postprocess"] == card["postprocess"] == "reading"
 
     # --postprocess evidence: the loop's evidence where the network disagrees with it; the summary says so
     chosen = tmp_path / "pred-evidence"

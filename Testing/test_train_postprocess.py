@@ -115,15 +115,15 @@ def test_shape_mode_keeps_a_mask_that_is_no_scanner_shape():
     assert np.array_equal(none, blob)
 
 
-def test_new_models_check_against_the_evidence_and_old_cards_do_not(phantoms, tmp_path):
+def test_new_models_give_the_reading_and_old_cards_do_not(phantoms, tmp_path):
     pairs = [(p.loop, p.truth) for p in phantoms]
     result = train_model(pairs, None, TINY, seed=0, device="cpu", out=tmp_path / "m")
     card = json.loads((tmp_path / "m" / "card.json").read_text())
-    assert card["postprocess"] == DEFAULT_POSTPROCESS == "evidence"
+    assert card["postprocess"] == DEFAULT_POSTPROCESS == "reading"
     assert card["shape_min_agreement"] == SHAPE_MIN_AGREEMENT
     model = load_model(tmp_path / "m", device="cpu")
     s = predict_loop(model, pairs[0][0])
-    assert s.details["postprocess"] == "evidence" and "evidence_agreement" in s.details
+    assert s.details["postprocess"] == "reading" and "evidence_agreement" in s.details
     chosen = predict_loop(model, pairs[0][0], postprocess="shape")
     assert chosen.details["postprocess"] == "shape" and "shape_agreement" in chosen.details
     assert "evidence_agreement" not in chosen.details
@@ -132,7 +132,7 @@ def test_new_models_check_against_the_evidence_and_old_cards_do_not(phantoms, tm
     assert basic.details["postprocess"] == "basic" and "shape_agreement" not in basic.details
     model.card["postprocess"] = True  # an old card
     assert predict_loop(model, pairs[0][0]).details["postprocess"] == "basic"
-    for mode in ("evidence", "shape", "basic", False):
+    for mode in ("reading", "evidence", "shape", "basic", False):
         summary = evaluate_model(result.model, pairs[:2], postprocess=mode)["summary"]
         assert summary["n"] == 2 and 0 <= summary["dice_mean"] <= 1
 

@@ -26,8 +26,8 @@ AUTOMASK_METHODS = ["fanfit", "threshold"]
 #: workspace's decided masks.
 CLEAN_SOURCES = [*AUTOMASK_METHODS, "model", "workspace"]
 #: How a model's masks are cleaned up in a clean run: what its card says (no ``--postprocess``), or one
-#: of ``clean --postprocess``'s modes for this run ("reading" is the most accurate on real scans from
-#: scanners the model never saw; the card's own is usually "evidence").
+#: of ``clean --postprocess``'s modes for this run (new models' cards say "reading", the most accurate on
+#: real scans from scanners the model never saw; older cards "evidence" or "shape").
 CLEAN_POSTPROCESS_CARD = "model card's"
 CLEAN_POSTPROCESS_CHOICES = [CLEAN_POSTPROCESS_CARD, *POSTPROCESS_MODES]
 TRAIN_DEVICES = ["auto", "cuda", "cpu"]

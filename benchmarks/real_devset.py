@@ -10,11 +10,12 @@ README (grey maximum over frames > 10, largest component, holes filled), ``thres
 ``fanfit``, each file read with ``read_loop`` as a user's would be; and Spearman's rho between each
 method's quality score and its Dice (a review that puts likely-wrong masks first needs it positive).
 With ``--train`` it also scores the trained models, each file's mask being what ``predict`` writes
-(test-time augmentation, then the card's post-processing: the loop's own evidence where the network
-disagrees with it, else the shape fit with the loop's region boxes), and beside it the network's own
-mask (``dice_network_only``), what ``predict --postprocess shape`` writes (the shape fit alone,
-``dice_shape``) and what ``predict --postprocess reading`` writes (the evidence's reading the network
-points to, ``dice_reading``):
+(test-time augmentation, then the card's post-processing; new models' cards say ``reading``: the
+loop's own evidence read the way the network points), and beside it the network's own mask
+(``dice_network_only``), what ``predict --postprocess shape`` writes (the shape fit alone,
+``dice_shape``), ``--postprocess evidence`` (the network's shape where it and the reading differ in a
+part, as an experiment scores its conditions, ``dice_evidence``) and ``--postprocess reading``
+(``dice_reading``):
 
 - **phantom-only**: pretrained on the phantom's accepted ``fanfit`` suggestions alone (a simulated
   reviewer accepts a suggestion whose Dice against the phantom's truth is at least 0.9); the phantom
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
         d = np.array([r[method]["dice"] for r in rows])
         entry = {"mean": float(d.mean()), "median": float(np.median(d)), "min": float(d.min()),
                  "n_below_0.80": int((d < 0.80).sum()), "n_at_least_0.95": int((d >= 0.95).sum())}
-        for part in ("network_only", "shape", "reading"):
+        for part in ("network_only", "shape", "evidence", "reading"):
             if any(f"dice_{part}" in r[method] for r in rows):
                 entry[f"{part}_mean"] = float(np.mean([r[method].get(f"dice_{part}", 0.0) for r in rows]))
         q = [r[method].get("quality") for r in rows if r["read"]]
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
               f"{e['n_at_least_0.95']:6d} {rho:11.3f}")
         if "shape_mean" in e:
             print(f"{'':12s} network alone {e['network_only_mean']:.3f}; --postprocess shape {e['shape_mean']:.3f}; "
-                  f"--postprocess reading {e['reading_mean']:.3f}")
+                  f"--postprocess evidence {e.get('evidence_mean', float('nan')):.3f}; --postprocess reading {e['reading_mean']:.3f}")
     print(f"wrote {args.out}")
     return 0
 
@@ -183,14 +184,15 @@ def folds_by_source(stems: list[str], k: int) -> list[list[str]]:
 
 def score_model(model, stems: list[str], loops: dict, truths: dict) -> dict:
     """Per file: what ``predict`` writes with the model card's post-processing (``dice``), the network's
-    own mask, the shape fit alone and the evidence's reading the network points to (``--postprocess
-    reading``)."""
+    own mask, the shape fit alone, ``--postprocess evidence`` and the evidence's reading the network
+    points to (``--postprocess reading``)."""
     from UltrasoundRefineLib.train.evaluate import evaluate_model
 
     examples = [(loops[s], truths[s]) for s in stems]
     full = evaluate_model(model, examples)["per_example"]
     parts = {part: evaluate_model(model, examples, postprocess=mode)["per_example"]
-             for part, mode in (("network_only", "basic"), ("shape", "shape"), ("reading", "reading"))}
+             for part, mode in (("network_only", "basic"), ("shape", "shape"), ("evidence", "evidence"),
+                                ("reading", "reading"))}
     return {s: {"dice": full[i]["dice"], **{f"dice_{part}": rows[i]["dice"] for part, rows in parts.items()}}
             for i, s in enumerate(stems)}
 

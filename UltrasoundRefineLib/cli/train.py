@@ -216,9 +216,9 @@ def add_postprocess_option(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--postprocess", choices=POSTPROCESS_MODES, default=None,
-        help="how the network's answer is cleaned up (default: the model card's, 'evidence' for new models): "
+        help="how the network's answer is cleaned up (default: the model card's, 'reading' for new models): "
         "'reading' takes the loop's own evidence of its region that the network points to, whatever their "
-        "agreement (the most accurate on real scans from scanners the model never saw); 'evidence' takes the loop's own evidence of its region where the network disagrees with it "
-        "(scanners unlike the training data), else snaps it like 'shape'; 'shape' snaps it to the fitted "
-        "scanner shape; "
+        "agreement (the most accurate on real scans from scanners the model never saw); 'evidence' takes it "
+        "too, except where the two differ only in a part, where the network's own shape decides (how an "
+        "experiment scores its conditions); 'shape' snaps the answer to the fitted scanner shape; "
         "'basic' fills holes and drops specks; 'none' leaves it")

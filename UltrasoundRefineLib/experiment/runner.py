@@ -229,7 +229,7 @@ class Pending:
     root: str
     seconds: float  # the device stage's
     members: object = None  # (K, N, S, S) float32 numpy TTA probabilities of data.test
-    postprocess: tuple[str, float] | None = None  # the model card's mode and shape-fit agreement
+    postprocess: tuple[str, float] | None = None  # the spec's mode and the card's shape-fit agreement
     history: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
@@ -294,7 +294,8 @@ def run_device_stage(workspace_path: str, spec_dict: dict, condition: dict, repe
             model = base
             extra["model_dir"] = str(pre_dir.relative_to(root_path))
     pending.members = predict_members(model, data.test)
-    pending.postprocess = card_postprocess(model.card)
+    pending.postprocess = (spec.postprocess, card_postprocess(model.card)[1])
+    extra["postprocess"] = spec.postprocess
     extra.setdefault("model_dir", str((run_dir / "model").relative_to(root_path)))
     pending.history, pending.extra = history, extra
     pending.seconds = time.perf_counter() - start

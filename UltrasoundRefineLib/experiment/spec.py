@@ -7,6 +7,7 @@ Example::
     repeats = 5                  # runs per condition, seeds base_seed + 0 .. repeats - 1
     shared_pretrain = false      # true: one pretraining per method serves every repeat (cheaper)
     human_masks = 10             # human masks drawn (per repeat) from the fine-tuning split
+    postprocess = "evidence"     # how networks' masks are scored (see ExperimentSpec.postprocess)
     baseline = "threshold"
     conditions = ["threshold", "fanfit", "human-only", "threshold-pretrained+finetuned"]
     comparisons = [["threshold-pretrained+finetuned", "fanfit-pretrained+finetuned"]]
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from UltrasoundRefineLib.errors import InputError
+from UltrasoundRefineLib.train.postprocess import EXPERIMENT_POSTPROCESS, POSTPROCESS_MODES
 
 try:
     import tomllib
@@ -136,6 +138,11 @@ class ExperimentSpec:
     baseline: str = "threshold"
     alpha: float = 0.05
     metric: str = "dice"
+    #: How each condition's network becomes masks before they are scored: "evidence" lets the network
+    #: decide where it and the loop's reading differ in a part, so recipes that train different networks
+    #: score differently (``predict``'s default, "reading", would give every recipe the same mask
+    #: wherever step 1 reads the region right). Any of ``POSTPROCESS_MODES``.
+    postprocess: str = EXPERIMENT_POSTPROCESS
     conditions: list[Condition] = field(default_factory=lambda: [BUILTIN_CONDITIONS[n] for n in DEFAULT_CONDITIONS])
     comparisons: list[tuple[str, str]] = field(default_factory=lambda: list(DEFAULT_COMPARISONS))
     train: dict = field(default_factory=dict)
@@ -173,6 +180,8 @@ class ExperimentSpec:
         if self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not among the conditions {names}")
         self.comparisons = [(a, b) for a, b in self.comparisons if a in names and b in names]
+        if self.postprocess not in POSTPROCESS_MODES:
+            raise ValueError(f"unknown postprocess {self.postprocess!r}; choose from {', '.join(POSTPROCESS_MODES)}")
         if self.metric not in ("dice", "iou", "accuracy", "hd95"):
             raise ValueError(f"unknown metric {self.metric!r}")
 

@@ -152,9 +152,11 @@ def _card(config: TrainConfig, arch_kwargs: dict, net: torch.nn.Module, *, stage
             "render": "per-pixel temporal summaries of luminance (BT.601 for RGB), scaled to [0,1] "
             "(std / 64); MONAI Resize(size_mode='longest', mode='area' when shrinking) + SpatialPad(symmetric)",
             "output": "sigmoid > 0.5 of the mean over test-time augmentation (identity, mirror, gamma 0.8/1.25), "
-            "bilinear back to the loop's grid; holes filled, specks dropped; then (postprocess 'evidence') the "
-            f"loop's own evidence of its region where the mask agrees with it less than IoU {EVIDENCE_AGREEMENT} or at least "
-            f"{EVIDENCE_SAME}, else the fitted scanner shape where it agrees with the mask (IoU >= shape_min_agreement)",
+            "bilinear back to the loop's grid; holes filled, specks dropped; then (postprocess 'reading') the "
+            "loop's own evidence of its region read the way the mask points (postprocess 'evidence', as an "
+            f"experiment scores: the same, except where the two agree to IoU {EVIDENCE_AGREEMENT}-{EVIDENCE_SAME}, "
+            "where the fitted scanner shape is taken where it agrees with the mask, IoU >= shape_min_agreement); "
+            "the fitted scanner shape where the loop offers no reading",
         },
         "postprocess": DEFAULT_POSTPROCESS,
         "shape_min_agreement": SHAPE_MIN_AGREEMENT,

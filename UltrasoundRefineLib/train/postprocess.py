@@ -37,19 +37,23 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
 #:   the loop's DICOM region boxes, the exact scanner shape fitted to it and completed where the image has
 #:   faded to black; the shape replaces the mask where the two agree (IoU >= ``shape_min_agreement``
 #:   over the pixels where the image shows something). A network draws edges at its input resolution.
-#: - ``"evidence"`` (needs the loop; the default for new models): basic, then the loop's own evidence of
-#:   its region read the way the mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`).
-#:   Below :data:`EVIDENCE_AGREEMENT` the network is guessing on a screen unlike its training data, and
-#:   the reading is taken; from :data:`EVIDENCE_SAME` both see the same region, and the reading's exact
-#:   edges are taken; in between they differ in a part, and the network, trained on the human masks,
-#:   decides ("shape"). Real scans from scanners a model never saw are what it meets, and there a network
-#:   trained on a few masks is often wrong where the evidence is not.
-#: - ``"reading"`` (needs the loop): the network only points; the reading it points to is the mask
-#:   whatever their agreement (the shape fit where the loop offers no reading). The most accurate on
-#:   unseen scanners, but not the default: where step 1 reads the region right every model then gives
-#:   the same mask, and an experiment could no longer tell training recipes apart.
+#: - ``"evidence"`` (needs the loop; what an experiment scores its conditions with,
+#:   :data:`EXPERIMENT_POSTPROCESS`): basic, then the loop's own evidence of its region read the way the
+#:   mask points to (:func:`UltrasoundRefineLib.automask.fanfit.match_evidence`). Below
+#:   :data:`EVIDENCE_AGREEMENT` the network is guessing on a screen unlike its training data, and the
+#:   reading is taken; from :data:`EVIDENCE_SAME` both see the same region, and the reading's exact edges
+#:   are taken; in between they differ in a part, and the network, trained on the human masks, decides
+#:   ("shape"). Recipes that train different networks thus give different masks, which is what an
+#:   experiment compares.
+#: - ``"reading"`` (needs the loop; the default for new models, so what ``predict`` and ``clean`` give):
+#:   the network only points; the reading it points to is the mask whatever their agreement (the shape
+#:   fit where the loop offers no reading). On real scans from scanners a model never saw, a network
+#:   trained on a few masks draws the region less exactly than the loop's own evidence, also where the
+#:   two agree to 0.85-0.95 (the README's real-scan table), so the network's job there is to choose among
+#:   the readings and to say, by its uncertainty, where a person should look.
 POSTPROCESS_MODES = ("none", "basic", "shape", "evidence", "reading")
-DEFAULT_POSTPROCESS = "evidence"
+DEFAULT_POSTPROCESS = "reading"
+EXPERIMENT_POSTPROCESS = "evidence"
 # Not fit_shape's MIN_AGREEMENT (0.97, for hulls of evidence): chosen on networks' masks, whose edges
 # the low resolution blurs (0.93-0.97 scored within 0.001 of each other; 0.85-0.9 let wrong fits through).
 SHAPE_MIN_AGREEMENT = 0.95
