@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -129,26 +127,15 @@ def held_suggest(monkeypatch):
 
 
 @pytest.fixture
-def ocr_words(tmp_path_factory):
+def ocr_words():
     """``ocr_words(image)``: the words tesseract reads in a frame (``(H, W)`` or ``(H, W, 3)`` uint8), upper
-    case, stripped of punctuation. The frame is scaled up 3x and binarised to dark text on white (scanner
-    text is light on black, and small), the page segmented as sparse text. Skips the test where tesseract
+    case, stripped of punctuation (:func:`UltrasoundRefineLib.ocr.words`). Skips the test where tesseract
     is not installed (Debian: ``tesseract-ocr``; ``.ci/run`` installs it)."""
-    from PIL import Image, ImageOps
+    from UltrasoundRefineLib import ocr
 
-    if shutil.which("tesseract") is None:
+    if not ocr.available():
         pytest.skip("tesseract is not installed (Debian: tesseract-ocr)")
-    page = tmp_path_factory.mktemp("ocr") / "page.png"
-
-    def read(image: np.ndarray) -> set[str]:
-        grey = Image.fromarray(image).convert("L")
-        grey = grey.resize((grey.width * 3, grey.height * 3), Image.LANCZOS)
-        ImageOps.invert(grey.point(lambda v: 255 if v > 120 else 0)).save(page)
-        done = subprocess.run(["tesseract", str(page), "stdout", "--psm", "11"],
-                              capture_output=True, text=True, timeout=120)
-        return {w.strip(".,:;()[]").upper() for w in done.stdout.split()}
-
-    return read
+    return ocr.words
 
 
 @pytest.fixture(scope="session")

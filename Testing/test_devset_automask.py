@@ -61,3 +61,21 @@ def test_naive_threshold_fails_where_the_fan_is_in_air():
     truth = np.asarray(Image.open(DEVSET / "masks" / "orthanc-tests__PilatesArgenturGEUltrasoundOsiriX.png")) > 0
     naive = suggest_mask(loop, "threshold", threshold=10.0, opening_radius=0)
     assert mask_metrics(naive.mask, truth)["dice"] < 0.5
+
+
+def test_a_fan_in_air_reaches_the_depth_its_screen_states(monkeypatch):
+    """A Mindray endocavity fan held in air: drawn at the background's own level, its speckle fades out at
+    5.5 cm of 7.4, and its depth scale is hidden under a measurement table; only the text "D 7.4" (and the
+    region's calibration) says how deep it goes."""
+    from UltrasoundRefineLib import ocr
+
+    if not ocr.available():
+        pytest.skip("tesseract is not installed (Debian: tesseract-ocr)")
+    name = "orthanc-tests__2023-04-21-RLEPlanarConfigurationYBR_FULL"
+    loop = read_loop(DEVSET / "files" / f"{name}.dcm")
+    truth = np.asarray(Image.open(DEVSET / "masks" / f"{name}.png")) > 0
+    s = suggest_mask(loop, "fanfit")
+    assert s.details["parts"][0]["stated_depth"] == {"read": True, "depth_mm": 74.0, "extended": [0]}
+    assert mask_metrics(s.mask, truth)["dice"] >= 0.95
+    monkeypatch.setattr(ocr, "available", lambda: False)
+    assert mask_metrics(suggest_mask(loop, "fanfit").mask, truth)["dice"] < 0.9

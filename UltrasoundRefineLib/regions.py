@@ -93,6 +93,17 @@ def loop_regions(loop) -> list[UltrasoundRegion]:
     return [r for r in regions if r is not None]
 
 
+def mm_per_row(loop) -> float | None:
+    """The height of a pixel row in mm where the scanner's region calibration gives it (DICOM
+    PhysicalDeltaY in cm), else None: a PixelSpacing on an ultrasound screen is often a guess."""
+    meta = getattr(loop, "meta", None)
+    spacing = getattr(loop, "spacing", None)
+    if not isinstance(meta, dict) or meta.get("spacing_source") != "us_region" or not spacing:
+        return None
+    row = float(spacing[0])
+    return row if row > 0 else None
+
+
 def image_regions(loop) -> list[UltrasoundRegion]:
     """The boxes that hold image region, on the frame, without one that merely repeats another."""
     h, w = loop.shape

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 
 from UltrasoundRefineLib.automask.boxfit import region_boxes
 from UltrasoundRefineLib.loop import Loop
-from UltrasoundRefineLib.regions import image_boxes, image_regions
+from UltrasoundRefineLib.regions import image_boxes, image_regions, mm_per_row
 
 FLOOR_MARGIN = 0.5  # grey levels above the background that count as signal (8-bit data is integer)
 NOISE_MAX = 8.0  # ring pixels within this many levels of the background are its noise, not graphics
@@ -64,7 +64,7 @@ class Evidence:
     the loop, ``None`` for a still frame; areas: bool masks, one per place a region may be (a region
     box, or the whole frame without boxes); strips: per area, its box as ``(x0, y0, x1, y1)`` inclusive
     bounds where the scanner says it is an M-mode or spectral strip (whose region is that box), else
-    None."""
+    None; mm_per_row: the scanner's calibration of a pixel row (:func:`.regions.mm_per_row`), or None."""
 
     brightest: np.ndarray
     darkest: np.ndarray
@@ -75,6 +75,7 @@ class Evidence:
     info: dict = field(default_factory=dict)
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     strips: list[tuple[int, int, int, int] | None] = field(default_factory=list)
+    mm_per_row: float | None = None
 
     def __post_init__(self):
         if not self.strips:
@@ -111,7 +112,7 @@ def gather(loop: Loop, *, max_frames: int = 64) -> Evidence:
     strips = [r.pixel_bounds(loop.shape) if r.is_strip else None for r in regions] or [None]
     info = {"background_level": bg, "noise_floor": round(floor, 2), "signal_fraction": round(float(signal.mean()), 4),
             "n_frames_used": min(loop.n_frames, max_frames), "n_areas": len(areas)}
-    return Evidence(brightest, darkest, bg, signal, moving, areas, info, region_boxes(loop), strips)
+    return Evidence(brightest, darkest, bg, signal, moving, areas, info, region_boxes(loop), strips, mm_per_row(loop))
 
 
 def region_areas(loop: Loop) -> list[np.ndarray]:

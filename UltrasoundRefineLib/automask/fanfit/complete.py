@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from UltrasoundRefineLib.automask.boxfit import complete_to_given_boxes
+from UltrasoundRefineLib.automask.depthlabel import complete_to_stated_depth
 from UltrasoundRefineLib.automask.depthscale import complete_to_depth_scale
 from UltrasoundRefineLib.geometry import Rectangle, Region, Sector, mirrored_sector
 
@@ -33,6 +34,8 @@ EDGE_ECHO = 2.5  # grey levels above the background: an echo, not the noise floo
 EDGE_SEEN = 0.5  # a side is seen where at least this share of its strip shows echoes
 CAP_ECHO = 0.5  # a flat top is a curved one where less than this share of the cap above the arc shows echoes
 CAP_MAX = 0.2  # share of the region: a larger cap is no probe face's curvature
+FACE_WEDGE_DEG = 10.0  # the wedge about a sector's axis where the probe face's arc is looked for
+FACE_INSIDE = 0.05  # share of the corners' radius: echoes start this far inside the arc through them
 RING_DOWN_SPAN = 0.6  # a row of ring-down shows echoes across at least this share of the rectangle's width ...
 RING_DOWN_BESIDE = 0.5  # ... and across less than this share of a margin beside it (not a band across the screen)
 RING_DOWN_MARGIN = 0.05  # the margin beside, as a share of the width
@@ -40,7 +43,8 @@ RING_DOWN_GAP = 0.02  # dark rows between ring-down lines, as a share of the hei
 RING_DOWN_MAX = 0.1  # ring-down raises a top by at most this share of the height
 
 
-def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float) -> tuple[list[Region], dict]:
+def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: float,
+                   mm_per_row: float | None = None) -> tuple[list[Region], dict]:
     """``regions`` made symmetric where no side is seen, their tops curved or raised over ring-down,
     completed to the depth scale, then to the region ``boxes`` (on the sides only where a scale was
     found), on the brightest-over-the-loop ``image``. Returns ``(regions, info)`` with what was done
@@ -53,13 +57,17 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
         # a fan that opens upwards is completed as the same screen turned upside down, without its
         # region boxes: the box above such a fan bounds the screen's image area, not how far it images
         h = image.shape[0]
-        done, info = complete_shape([r.upside_down(h) for r in regions], image[::-1], [], background)
+        done, info = complete_shape([r.upside_down(h) for r in regions], image[::-1], [], background, mm_per_row)
         return [r.upside_down(h) for r in done], info
     regions, mirrored = complete_to_symmetry(regions, image, background)
     regions, curved = curved_tops(regions, image, background)
     regions, raised = ring_down_tops(regions, image, background)
     regions, info = complete_to_depth_scale(regions, image, background)
-    sides = ("left", "right") if info.get("depth_scale") else ("bottom", "left", "right")
+    regions, stated = complete_to_stated_depth(regions, image, background, mm_per_row,
+                                               skip={s["region"] for s in info.get("depth_scale", []) if s["extended"]})
+    info.update(stated)
+    depth_known = info.get("depth_scale") or stated.get("stated_depth", {}).get("extended")
+    sides = ("left", "right") if depth_known else ("bottom", "left", "right")
     regions, boxed = complete_to_given_boxes(regions, image, boxes, sides=sides)
     done = {"mirrored": mirrored, "curved_top": curved, "ring_down_top": raised}
     return regions, {**boxed, **info, **{key: value for key, value in done.items() if value}}
@@ -88,23 +96,49 @@ def curved_tops(regions: list[Region], image: np.ndarray, background: float) -> 
     """Each sector cut flat below its apex given the arc about the apex through the cut's corners
     instead, where less than CAP_ECHO of the cap between the cut and the arc shows echoes (the region
     starts at the arc: a probe face's ring-down; a display that cuts a sector flat shows data up to the
-    cut). Returns ``(regions, indices of the sectors changed)``."""
+    cut). Where echoes start on the sector's axis well inside that arc, the arc there instead, with the
+    cut kept, under the same rule: a probe face narrower than the cut (an endocavity probe's). Returns
+    ``(regions, indices of the sectors changed)``."""
+    echoes = np.abs(image - background) > EDGE_ECHO
+
+    def starts_at(region, r_min, **change):
+        arc = replace(region, r_min=max(region.r_min, r_min), **change)
+        own = region.mask(image.shape)
+        cap = own & ~arc.mask(image.shape)
+        if not cap.any() or np.count_nonzero(cap) > CAP_MAX * np.count_nonzero(own):
+            return None  # a top arc takes a sliver off the region, not much of it
+        return arc if float(np.mean(echoes[cap])) < CAP_ECHO else None
+
     def curved(region):
         if not isinstance(region, Sector) or region.apex_below or region.flat_top_y is None \
                 or region.flat_top_y <= region.apex_y:
             return None
         depth = region.flat_top_y - region.apex_y
         corner = depth / math.cos(math.radians(min(89.0, region.half_angle_deg + abs(region.tilt_deg))))
-        arc = replace(region, flat_top_y=None, r_min=max(region.r_min, corner))
-        own = region.mask(image.shape)
-        cap = own & ~arc.mask(image.shape)
-        if not cap.any() or np.count_nonzero(cap) > CAP_MAX * np.count_nonzero(own):
-            return None  # a top arc takes a sliver off the region, not much of it
-        if float(np.mean(np.abs(image[cap] - background) > EDGE_ECHO)) < CAP_ECHO:
-            return arc
-        return None
+        face = _first_echo_radius(region, echoes)
+        if face is not None and depth < face < (1.0 - FACE_INSIDE) * corner:
+            return starts_at(region, face)
+        return starts_at(region, corner, flat_top_y=None)
 
     return _each(regions, curved)
+
+
+def _first_echo_radius(region: Sector, echoes: np.ndarray) -> float | None:
+    """How far from the apex echoes start on the sector's axis: on each ray of a degree within
+    FACE_WEDGE_DEG of it, the nearest echo; their median, so that a speck of noise above the face on a
+    ray or two does not count."""
+    rows, cols = np.nonzero(region.mask(echoes.shape) & echoes)
+    if rows.size == 0:
+        return None
+    dx, dy = cols - region.apex_x, rows - region.apex_y
+    theta = np.degrees(np.arctan2(dx, dy)) - region.tilt_deg
+    near_axis = np.abs(theta) < FACE_WEDGE_DEG
+    if np.count_nonzero(near_axis) < 10:
+        return None
+    rays = np.round(theta[near_axis]).astype(int)
+    radii = np.hypot(dx, dy)[near_axis]
+    nearest = [radii[rays == ray].min() for ray in np.unique(rays)]
+    return float(np.median(nearest))
 
 
 def ring_down_tops(regions: list[Region], image: np.ndarray, background: float) -> tuple[list[Region], list[int]]:
@@ -171,5 +205,5 @@ def changed(info: dict) -> bool:
 def grew(info: dict) -> bool:
     """Whether :func:`complete_shape` extended any region."""
     return bool(info.get("box_completed")) or bool(info.get("mirrored")) or bool(info.get("ring_down_top")) or any(
-        s["extended"] for s in info.get("depth_scale", []))
+        s["extended"] for s in info.get("depth_scale", [])) or bool(info.get("stated_depth", {}).get("extended"))
 

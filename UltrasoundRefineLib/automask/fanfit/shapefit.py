@@ -15,6 +15,7 @@ from UltrasoundRefineLib.automask.fanfit.select import _model_name, _select
 from UltrasoundRefineLib.geometry import Region
 from UltrasoundRefineLib.loop import Loop
 from UltrasoundRefineLib.metrics import iou
+from UltrasoundRefineLib.regions import mm_per_row
 
 
 #: IoU at which the fitted shape replaces the mask it was fitted to; below it the shape is likely the
@@ -178,7 +179,8 @@ def _fit_mask(target_mask: np.ndarray, m: np.ndarray, visible: np.ndarray | None
     completed = {}
     if loop is not None:
         image = loop.grey().max(axis=0)  # the brightest each pixel gets over the loop
-        regions, completed = complete_shape(regions, image, region_boxes(loop), background_level(image)[0])
+        regions, completed = complete_shape(regions, image, region_boxes(loop), background_level(image)[0],
+                                            mm_per_row(loop))
     fitted = raster.union(regions)
     a, b = (fitted & visible, m & visible) if visible is not None else (fitted, m)
     # neither in sight (both in the dark) is no evidence that the shape is right: it is not used

@@ -208,10 +208,12 @@ def _fit_part(found: np.ndarray, ev: evidence.Evidence, min_agreement: float, se
     used, agreement, mask, completed = fit.used, fit.agreement, (fit.mask if fit.used else hull), {}
     regions = fit.regions
     if regions:
-        regions, completed = complete_shape(regions, ev.brightest, ev.boxes, ev.background)
+        regions, completed = complete_shape(regions, ev.brightest, ev.boxes, ev.background, ev.mm_per_row)
         if changed(completed):
             completed_mask = regions_mask(regions, hull.shape)
-            inside = float(np.count_nonzero(completed_mask & hull) / max(np.count_nonzero(hull), 1))
+            # a curved top takes off the cap that the convex hull fills in by construction
+            held = hull & ~(regions_mask(fit.regions, hull.shape) & ~completed_mask)
+            inside = float(np.count_nonzero(completed_mask & held) / max(np.count_nonzero(held), 1))
             # a hull that fades out into black, or is missing a side, fits no shape; one that symmetry,
             # the region box or the depth scale completes to where the scanner images does, when it
             # holds all of the hull
