@@ -102,3 +102,12 @@ def test_a_probe_face_narrower_than_the_flat_cut_is_the_top_arc():
     assert got.r_min < 0.95 * corner  # not the arc through the cut's corners
     truth = true.mask(SHAPE)
     assert np.count_nonzero(got.mask(SHAPE) ^ truth) < 0.01 * truth.sum()
+
+
+@needs_tesseract
+def test_the_screen_goes_to_tesseract_through_a_pipe_not_a_file(tmp_path, monkeypatch):
+    """A screen holds the patient's name: reading its text leaves no picture of it anywhere."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert "D6.6" in " ".join(ocr.text_lines(_screen("D 6.6"))).replace(" ", "")
+    assert list(tmp_path.iterdir()) == []

@@ -14,8 +14,6 @@ import csv
 import io
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -46,15 +44,16 @@ def text_lines(image: np.ndarray, *, scale: int = SCALE, level: float = TEXT_LEV
     page = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
     page = page.resize((page.width * scale, page.height * scale), Image.LANCZOS)
     page = ImageOps.invert(page.point(lambda v: 255 if v > level else 0))
-    with tempfile.TemporaryDirectory(prefix="ultrasound-refine-ocr-") as folder:
-        path = Path(folder) / "page.png"
-        page.save(path)
-        done = subprocess.run([TESSERACT, str(path), "stdout", "--psm", "11", "tsv"],
-                              capture_output=True, text=True, timeout=timeout)
+    encoded = io.BytesIO()
+    page.save(encoded, format="PNG")
+    # through a pipe, never a file: the screen holds the patient's name
+    done = subprocess.run([TESSERACT, "stdin", "stdout", "--psm", "11", "tsv"], input=encoded.getvalue(),
+                          capture_output=True, timeout=timeout)
     if done.returncode != 0:
         return []
     lines: dict[tuple[str, str, str], list[str]] = {}
-    for row in csv.DictReader(io.StringIO(done.stdout), delimiter="\t", quoting=csv.QUOTE_NONE):
+    text = done.stdout.decode("utf-8", errors="replace")
+    for row in csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE):
         word = (row.get("text") or "").strip()
         if word:
             lines.setdefault((row["block_num"], row["par_num"], row["line_num"]), []).append(word)
