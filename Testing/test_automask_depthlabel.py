@@ -111,3 +111,38 @@ def test_the_screen_goes_to_tesseract_through_a_pipe_not_a_file(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     assert "D6.6" in " ".join(ocr.text_lines(_screen("D 6.6"))).replace(" ", "")
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_tesseract
+def test_depth_is_counted_from_the_zero_of_the_screens_depth_scale():
+    """A phased sector cut flat 30 px below its apex: the depth scale beside it starts at the apex (its
+    last marks hidden, so it does not say how deep the sector goes), and the stated depth counts from
+    there, not from the cut."""
+    true = Sector(280.0, 10.0, 45.0, 66.0 / MM_PER_ROW, 0.0, 0.0, 40.0)
+    image = _screen("D 6.6")
+    image[~true.mask(SHAPE) & TRUE.mask(SHAPE)] = 0.0
+    for k in range(5):  # ticks every centimetre (50 px) from the apex's row
+        image[10 + 50 * k : 12 + 50 * k, 452:460] = 220.0
+    regions, info = complete_shape([SEEN], image, [], 0.0, MM_PER_ROW)
+    assert info["depth_scale"][0]["zero_row"] == pytest.approx(10.5, abs=1.0) and not info["depth_scale"][0]["extended"]
+    assert info["stated_depth"]["extended"] == [0]
+    assert abs(_bottom(regions[0]) - _bottom(true)) <= 2
+
+
+def test_a_tesseract_that_fails_or_hangs_reads_nothing(monkeypatch, tmp_path):
+    import subprocess
+
+    def hangs(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout"))
+
+    monkeypatch.setattr(ocr, "available", lambda: True)
+    monkeypatch.setattr(subprocess, "run", hangs)
+    assert ocr.text_lines(_screen("D 6.6")) == []
+    regions, info = complete_to_stated_depth([SEEN], _screen("D 6.6"), 0.0, MM_PER_ROW)
+    assert regions == [SEEN] and info["stated_depth"] == {"read": True, "depth_mm": None, "extended": []}
+    broken = tmp_path / "tesseract"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.undo()
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert ocr.available() and ocr.text_lines(_screen("D 6.6")) == []

@@ -33,7 +33,8 @@ def text_lines(image: np.ndarray, *, scale: int = SCALE, level: float = TEXT_LEV
     its words joined by single spaces, top of the page first; ``None`` where tesseract is not installed.
 
     The frame is scaled up ``scale`` times and binarised at ``level`` to dark text on white, and the page
-    segmented as sparse text (scanner screens scatter short labels, not paragraphs)."""
+    segmented as sparse text (scanner screens scatter short labels, not paragraphs). A tesseract that
+    fails, or runs past ``timeout`` seconds, reads no lines."""
     from PIL import Image, ImageOps
 
     if not available():
@@ -47,8 +48,11 @@ def text_lines(image: np.ndarray, *, scale: int = SCALE, level: float = TEXT_LEV
     encoded = io.BytesIO()
     page.save(encoded, format="PNG")
     # through a pipe, never a file: the screen holds the patient's name
-    done = subprocess.run([TESSERACT, "stdin", "stdout", "--psm", "11", "tsv"], input=encoded.getvalue(),
-                          capture_output=True, timeout=timeout)
+    try:
+        done = subprocess.run([TESSERACT, "stdin", "stdout", "--psm", "11", "tsv"], input=encoded.getvalue(),
+                              capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # a tesseract that cannot run or hangs reads nothing; the caller goes on without
     if done.returncode != 0:
         return []
     lines: dict[tuple[str, str, str], list[str]] = {}

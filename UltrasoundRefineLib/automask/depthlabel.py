@@ -55,11 +55,13 @@ def far_edge_seen(region: Region, image: np.ndarray, background: float) -> bool:
 
 
 def complete_to_stated_depth(regions: list[Region], image: np.ndarray, background: float,
-                             mm_per_row: float | None, *, skip=()) -> tuple[list[Region], dict]:
+                             mm_per_row: float | None, *, skip=(), zeros: dict | None = None) -> tuple[list[Region], dict]:
     """Each region (but those in ``skip``) whose far edge is not seen, extended down to the depth the
     screen states below its probe face (see the module's docstring); ``mm_per_row`` is the scanner's
-    calibration of a row (None: not known, nothing is done). Returns ``(regions, info)``;
-    ``info["stated_depth"]`` says what was read and which regions it extended."""
+    calibration of a row (None: not known, nothing is done); ``zeros``: region index -> the row of depth
+    0 where the screen's depth scale shows it (else the lowest of the region's tops: a flat cut, or the
+    curved top's lowest point). Returns ``(regions, info)``; ``info["stated_depth"]`` says what was read
+    and which regions it extended."""
     from UltrasoundRefineLib.automask.boxfit import extend_region
 
     shape = image.shape
@@ -83,7 +85,7 @@ def complete_to_stated_depth(regions: list[Region], image: np.ndarray, backgroun
         region = regions[k]
         m = region.mask(shape)
         tops = region_tops(region)
-        zero = max(tops)  # the probe face: below a flat cut, where the scanner counts from
+        zero = (zeros or {}).get(k, max(tops))
         target = zero + depth / mm_per_row
         bottom = float(np.flatnonzero(m.any(1)).max())
         gap = target - bottom

@@ -63,8 +63,10 @@ def complete_shape(regions: list[Region], image: np.ndarray, boxes, background: 
     regions, curved = curved_tops(regions, image, background)
     regions, raised = ring_down_tops(regions, image, background)
     regions, info = complete_to_depth_scale(regions, image, background)
+    scales = info.get("depth_scale", [])
     regions, stated = complete_to_stated_depth(regions, image, background, mm_per_row,
-                                               skip={s["region"] for s in info.get("depth_scale", []) if s["extended"]})
+                                               skip={s["region"] for s in scales if s["extended"]},
+                                               zeros={s["region"]: s["zero_row"] for s in scales})
     info.update(stated)
     depth_known = info.get("depth_scale") or stated.get("stated_depth", {}).get("extended")
     sides = ("left", "right") if depth_known else ("bottom", "left", "right")
