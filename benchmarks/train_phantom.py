@@ -114,6 +114,7 @@ def run(args) -> dict:
     from UltrasoundRefineLib.train.data import render_examples
     from UltrasoundRefineLib.train.device import resolve_device
     from UltrasoundRefineLib.train.evaluate import evaluate_model
+    from UltrasoundRefineLib.train.model import card_postprocess
     from UltrasoundRefineLib.train.engine import train_model
     from UltrasoundRefineLib.train.finetune import FINETUNE_DEFAULTS, PRETRAIN_DEFAULTS, SCRATCH_DEFAULTS, finetune, pretrain, scratch
 
@@ -163,6 +164,7 @@ def run(args) -> dict:
         # the network's own masks (holes filled, specks dropped), before the shape fit and the region boxes
         net_only = evaluate_model(res.model, test_samples, postprocess="basic")["summary"]
         entry = {
+            "postprocess": card_postprocess(res.model.card)[0],  # what "dice" was scored with (predict's)
             "dice": {"mean": s["dice_mean"], "sd": s["dice_sd"], "min": s["dice_min"], "median": s["dice_median"]},
             "dice_network_only": {"mean": net_only["dice_mean"], "sd": net_only["dice_sd"], "min": net_only["dice_min"]},
             "iou_mean": s["iou_mean"],
